@@ -1,0 +1,38 @@
+"""Error measures between a prediction and the true gradient flow, and log-log slope fits (MATH.md section 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+from jaxtyping import Float
+
+
+def f_error(f_pred: Float[np.ndarray, "T n"], f_true: Float[np.ndarray, "T n"]) -> Float[np.ndarray, " T"]:
+    """||f_pred(t) - f_true(t)||_2 / sqrt(n) at every saved time (the RMS output error)."""
+    f_pred, f_true = np.asarray(f_pred), np.asarray(f_true)
+    return np.linalg.norm(f_pred - f_true, axis=-1) / np.sqrt(f_true.shape[-1])
+
+
+def k2_error(K_pred: Float[np.ndarray, "T n n"], K_true: Float[np.ndarray, "T n n"]) -> Float[np.ndarray, " T"]:
+    """max_ab |K^(2)_pred(t) - K^(2)_true(t)| at every saved time."""
+    d = np.abs(np.asarray(K_pred) - np.asarray(K_true))
+    return d.reshape(d.shape[0], -1).max(axis=1)
+
+
+def geometric_mean(x, axis=None):
+    """Geometric mean: the right average of errors that vary by decades across seeds (MATH.md section 3)."""
+    return np.exp(np.mean(np.log(np.asarray(x, dtype=np.float64)), axis=axis))
+
+
+def fit_slope(widths, errors) -> tuple[float, float]:
+    """Least-squares slope of log(error) against log(width), and its standard error."""
+    x, y = np.log(np.asarray(widths, dtype=float)), np.log(np.asarray(errors, dtype=float))
+    if x.size < 2:
+        raise ValueError("a slope needs at least two widths")
+    A = np.vstack([x, np.ones_like(x)]).T
+    coef, res, *_ = np.linalg.lstsq(A, y, rcond=None)
+    dof = x.size - 2
+    if dof <= 0:
+        return float(coef[0]), float("nan")
+    sigma2 = float(np.sum((y - A @ coef) ** 2)) / dof
+    se = np.sqrt(sigma2 / np.sum((x - x.mean()) ** 2))
+    return float(coef[0]), float(se)

@@ -1,0 +1,124 @@
+"""Training data: the built-in default problem, user ``.npz`` files, and input normalization.
+
+Inputs are normalized as HY Assumption 2.2 asks (c < |x|_2 <= 1/c); the default projects every input onto
+the unit sphere (MATH.md section 1). The normalization applied is kept on the :class:`Dataset`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from jaxtyping import Float
+
+import equinox as eqx
+
+from .errors import DataError
+
+NORMALIZATIONS = ("sphere", "none")
+
+
+class Dataset(eqx.Module):
+    """Training inputs ``X`` (n, d), targets ``y`` (n,), optional test inputs ``X_test`` (k, d)."""
+
+    X: Float[np.ndarray, "n d"]
+    y: Float[np.ndarray, " n"]
+    X_test: Float[np.ndarray, "k d"] | None = None
+    normalization: str = eqx.field(static=True, default="sphere")
+    source: str = eqx.field(static=True, default="default")
+
+    @property
+    def n(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def d(self) -> int:
+        return int(self.X.shape[1])
+
+
+def _check_finite(name: str, arr: np.ndarray, source: str) -> None:
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise DataError(f"{source}: '{name}' has {int(bad.sum())} non-finite value(s), first at index {idx} "
+                        f"({arr[idx]!r}); inputs and targets must be finite")
+
+
+def normalize_inputs(X: np.ndarray, how: str, name: str = "X", source: str = "data") -> np.ndarray:
+    """Apply the input normalization ``how`` (HY Assumption 2.2): ``sphere`` maps x -> x / |x|_2."""
+    if how == "none":
+        return X
+    if how != "sphere":
+        raise DataError(f"normalization {how!r} is not known; accepted: {', '.join(NORMALIZATIONS)}")
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    if (norms == 0).any():
+        i = int(np.argwhere(norms[:, 0] == 0)[0, 0])
+        raise DataError(f"{source}: row {i} of '{name}' is zero and cannot be projected onto the unit sphere "
+                        "(HY Assumption 2.2 needs |x| > 0); remove it or use normalization 'none'")
+    return X / norms
+
+
+def make_dataset(X, y, X_test=None, *, normalization: str = "sphere", source: str = "arrays") -> Dataset:
+    """Validate and normalize user arrays: ``X`` (n, d) with n >= 1, ``y`` (n,), ``X_test`` (k, d)."""
+    try:
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{source}: 'X' and 'y' must be numeric arrays ({e})") from None
+    if X.ndim != 2:
+        raise DataError(f"{source}: 'X' has shape {X.shape}; expected (n, d)")
+    n, d = X.shape
+    if n == 0:
+        raise DataError(f"{source}: 'X' has n = 0 rows; at least one training point is needed")
+    if d == 0:
+        raise DataError(f"{source}: 'X' has d = 0 columns; inputs need at least one dimension")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.shape != (n,):
+        raise DataError(f"{source}: 'y' has shape {y.shape}; expected ({n},) to match 'X' {X.shape} "
+                        "(nth trains a scalar-output network)")
+    _check_finite("X", X, source)
+    _check_finite("y", y, source)
+    Xt = None
+    if X_test is not None:
+        Xt = np.asarray(X_test, dtype=np.float64)
+        if Xt.ndim != 2 or Xt.shape[1] != d:
+            raise DataError(f"{source}: 'X_test' has shape {Xt.shape}; expected (k, {d}) to match 'X'")
+        _check_finite("X_test", Xt, source)
+        Xt = normalize_inputs(Xt, normalization, "X_test", source)
+    X = normalize_inputs(X, normalization, "X", source)
+    return Dataset(X=X, y=y, X_test=Xt, normalization=normalization, source=source)
+
+
+def default_problem(n: int = 16, d: int = 8, seed: int = 0) -> Dataset:
+    """The built-in problem: n inputs uniform on the unit sphere S^(d-1) and smooth targets.
+
+    y_b = sin(2 u.x_b) + 0.5 cos(3 v.x_b) with fixed random unit vectors u, v: O(1), smooth, and not a
+    function a linear model fits exactly.
+    """
+    for name, val in (("n", n), ("d", d)):
+        if not isinstance(val, (int, np.integer)) or val < 1:
+            raise DataError(f"{name} = {val!r} must be an integer >= 1 for the default problem")
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    u, v = rng.standard_normal((2, d))
+    u /= np.linalg.norm(u)
+    v /= np.linalg.norm(v)
+    Xs = normalize_inputs(X, "sphere")
+    y = np.sin(2.0 * Xs @ u) + 0.5 * np.cos(3.0 * Xs @ v)
+    return make_dataset(X, y, normalization="sphere", source=f"default(n={n}, d={d}, seed={seed})")
+
+
+def load_npz(path: str, normalization: str = "sphere") -> Dataset:
+    """Load ``X`` (n, d), ``y`` (n,) and optional ``X_test`` (k, d) from an ``.npz`` file."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise DataError(f"data file {path!r} does not exist") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"data file {path!r} is not a readable .npz file ({e})") from None
+    missing = [k for k in ("X", "y") if k not in arrays]
+    if missing:
+        raise DataError(f"data file {path!r} lacks {missing}; it must hold 'X' (n x d), 'y' (n,) and optionally "
+                        f"'X_test' (k x d); found {sorted(arrays)}")
+    return make_dataset(arrays["X"], arrays["y"], arrays.get("X_test"), normalization=normalization,
+                        source=str(path))

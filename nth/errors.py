@@ -1,0 +1,32 @@
+"""Exceptions raised by nth.
+
+Every error a user can cause (bad configuration, bad input files, a memory budget that is too small, a
+solver that fails) is an :class:`NTHError` with a message that names the bad value and what would be
+accepted. The CLI prints these without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class NTHError(Exception):
+    """Base class of every error nth raises on purpose."""
+
+
+class ConfigError(NTHError, ValueError):
+    """An option or argument has a value nth cannot accept."""
+
+
+class DataError(NTHError, ValueError):
+    """Input data or weights are malformed (shape, non-finite values, empty)."""
+
+
+class MemoryBudgetError(NTHError, MemoryError):
+    """A predicted allocation exceeds the configured memory budget."""
+
+
+class SolverError(NTHError, RuntimeError):
+    """A Diffrax solve did not succeed (max_steps reached, non-finite state, ...)."""
+
+
+class OutputExistsError(NTHError, FileExistsError):
+    """The output file already exists and overwriting was not requested."""

@@ -1,0 +1,208 @@
+"""The finite-width network: an MLP in NTK parametrization (MATH.md section 1, HY Eqs. 1-2).
+
+    x^(0) = x,   x^(l) = sigma(W^(l) x^(l-1)) / sqrt(m),  l = 1..H,   f(x; theta) = a^T x^(H)
+
+``W^(1)`` is (m, d), ``W^(l)`` (l >= 2) is (m, m), ``a`` is (m,). At initialization every weight entry is
+iid N(0, sigma_w^2) and every entry of ``a`` is N(0, sigma_a^2). The parameters theta are the module's
+array leaves (``Ws`` and ``a``); the activation is static.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.scipy.special as jsp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .errors import ConfigError, DataError
+
+#: Activations that are smooth (HY Assumption 2.1) and therefore have a meaningful hierarchy.
+SMOOTH_ACTIVATIONS = ("tanh", "sigmoid", "erf", "gelu", "softplus")
+#: Every activation nth accepts; relu only for the frozen kernel (p = 2).
+ACTIVATIONS = SMOOTH_ACTIVATIONS + ("relu",)
+
+
+def activation_fn(name: str, beta: float = 1.0) -> Callable[[Array], Array]:
+    """The elementwise activation called ``name``.
+
+    ``softplus`` is the softplus of sharpness ``beta``, log(1 + exp(beta x)) / beta; ``gelu`` is the exact
+    (erf-based) GELU, which is smooth; ``erf`` is the plain error function.
+    """
+    if name == "tanh":
+        return jnp.tanh
+    if name == "sigmoid":
+        return jax.nn.sigmoid
+    if name == "erf":
+        return jsp.erf
+    if name == "gelu":
+        return lambda x: jax.nn.gelu(x, approximate=False)
+    if name == "softplus":
+        return lambda x: jax.nn.softplus(beta * x) / beta
+    if name == "relu":
+        return jax.nn.relu
+    raise ConfigError(f"activation {name!r} is not known; accepted: {', '.join(ACTIVATIONS)}")
+
+
+def check_activation(name: str, p: int, beta: float = 1.0) -> None:
+    """Refuse activations whose hierarchy at level ``p`` would be meaningless (MATH.md section 1).
+
+    ReLU has zero second and higher derivatives almost everywhere, so K^(3), K^(4), ... computed by
+    autodiff are not the hierarchy of a ReLU network: it is accepted for p = 2 only.
+    """
+    activation_fn(name, beta)
+    if name == "relu" and p >= 3:
+        raise ConfigError(
+            f"activation 'relu' cannot be used with p = {p}: its higher derivatives vanish almost "
+            "everywhere, so K^(3), K^(4), ... of a ReLU net are not given by autodiff (HY Assumption 2.1 "
+            f"asks for a smooth activation). Use p = 2 with relu, or one of {', '.join(SMOOTH_ACTIVATIONS)}."
+        )
+    if name == "softplus" and not (math.isfinite(beta) and beta > 0):
+        raise ConfigError(f"softplus sharpness beta = {beta!r} must be a finite positive number")
+
+
+class MLP(eqx.Module):
+    """Scalar-output MLP in NTK parametrization (HY Eqs. 1-2; MATH.md section 1).
+
+    The array leaves ``Ws`` (tuple of H weight matrices) and ``a`` are the trainable parameters theta; a
+    pytree of the same structure is a parameter-space tangent (e.g. grad_theta f).
+    """
+
+    Ws: tuple[Float[Array, "m _"], ...]
+    a: Float[Array, " m"]
+    activation: str = eqx.field(static=True, default="tanh")
+    beta: float = eqx.field(static=True, default=1.0)
+
+    @property
+    def width(self) -> int:
+        return int(self.a.shape[0])
+
+    @property
+    def depth(self) -> int:
+        return len(self.Ws)
+
+    @property
+    def in_dim(self) -> int:
+        return int(self.Ws[0].shape[1])
+
+    @property
+    def num_params(self) -> int:
+        return sum(int(np.prod(W.shape)) for W in self.Ws) + self.width
+
+    def sigma(self, h: Array) -> Array:
+        return activation_fn(self.activation, self.beta)(h)
+
+    def sigma_prime(self, h: Array) -> Array:
+        """Elementwise derivative of the activation, itself differentiable to any order."""
+        return jax.jvp(self.sigma, (h,), (jnp.ones_like(h),))[1]
+
+    def features(self, X: Float[Array, "n d"]) -> tuple[list[Array], list[Array]]:
+        """Pre-activations h^(l) = W^(l) x^(l-1) and layer outputs x^(0..H), batched over rows of X."""
+        m = self.width
+        xs, hs = [X], []
+        for W in self.Ws:
+            h = xs[-1] @ W.T
+            hs.append(h)
+            xs.append(self.sigma(h) / jnp.sqrt(m).astype(h.dtype))
+        return hs, xs
+
+    def __call__(self, X: Float[Array, "n d"]) -> Float[Array, " n"]:
+        """f(x; theta) = a^T x^(H) for every row x of X (HY Eq. 1)."""
+        _, xs = self.features(X)
+        return xs[-1] @ self.a
+
+
+def init_mlp(
+    seed: int,
+    in_dim: int,
+    width: int,
+    depth: int,
+    activation: str = "tanh",
+    *,
+    sigma_w: float = 1.0,
+    sigma_a: float = 1.0,
+    beta: float = 1.0,
+    dtype=jnp.float64,
+) -> MLP:
+    """Gaussian initialization of MATH.md section 1: W^(l)_ij ~ N(0, sigma_w^2), a_i ~ N(0, sigma_a^2)."""
+    for name, val, lo in (("width", width, 1), ("depth", depth, 1), ("input dimension d", in_dim, 1)):
+        if not isinstance(val, (int, np.integer)) or val < lo:
+            raise ConfigError(f"{name} = {val!r} must be an integer >= {lo}")
+    for name, val in (("sigma_w", sigma_w), ("sigma_a", sigma_a)):
+        if not (math.isfinite(val) and val > 0):
+            raise ConfigError(f"{name} = {val!r} must be a finite positive number")
+    activation_fn(activation, beta)
+    keys = jax.random.split(jax.random.PRNGKey(seed), depth + 1)
+    shapes = [(width, in_dim)] + [(width, width)] * (depth - 1)
+    Ws = tuple(sigma_w * jax.random.normal(k, s, dtype=dtype) for k, s in zip(keys[:-1], shapes))
+    a = sigma_a * jax.random.normal(keys[-1], (width,), dtype=dtype)
+    return MLP(Ws=Ws, a=a, activation=activation, beta=float(beta))
+
+
+def mlp_from_arrays(arrays: dict[str, np.ndarray], activation: str = "tanh", *, beta: float = 1.0,
+                    dtype=jnp.float64, source: str = "weights") -> MLP:
+    """Build an MLP from user arrays ``W1`` (m, d), ``W2`` ... ``WH`` (m, m) and ``a`` (m,).
+
+    Width and depth are read from the arrays; shapes and finiteness are validated.
+    """
+    if "a" not in arrays or "W1" not in arrays:
+        raise DataError(f"{source} must hold arrays 'W1' (m x d), optionally 'W2'..'WH' (m x m), and 'a' (m,);"
+                        f" found {sorted(arrays)}")
+    H = 1
+    while f"W{H + 1}" in arrays:
+        H += 1
+    extra = sorted(set(arrays) - {"a"} - {f"W{l}" for l in range(1, H + 1)})
+    if extra:
+        raise DataError(f"{source} holds unexpected arrays {extra}; expected W1..W{H} and a (layers must be "
+                        "numbered consecutively from 1)")
+    a = np.asarray(arrays["a"])
+    if a.ndim != 1 or a.shape[0] < 1:
+        raise DataError(f"{source}: 'a' has shape {a.shape}; expected (m,) with m >= 1")
+    m = a.shape[0]
+    Ws = []
+    for l in range(1, H + 1):
+        W = np.asarray(arrays[f"W{l}"])
+        want = (m, W.shape[1] if (l == 1 and W.ndim == 2) else m)
+        if W.ndim != 2 or W.shape != want or W.shape[1] < 1:
+            raise DataError(f"{source}: 'W{l}' has shape {W.shape}; expected {want} (W1 is m x d, W2..WH are "
+                            f"m x m, with m = {m} from 'a')")
+        Ws.append(W)
+    for name, arr in [(f"W{l}", W) for l, W in enumerate(Ws, 1)] + [("a", a)]:
+        if not np.issubdtype(arr.dtype, np.number):
+            raise DataError(f"{source}: '{name}' has non-numeric dtype {arr.dtype}")
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise DataError(f"{source}: '{name}' has {int(bad.sum())} non-finite value(s), first at index {idx} "
+                            f"({arr[idx]!r}); all weights must be finite")
+    activation_fn(activation, beta)
+    return MLP(Ws=tuple(jnp.asarray(W, dtype=dtype) for W in Ws), a=jnp.asarray(a, dtype=dtype),
+               activation=activation, beta=float(beta))
+
+
+def grad_f(net: MLP, x: Float[Array, " d"]) -> MLP:
+    """grad_theta f(x; theta): the parameter-space direction of one output (a pytree shaped like ``net``)."""
+    return jax.grad(lambda nt: nt(x[None, :])[0])(net)
+
+
+def ntk(net: MLP, X: Float[Array, "n d"]) -> Float[Array, "n n"]:
+    """The empirical NTK K^(2)(a, b) = <grad f_a, grad f_b> (HY Eq. 4), from per-layer factors.
+
+    With delta^(l) = df/dh^(l) (the backpropagated vector), grad_{W^(l)} f = delta^(l) x^(l-1)^T and
+    grad_a f = x^(H), so K^(2) = x^(H) x^(H)^T + sum_l (delta^(l) delta^(l)^T) * (x^(l-1) x^(l-1)^T)
+    (elementwise product): the Jacobian is never formed. Differentiable to any order in theta.
+    """
+    hs, xs = net.features(X)
+    m = net.width
+    scale = jnp.sqrt(m).astype(X.dtype)
+    K = xs[-1] @ xs[-1].T
+    delta = net.a[None, :] * net.sigma_prime(hs[-1]) / scale
+    for l in range(net.depth - 1, -1, -1):
+        K = K + (delta @ delta.T) * (xs[l] @ xs[l].T)
+        if l > 0:
+            delta = (delta @ net.Ws[l]) * net.sigma_prime(hs[l - 1]) / scale
+    return K

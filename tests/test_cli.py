@@ -1,0 +1,80 @@
+"""`nth solve` end to end: the default problem, and user data + weights files, give the documented schema."""
+
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+
+import nth
+from nth.cli import main
+
+
+def check_schema(path, p, n, T, d, save_kernels=False):
+    with h5py.File(path, "r") as h:
+        assert h["/true/t"].shape == (T,)
+        assert h["/true/f"].shape == (T, n)
+        assert h["/true/K2"].shape == (T, n, n)
+        assert h["/true/loss"].shape == (T,)
+        for q in range(2, p + 1):
+            assert h[f"/nth/p{q}/f"].shape == (T, n)
+            assert h[f"/nth/p{q}/K2"].shape == (T, n, n)
+            assert h[f"/nth/p{q}"].attrs["max_f_error"] > 0
+        assert f"/nth/p{p + 1}" not in h
+        assert h["/data/X"].shape == (n, d) and h["/data/y"].shape == (n,)
+        np.testing.assert_allclose(np.linalg.norm(h["/data/X"][()], axis=1), 1.0, rtol=1e-14)
+        if save_kernels:
+            for r in range(2, p + 1):
+                assert h[f"/kernels/K{r}"].shape == (n,) * r
+        else:
+            assert "/kernels" not in h
+        attrs = dict(h.attrs)
+        cfg = json.loads(attrs["config"])
+        assert cfg["p"] == p and cfg["n"] == n
+        for key in ("seed", "version_nth", "version_jax", "version_diffrax", "version_equinox",
+                    "wall_time_kernels", "wall_time_gradient_flow", f"wall_time_nth_p{p}"):
+            assert key in attrs, key
+        assert h["/data"].attrs["normalization"] == "sphere"
+        return cfg, np.asarray(h["/true/loss"])
+
+
+def test_default_problem_end_to_end(tmp_path):
+    """`nth solve --p 4` exactly as the README runs it (width 1024, depth 2, tanh, n = 16, d = 8)."""
+    out = tmp_path / "default.h5"
+    proc = subprocess.run([sys.executable, "-m", "nth.cli", "solve", "--p", "4", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert "p=4" in proc.stdout and "training loss fell" in proc.stdout
+    cfg, loss = check_schema(out, 4, 16, 41, 8)
+    assert cfg["width"] == 1024 and cfg["depth"] == 2 and cfg["activation"] == "tanh"
+    assert loss[0] / loss[-1] > 100
+    with h5py.File(out) as h:  # the predictions improve with the level where the theory says they should
+        assert h["/nth/p4"].attrs["max_f_error"] < 0.1 * h["/nth/p2"].attrs["max_f_error"]
+
+
+def test_user_data_and_weights(tmp_path, capsys):
+    rng = np.random.default_rng(7)
+    m, d, n = 64, 5, 6
+    X = rng.standard_normal((n, d)) * 3.0  # not normalized: nth projects onto the sphere
+    y = np.tanh(X[:, 0])
+    np.savez(tmp_path / "data.npz", X=X, y=y, X_test=rng.standard_normal((3, d)))
+    W = {"W1": rng.standard_normal((m, d)), "W2": rng.standard_normal((m, m)), "W3": rng.standard_normal((m, m)),
+         "a": rng.standard_normal(m)}
+    np.savez(tmp_path / "w.npz", **W)
+    out = tmp_path / "user.h5"
+    code = main(["solve", "--p", "3", "--data", str(tmp_path / "data.npz"), "--weights", str(tmp_path / "w.npz"),
+                 "--out", str(out), "--save-kernels", "--num-times", "7", "--t-max", "20", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    cfg, _ = check_schema(out, 3, n, 7, d, save_kernels=True)
+    assert cfg["width"] == m and cfg["depth"] == 3
+    # the stored kernels and outputs are those of exactly the user's weights
+    net = nth.mlp_from_arrays(W)
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    with h5py.File(out) as h:
+        np.testing.assert_allclose(h["/init/f0"][()], np.asarray(net(Xn)), rtol=1e-12)
+        np.testing.assert_allclose(h["/kernels/K2"][()], np.asarray(nth.ntk(net, Xn)), rtol=1e-12)
+        np.testing.assert_allclose(h["/true/f"][0], h["/init/f0"][()], rtol=1e-12)
+        assert h["/data/X_test"].shape == (3, d)
+    assert [p for p in os.listdir(tmp_path) if p.startswith(".")] == []

@@ -1,0 +1,92 @@
+"""K^(r) by nested forward mode against brute-force references (MATH.md section 2, HY Eqs. 4-10)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import flat_jacfwd, flat_jacobian, rel_err
+
+import nth
+from nth.kernels import kernel_fn
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_structured_ntk_equals_jacobian_gram(depth):
+    data = nth.default_problem(n=6, d=4, seed=2)
+    X = jnp.asarray(data.X)
+    net = nth.init_mlp(3, 4, 9, depth, "gelu", sigma_w=1.3, sigma_a=0.7)
+    J = flat_jacobian(net, X)
+    assert rel_err(nth.ntk(net, X), J @ J.T) < 1e-13
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "erf", "gelu", "softplus"])
+def test_K3_equals_bruteforce(tiny, activation):
+    """K^(3)(a1,a2,b) = <grad K^(2)(a1,a2), grad f_b>: jacfwd of K^(2) contracted with the Jacobian of f."""
+    _, X, _ = tiny
+    net = nth.init_mlp(0, 3, 7, 2, activation, beta=2.0)
+    n = X.shape[0]
+    J = flat_jacobian(net, X)
+    ref = jnp.einsum("abp,cp->abc", flat_jacfwd(lambda nt: nth.ntk(nt, X), net, (n, n)), J)
+    got = nth.kernels(net, X, 3, chunk=2)[3]
+    assert got.shape == (n, n, n)
+    assert rel_err(got, ref) < 1e-10
+
+
+def test_K4_equals_bruteforce(tiny):
+    net, X, _ = tiny
+    n = X.shape[0]
+    J = flat_jacobian(net, X)
+    k3 = kernel_fn(3)
+    ref = jnp.einsum("abcp,dp->abcd", flat_jacfwd(lambda nt: k3(nt, X), net, (n, n, n)), J)
+    got = nth.kernels(net, X, 4, chunk=3)[4]
+    assert rel_err(got, ref) < 1e-10
+    # symmetric in the first two slots only (MATH.md section 3): the last two differ at O(1)
+    assert rel_err(got.transpose(1, 0, 2, 3), got) < 1e-12
+    assert rel_err(got.transpose(0, 1, 3, 2), got) > 1e-2
+
+
+def test_chunk_size_does_not_change_kernels(tiny):
+    net, X, _ = tiny
+    a = nth.kernels(net, X, 4, chunk=1)
+    b = nth.kernels(net, X, 4, chunk=5)
+    for r in (2, 3, 4):
+        assert rel_err(a[r], b[r]) < 1e-13
+
+
+def test_kernel_sizes_follow_width_scaling():
+    """K^(3) ~ 1/m (HY Eqs. 11-12): doubling the width twice shrinks mean |K^(3)| about 4-fold."""
+    X = jnp.asarray(nth.default_problem(n=4, d=3).X)
+    sizes = []
+    for m in (256, 1024):
+        vals = [float(jnp.abs(nth.kernels(nth.init_mlp(s, 3, m, 1, "tanh"), X, 3)[3]).mean()) for s in range(4)]
+        sizes.append(nth.geometric_mean(vals))
+    slope, _ = nth.fit_slope([256, 1024], sizes)
+    assert -1.4 < slope < -0.6
+
+
+def test_memory_budget_refusal_is_predicted_before_allocation(tiny):
+    net, X, _ = tiny
+    with pytest.raises(nth.MemoryBudgetError, match=r"K\^\(4\).*memory budget") as e:
+        nth.kernels(net, X, 4, memory_budget=1000)
+    assert "--memory-budget" in str(e.value) and "reduce" in str(e.value).lower()
+    # the prediction is exact for the kernels themselves
+    plan = nth.plan_kernels(128, 4, 10_000, jnp.float64, memory_budget=2**40)
+    assert plan.kernel_bytes[4] == 128**4 * 8 == 2 * 2**30
+
+
+def test_relu_refused_for_higher_levels(tiny):
+    _, X, _ = tiny
+    net = nth.init_mlp(0, 3, 7, 1, "relu")
+    assert nth.kernels(net, X, 2)[2].shape == (5, 5)
+    with pytest.raises(nth.ConfigError, match="relu.*p = 3"):
+        nth.kernels(net, X, 3)
+
+
+def test_float32_kernels_close_to_float64(tiny):
+    net, X, _ = tiny
+    k64 = nth.kernels(net, X, 3)
+    net32 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), net)
+    k32 = nth.kernels(net32, X.astype(jnp.float32), 3)
+    assert k32[3].dtype == jnp.float32
+    assert rel_err(k32[3], k64[3]) < 1e-4
+    assert np.isfinite(np.asarray(k32[3])).all()
