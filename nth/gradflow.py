@@ -1,6 +1,6 @@
 """The reference: true gradient flow of the finite network, integrated in parameter space with Diffrax.
 
-d theta/dt = -grad_theta L(theta),  L = (1/(2n)) sum_b (f_b - y_b)^2   (MATH.md section 2, HY Eq. 3).
+d theta/dt = -grad_theta L(theta),  L = (1/(2n)) sum_b (f_b - y_b)^2   (MATH.md section 2, HY Eqs. 3-5).
 
 The ODE state is the displacement u = theta - theta(0), not theta itself: each parameter moves only
 O(1/sqrt(m)) while being O(1), so a relative tolerance on theta would be loose on the change that matters

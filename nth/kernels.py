@@ -1,6 +1,6 @@
 """Higher-order kernels K^(2) ... K^(p) at given weights, by nested forward-mode autodiff.
 
-MATH.md section 2 (HY Eqs. 4-10):
+MATH.md section 2 (HY Theorem 2.3, Eqs. 7 and 9-10):
 
     K^(2)(a1, a2)           = < grad f_a1, grad f_a2 >
     K^(r+1)(a1..ar, b)      = < grad K^(r)(a1..ar), grad f_b >
@@ -145,6 +145,9 @@ def kernel_fn(r: int, chunk: int = 1) -> KernelFn:
     return fn
 
 
+_ntk_jit = eqx.filter_jit(ntk)
+
+
 @eqx.filter_jit
 def _top_chunk(net: MLP, X: Array, Xb: Array, r: int, chunk: int) -> Array:
     """K^(r)(..., b) for the last-slot inputs Xb (a chunk of the training set): shape (n,)*(r-1) + (len(Xb),)."""
@@ -156,7 +159,7 @@ def _top_chunk(net: MLP, X: Array, Xb: Array, r: int, chunk: int) -> Array:
 def kernel(net: MLP, X: Float[Array, "n d"], r: int, *, chunk: int = 1, progress: bool = False) -> Array:
     """One dense K^(r) at the weights of ``net``, shape (n,)*r (no budget check; see :func:`kernels`)."""
     if r == 2:
-        return ntk(net, X)
+        return _ntk_jit(net, X)
     n = X.shape[0]
     starts = list(range(0, n, chunk))
     it = starts
@@ -182,7 +185,7 @@ def kernels(
     chunk: int | None = None,
     progress: bool = False,
 ) -> dict[int, Array]:
-    """K^(2) ... K^(p) at the weights of ``net``: ``{r: array of shape (n,)*r}`` (HY Eqs. 4-10).
+    """K^(2) ... K^(p) at the weights of ``net``: ``{r: array of shape (n,)*r}`` (HY Eqs. 7, 9-10).
 
     Computed by nested forward-mode JVPs along grad f_b (MATH.md section 2), jit-compiled, on the default
     JAX device. Before anything is allocated, the bytes of every K^(r) and of the JVP work are predicted

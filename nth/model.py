@@ -190,7 +190,7 @@ def grad_f(net: MLP, x: Float[Array, " d"]) -> MLP:
 
 
 def ntk(net: MLP, X: Float[Array, "n d"]) -> Float[Array, "n n"]:
-    """The empirical NTK K^(2)(a, b) = <grad f_a, grad f_b> (HY Eq. 4), from per-layer factors.
+    """The empirical NTK K^(2)(a, b) = <grad f_a, grad f_b> as the sum of per-layer terms (HY Eq. 7).
 
     With delta^(l) = df/dh^(l) (the backpropagated vector), grad_{W^(l)} f = delta^(l) x^(l-1)^T and
     grad_a f = x^(H), so K^(2) = x^(H) x^(H)^T + sum_l (delta^(l) delta^(l)^T) * (x^(l-1) x^(l-1)^T)
