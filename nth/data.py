@@ -11,6 +11,7 @@ from jaxtyping import Float
 
 import equinox as eqx
 
+from .checks import check_finite
 from .errors import DataError
 
 NORMALIZATIONS = ("sphere", "none")
@@ -32,14 +33,6 @@ class Dataset(eqx.Module):
     @property
     def d(self) -> int:
         return int(self.X.shape[1])
-
-
-def _check_finite(name: str, arr: np.ndarray, source: str) -> None:
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise DataError(f"{source}: '{name}' has {int(bad.sum())} non-finite value(s), first at index {idx} "
-                        f"({arr[idx]!r}); inputs and targets must be finite")
 
 
 def normalize_inputs(X: np.ndarray, how: str, name: str = "X", source: str = "data") -> np.ndarray:
@@ -75,14 +68,14 @@ def make_dataset(X, y, X_test=None, *, normalization: str = "sphere", source: st
     if y.shape != (n,):
         raise DataError(f"{source}: 'y' has shape {y.shape}; expected ({n},) to match 'X' {X.shape} "
                         "(nth trains a scalar-output network)")
-    _check_finite("X", X, source)
-    _check_finite("y", y, source)
+    check_finite("X", X, source, "inputs")
+    check_finite("y", y, source, "targets")
     Xt = None
     if X_test is not None:
         Xt = np.asarray(X_test, dtype=np.float64)
         if Xt.ndim != 2 or Xt.shape[1] != d:
             raise DataError(f"{source}: 'X_test' has shape {Xt.shape}; expected (k, {d}) to match 'X'")
-        _check_finite("X_test", Xt, source)
+        check_finite("X_test", Xt, source, "inputs")
         Xt = normalize_inputs(Xt, normalization, "X_test", source)
     X = normalize_inputs(X, normalization, "X", source)
     return Dataset(X=X, y=y, X_test=Xt, normalization=normalization, source=source)
@@ -107,15 +100,20 @@ def default_problem(n: int = 16, d: int = 8, seed: int = 0) -> Dataset:
     return make_dataset(X, y, normalization="sphere", source=f"default(n={n}, d={d}, seed={seed})")
 
 
-def load_npz(path: str, normalization: str = "sphere") -> Dataset:
-    """Load ``X`` (n, d), ``y`` (n,) and optional ``X_test`` (k, d) from an ``.npz`` file."""
+def read_npz(path: str, kind: str = "data") -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (no pickles); a missing or unreadable file is a DataError."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+            return {k: z[k] for k in z.files}
     except FileNotFoundError:
-        raise DataError(f"data file {path!r} does not exist") from None
+        raise DataError(f"{kind} file {path!r} does not exist") from None
     except (OSError, ValueError) as e:
-        raise DataError(f"data file {path!r} is not a readable .npz file ({e})") from None
+        raise DataError(f"{kind} file {path!r} is not a readable .npz file ({e})") from None
+
+
+def load_npz(path: str, normalization: str = "sphere") -> Dataset:
+    """Load ``X`` (n, d), ``y`` (n,) and optional ``X_test`` (k, d) from an ``.npz`` file."""
+    arrays = read_npz(path, "data")
     missing = [k for k in ("X", "y") if k not in arrays]
     if missing:
         raise DataError(f"data file {path!r} lacks {missing}; it must hold 'X' (n x d), 'y' (n,) and optionally "

@@ -19,6 +19,7 @@ import jax.scipy.special as jsp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .checks import check_finite
 from .errors import ConfigError, DataError
 
 #: Activations that are smooth (HY Assumption 2.1) and therefore have a meaningful hierarchy.
@@ -172,13 +173,7 @@ def mlp_from_arrays(arrays: dict[str, np.ndarray], activation: str = "tanh", *, 
                             f"m x m, with m = {m} from 'a')")
         Ws.append(W)
     for name, arr in [(f"W{l}", W) for l, W in enumerate(Ws, 1)] + [("a", a)]:
-        if not np.issubdtype(arr.dtype, np.number):
-            raise DataError(f"{source}: '{name}' has non-numeric dtype {arr.dtype}")
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            idx = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise DataError(f"{source}: '{name}' has {int(bad.sum())} non-finite value(s), first at index {idx} "
-                            f"({arr[idx]!r}); all weights must be finite")
+        check_finite(name, arr, source, "weights")
     activation_fn(activation, beta)
     return MLP(Ws=tuple(jnp.asarray(W, dtype=dtype) for W in Ws), a=jnp.asarray(a, dtype=dtype),
                activation=activation, beta=float(beta))

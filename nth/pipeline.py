@@ -19,7 +19,7 @@ import numpy as np
 
 from . import store
 from .compare import f_error, k2_error
-from .data import NORMALIZATIONS, Dataset, default_problem, load_npz
+from .data import NORMALIZATIONS, Dataset, default_problem, load_npz, read_npz
 from .errors import ConfigError, DataError
 from .gradflow import FlowSolution, gradient_flow
 from .hierarchy import NTHSolution, default_horizon, truncated_nth
@@ -123,14 +123,8 @@ def load_inputs(cfg: SolveConfig) -> tuple[Dataset, MLP]:
         net = init_mlp(cfg.seed, data.d, cfg.width or DEFAULT_WIDTH, cfg.depth or DEFAULT_DEPTH,
                        cfg.activation, sigma_w=cfg.sigma_w, sigma_a=cfg.sigma_a, beta=cfg.beta, dtype=dtype)
     else:
-        try:
-            with np.load(cfg.weights, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except FileNotFoundError:
-            raise DataError(f"weights file {cfg.weights!r} does not exist") from None
-        except (OSError, ValueError) as e:
-            raise DataError(f"weights file {cfg.weights!r} is not a readable .npz file ({e})") from None
-        net = mlp_from_arrays(arrays, cfg.activation, beta=cfg.beta, dtype=dtype, source=str(cfg.weights))
+        net = mlp_from_arrays(read_npz(cfg.weights, "weights"), cfg.activation, beta=cfg.beta, dtype=dtype,
+                              source=str(cfg.weights))
         if net.in_dim != data.d:
             raise DataError(f"shape mismatch: weights file {cfg.weights!r} has W1 of shape "
                             f"({net.width}, {net.in_dim}), so inputs must have d = {net.in_dim}, but the data "
