@@ -10,6 +10,7 @@ jax.config.update("jax_enable_x64", True)
 
 __version__ = "0.1.0"
 
+from .corrections import DGSolution, dg_correction  # noqa: E402
 from .compare import f_error, fit_slope, geometric_mean, k2_error  # noqa: E402
 from .data import Dataset, default_problem, load_npz, make_dataset  # noqa: E402
 from .errors import (  # noqa: E402
@@ -20,15 +21,22 @@ from .errors import (  # noqa: E402
     OutputExistsError,
     SolverError,
 )
-from .gradflow import FlowSolution, gradient_flow, loss  # noqa: E402
-from .hierarchy import NTHSolution, default_horizon, linearized_closed_form, truncated_nth  # noqa: E402
+from .gradflow import FlowSolution, GDSolution, gradient_descent, gradient_flow, loss, stable_lr  # noqa: E402
+from .hierarchy import (  # noqa: E402
+    NTHSolution,
+    default_horizon,
+    hy_p3_reduced,
+    linearized_closed_form,
+    truncated_nth,
+)
 from .kernels import KernelPlan, kernel, kernel_fn, kernels, plan_kernels  # noqa: E402
 from .model import ACTIVATIONS, MLP, grad_f, init_mlp, mlp_from_arrays, ntk  # noqa: E402
 from .pipeline import SolveConfig, SolveResult, run_solve, write_result  # noqa: E402
 from .store import read_h5, write_h5  # noqa: E402
 
 __all__ = [
-    "ACTIVATIONS", "MLP", "ConfigError", "DataError", "Dataset", "FlowSolution", "KernelPlan",
+    "ACTIVATIONS", "MLP", "ConfigError", "DGSolution", "DataError", "Dataset", "FlowSolution", "GDSolution",
+    "KernelPlan", "dg_correction", "gradient_descent", "hy_p3_reduced", "stable_lr",
     "MemoryBudgetError", "NTHError", "NTHSolution", "OutputExistsError", "SolveConfig", "SolveResult",
     "SolverError", "default_horizon", "default_problem", "f_error", "fit_slope", "geometric_mean", "grad_f",
     "gradient_flow", "init_mlp", "k2_error", "kernel", "kernel_fn", "kernels", "linearized_closed_form",

@@ -51,8 +51,16 @@ def _add_solve(sub) -> None:
     g.add_argument("--d", type=int, help="input dimension of the built-in problem (default 8)")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the built-in problem (default 0)")
     g.add_argument("--data", help=".npz with X (n x d), y (n,), optional X_test (k x d)")
+    g.add_argument("--n-test", type=int, help="test inputs of the built-in problem (default 4)")
     g.add_argument("--normalization", default="sphere", choices=("sphere", "none"),
                    help="input normalization (default: project onto the unit sphere)")
+    g = s.add_argument_group("corrections and finite learning rate")
+    g.add_argument("--dg", action=argparse.BooleanOptionalAction, default=None,
+                   help="Dyer & Gur-Ari O(1/m) correction (default: on when p >= 4)")
+    g.add_argument("--dg-method", default="closed", choices=("closed", "ode"),
+                   help="DG by closed form (eigendecomposition, default) or by its ODE")
+    g.add_argument("--lr", type=float, help="also train by gradient descent with this learning rate ...")
+    g.add_argument("--steps", type=int, help="... for this many steps; predictions are compared at t = lr * step")
     g = s.add_argument_group("solver")
     g.add_argument("--t-max", type=float, help="time horizon (default: where the frozen-NTK loss has fallen "
                    "1000-fold)")
@@ -89,7 +97,8 @@ def config_from_args(args: argparse.Namespace) -> SolveConfig:
                        normalization=args.normalization, t_max=args.t_max, num_times=args.num_times,
                        rtol=args.rtol, atol=args.atol, max_steps=args.max_steps, nth_solver=args.nth_solver,
                        flow_solver=args.flow_solver, dtype=args.dtype, memory_budget=args.memory_budget,
-                       save_kernels=args.save_kernels)
+                       save_kernels=args.save_kernels, n_test=args.n_test, dg=args.dg, dg_method=args.dg_method,
+                       lr=args.lr, steps=args.steps)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,15 +81,16 @@ def make_dataset(X, y, X_test=None, *, normalization: str = "sphere", source: st
     return Dataset(X=X, y=y, X_test=Xt, normalization=normalization, source=source)
 
 
-def default_problem(n: int = 16, d: int = 8, seed: int = 0) -> Dataset:
+def default_problem(n: int = 16, d: int = 8, seed: int = 0, n_test: int = 0) -> Dataset:
     """The built-in problem: n inputs uniform on the unit sphere S^(d-1) and smooth targets.
 
     y_b = sin(2 u.x_b) + 0.5 cos(3 v.x_b) with fixed random unit vectors u, v: O(1), smooth, and not a
-    function a linear model fits exactly.
+    function a linear model fits exactly. ``n_test`` test inputs come from the same distribution (from a
+    separate random stream, so the training set does not depend on n_test).
     """
-    for name, val in (("n", n), ("d", d)):
-        if not isinstance(val, (int, np.integer)) or val < 1:
-            raise DataError(f"{name} = {val!r} must be an integer >= 1 for the default problem")
+    for name, val, lo in (("n", n, 1), ("d", d, 1), ("n_test", n_test, 0)):
+        if not isinstance(val, (int, np.integer)) or val < lo:
+            raise DataError(f"{name} = {val!r} must be an integer >= {lo} for the default problem")
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d))
     u, v = rng.standard_normal((2, d))
@@ -97,7 +98,9 @@ def default_problem(n: int = 16, d: int = 8, seed: int = 0) -> Dataset:
     v /= np.linalg.norm(v)
     Xs = normalize_inputs(X, "sphere")
     y = np.sin(2.0 * Xs @ u) + 0.5 * np.cos(3.0 * Xs @ v)
-    return make_dataset(X, y, normalization="sphere", source=f"default(n={n}, d={d}, seed={seed})")
+    X_test = np.random.default_rng([seed, 1]).standard_normal((n_test, d)) if n_test else None
+    return make_dataset(X, y, X_test, normalization="sphere",
+                        source=f"default(n={n}, d={d}, seed={seed}, n_test={n_test})")
 
 
 def read_npz(path: str, kind: str = "data") -> dict[str, np.ndarray]:

@@ -25,7 +25,8 @@ from .odeint import integrate
 class NTHSolution(eqx.Module):
     """Trajectory of the truncated NTH at level ``p``: f(t) (T, n), K^(2)(t) (T, n, n), loss(t) (T,).
 
-    ``K`` holds every evolved K^(r)(t), r = 2..p-1, with shape (T,) + (n,)*r, when requested.
+    ``K`` holds every evolved K^(r)(t), r = 2..p-1, with shape (T,) + (n,)*r, when requested; ``f_test``
+    (T, k) the predicted outputs at test inputs (HY Eq. 22), when test kernels were given.
     """
 
     p: int = eqx.field(static=True)
@@ -34,27 +35,38 @@ class NTHSolution(eqx.Module):
     K2: Float[Array, "T n n"]
     loss: Float[Array, " T"]
     K: dict[int, Array] | None
+    f_test: Float[Array, "T k"] | None
     stats: dict[str, int] = eqx.field(static=True)
 
 
+def _split(state, args):
+    """state = (f, K^(2)..K^(p-1)) [+ (f_test, K^(2)(x,.)..K^(p-1)(x,.))]; args = (y, K^(p), K^(p)(x,.) | None)."""
+    y, Kp, Kp_test = args
+    half = len(state) if Kp_test is None else len(state) // 2
+    return y, (state[:half], Kp), (None if Kp_test is None else (state[half:], Kp_test))
+
+
 def _nth_rhs(t, state, args):
-    """HY Eq. 15: state = (f, K^(2), ..., K^(p-1)); args = (y, K^(p)(0))."""
-    y, Kp = args
-    f, Ks = state[0], state[1:]
-    delta = f - y
-    Kall = Ks + (Kp,)
-    return tuple(-(K @ delta) / f.shape[0] for K in Kall)
+    """HY Eq. 15 (and Eq. 22 for test inputs): d/dt K^(r) = -(1/n) K^(r+1)[Delta], K^(p) frozen."""
+    y, (train, Kp), test = _split(state, args)
+    delta = train[0] - y
+    n = delta.shape[0]
+    out = tuple(-(K @ delta) / n for K in train[1:] + (Kp,))
+    if test is not None:
+        out = out + tuple(-(K @ delta) / n for K in test[0][1:] + (test[1],))
+    return out
 
 
-def _save_f_K2(t, state, args):
-    y, Kp = args
-    f, Ks = state[0], state[1:]
-    K2 = Ks[0] if Ks else Kp
-    return f, K2, 0.5 * jnp.mean((f - y) ** 2)
+def _save(t, state, args):
+    y, (train, Kp), test = _split(state, args)
+    f = train[0]
+    K2 = train[1] if len(train) > 1 else Kp
+    return f, K2, 0.5 * jnp.mean((f - y) ** 2), (f if test is None else test[0][0])
 
 
 def _save_all(t, state, args):
-    return _save_f_K2(t, state, args), state[1:]
+    y, (train, Kp), test = _split(state, args)
+    return _save(t, state, args), train[1:]
 
 
 def _check_inputs(kernels: Mapping[int, Array], f0, y, p: int | None) -> tuple[int, Array, Array]:
@@ -79,6 +91,20 @@ def _check_inputs(kernels: Mapping[int, Array], f0, y, p: int | None) -> tuple[i
     return int(p), f0, y
 
 
+def _check_test_inputs(test_kernels, f0_test, p: int, n: int, dtype) -> tuple[tuple[Array, ...], Array]:
+    if test_kernels is None or f0_test is None:
+        raise ConfigError("test-point predictions need both test_kernels (nth.kernels(..., first=X_test)) and "
+                          "f0_test (the network's outputs at X_test)")
+    f0_test = jnp.asarray(f0_test, dtype=dtype)
+    k = f0_test.shape[0] if f0_test.ndim == 1 else -1
+    for r in range(2, p + 1):
+        if r not in test_kernels or test_kernels[r].shape != (k,) + (n,) * (r - 1):
+            got = None if r not in test_kernels else test_kernels[r].shape
+            raise ConfigError(f"test kernel K^({r})(x, X^{r - 1}) has shape {got}; expected {(k,) + (n,) * (r - 1)}"
+                              f" for f0_test of shape {f0_test.shape}")
+    return tuple(jnp.asarray(test_kernels[r], dtype=dtype) for r in range(2, p + 1)), f0_test
+
+
 def truncated_nth(
     kernels: Mapping[int, Float[Array, "..."]],
     f0: Float[Array, " n"],
@@ -86,6 +112,8 @@ def truncated_nth(
     ts: Float[Array, " T"],
     *,
     p: int | None = None,
+    test_kernels: Mapping[int, Float[Array, "..."]] | None = None,
+    f0_test: Float[Array, " k"] | None = None,
     rtol: float = 1e-10,
     atol: float = 1e-12,
     max_steps: int = 100_000,
@@ -96,29 +124,69 @@ def truncated_nth(
     """Solve the truncated NTH at level ``p`` (HY Eq. 15) from t = 0, saving at times ``ts``.
 
     ``kernels`` maps r -> K^(r)(0) (from :func:`nth.kernels`); K^(p) is frozen, K^(2)..K^(p-1) evolve.
-    ``p`` defaults to the highest level available. Diffrax adaptive ``solver`` (default Tsit5) with a PID
+    ``p`` defaults to the highest level available. With ``test_kernels`` (r -> K^(r)(x, X^(r-1)) at test
+    inputs x, from ``nth.kernels(..., first=X_test)``) and ``f0_test``, the test outputs are evolved jointly,
+    driven by the training residuals (HY Eq. 22). Diffrax adaptive ``solver`` (default Tsit5) with a PID
     controller on the max norm of the state; ``rtol``, ``atol``, ``max_steps`` as in Diffrax. Returns f(t),
     K^(2)(t) and the loss (1/2n)|f - y|^2 at ``ts``, and every K^(r)(t) when ``save_all``. Solver
     failures raise :class:`~nth.errors.SolverError`.
     """
     p, f0, y = _check_inputs(kernels, f0, y, p)
-    Ks = tuple(jnp.asarray(kernels[r], dtype=f0.dtype) for r in range(2, p))
+    state = (f0,) + tuple(jnp.asarray(kernels[r], dtype=f0.dtype) for r in range(2, p))
     Kp = jnp.asarray(kernels[p], dtype=f0.dtype)
-    ys, stats = integrate(_nth_rhs, (f0,) + Ks, (y, Kp), ts, save_fn=_save_all if save_all else _save_f_K2,
+    Kp_test = None
+    if test_kernels is not None or f0_test is not None:
+        Kt, ft0 = _check_test_inputs(test_kernels, f0_test, p, f0.shape[0], f0.dtype)
+        state, Kp_test = state + (ft0,) + Kt[:-1], Kt[-1]
+    ys, stats = integrate(_nth_rhs, state, (y, Kp, Kp_test), ts, save_fn=_save_all if save_all else _save,
                           rtol=rtol, atol=atol, max_steps=max_steps, solver=solver, progress=progress,
                           what=f"truncated NTH (p = {p})",
                           advice=" At small width a truncated hierarchy can itself diverge over long horizons "
                           "(the evolved K^(2)(t) loses positive definiteness); a larger width or a shorter t_max "
                           "avoids it." if p > 2 else "")
-    if save_all:
-        (f, K2, loss), Kt = ys
-        K = {r: Kt[i] for i, r in enumerate(range(2, p))}
-    else:
-        f, K2, loss = ys
-        K = None
+    (f, K2, loss, f_test), Kt = ys if save_all else (ys, None)
+    K = None if Kt is None else {r: Kt[i] for i, r in enumerate(range(2, p))}
     if p == 2:  # K^(2) is frozen: broadcast it over time
         K2 = jnp.broadcast_to(Kp, (len(ts),) + Kp.shape)
-    return NTHSolution(p=p, ts=jnp.asarray(ts, dtype=f0.dtype), f=f, K2=K2, loss=loss, K=K, stats=stats)
+    return NTHSolution(p=p, ts=jnp.asarray(ts, dtype=f0.dtype), f=f, K2=K2, loss=loss, K=K,
+                       f_test=None if Kp_test is None else f_test, stats=stats)
+
+
+def _hy_p3_rhs(t, state, args):
+    delta, R = state
+    K, K3 = args
+    n = delta.shape[0]
+    return -(K @ delta) / n + ((K3 @ R) @ delta) / n**2, delta
+
+
+def _save_delta(t, state, args):
+    return (state[0],)
+
+
+def hy_p3_reduced(
+    kernels: Mapping[int, Float[Array, "..."]],
+    f0: Float[Array, " n"],
+    y: Float[Array, " n"],
+    ts: Float[Array, " T"],
+    *,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+    max_steps: int = 100_000,
+    solver: str = "tsit5",
+) -> Float[Array, "T n"]:
+    """The p = 3 truncation in closed variables (HY Section 4 item 3; MATH.md section 2): f(t) at ``ts``.
+
+    With R(t) = int_0^t Delta, K^(2)(t) = K^(2)(0) - (1/n) K^(3)(0)[R], hence
+        d Delta_a/dt = -(1/n) sum_b K^(2)(0)(a,b) Delta_b + (1/n^2) sum_{b,c} K^(3)(0)(a,b,c) Delta_b R_c,
+        dR/dt = Delta.
+    An n + n dimensional system: an independent check of :func:`truncated_nth` at p = 3.
+    """
+    _, f0, y = _check_inputs(kernels, f0, y, 3)
+    args = (jnp.asarray(kernels[2], dtype=f0.dtype), jnp.asarray(kernels[3], dtype=f0.dtype))
+    (delta,), _ = integrate(_hy_p3_rhs, (f0 - y, jnp.zeros_like(f0)), args, ts,
+                            save_fn=_save_delta, rtol=rtol, atol=atol, max_steps=max_steps,
+                            solver=solver, what="HY p = 3 reduced system")
+    return delta + y[None, :]
 
 
 def linearized_closed_form(K2: Float[Array, "n n"], f0: Float[Array, " n"], y: Float[Array, " n"],

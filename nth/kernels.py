@@ -28,7 +28,7 @@ from jaxtyping import Array, Float
 from .errors import ConfigError, MemoryBudgetError
 from .model import MLP, check_activation, grad_f, ntk
 
-KernelFn = Callable[[MLP, Float[Array, "n d"]], Array]
+KernelFn = Callable[[MLP, Float[Array, "k d"], Float[Array, "n d"]], Array]
 
 
 def format_bytes(b: float) -> str:
@@ -39,9 +39,9 @@ def format_bytes(b: float) -> str:
     return f"{b:.1f} PiB"
 
 
-def kernel_bytes(n: int, r: int, dtype=jnp.float64) -> int:
-    """Bytes of one dense K^(r): n^r entries."""
-    return n**r * jnp.dtype(dtype).itemsize
+def kernel_bytes(n: int, r: int, dtype=jnp.float64, first_rows: int | None = None) -> int:
+    """Bytes of one dense K^(r): n^r entries, or k n^(r-1) with k rows in the first slot."""
+    return (n if first_rows is None else first_rows) * n ** (r - 1) * jnp.dtype(dtype).itemsize
 
 
 def default_memory_budget() -> int:
@@ -92,7 +92,7 @@ def _work_bytes(p: int, chunk: int, num_params: int, itemsize: int) -> int:
 
 
 def plan_kernels(n: int, p: int, num_params: int, dtype=jnp.float64, memory_budget: int | None = None,
-                 chunk: int | None = None) -> KernelPlan:
+                 chunk: int | None = None, first_rows: int | None = None) -> KernelPlan:
     """Predict the bytes of every K^(r), r = 2..p, and of the JVP work; refuse if over ``memory_budget``.
 
     The chunk size (directions per batch at each nesting level) is chosen, if not given, as the largest
@@ -104,7 +104,7 @@ def plan_kernels(n: int, p: int, num_params: int, dtype=jnp.float64, memory_budg
     if budget <= 0:
         raise ConfigError(f"memory budget = {memory_budget!r} must be a positive number of bytes")
     itemsize = jnp.dtype(dtype).itemsize
-    kb = {r: kernel_bytes(n, r, dtype) for r in range(2, p + 1)}
+    kb = {r: kernel_bytes(n, r, dtype, first_rows) for r in range(2, p + 1)}
     if chunk is None:
         chunk = n
         while chunk > 1 and _work_bytes(p, chunk, num_params, itemsize) > budget // 4:
@@ -127,9 +127,9 @@ def plan_kernels(n: int, p: int, num_params: int, dtype=jnp.float64, memory_budg
 def _nest(prev: KernelFn, chunk: int) -> KernelFn:
     """theta -> K^(r+1)(theta) from theta -> K^(r)(theta): JVP along grad f_b(theta) for every b."""
 
-    def level(net: MLP, X: Float[Array, "n d"]) -> Array:
+    def level(net: MLP, X1: Float[Array, "k d"], X: Float[Array, "n d"]) -> Array:
         def one(xb):
-            return jax.jvp(lambda nt: prev(nt, X), (net,), (grad_f(net, xb),))[1]
+            return jax.jvp(lambda nt: prev(nt, X1, X), (net,), (grad_f(net, xb),))[1]
 
         out = jax.lax.map(one, X, batch_size=chunk)
         return jnp.moveaxis(out, 0, -1)
@@ -138,7 +138,11 @@ def _nest(prev: KernelFn, chunk: int) -> KernelFn:
 
 
 def kernel_fn(r: int, chunk: int = 1) -> KernelFn:
-    """The function (net, X) -> K^(r)(X; theta), shape (n,)*r (HY Eq. 10), differentiable in theta."""
+    """The function (net, X1, X) -> K^(r)(X1, X, ..., X; theta), shape (k,) + (n,)*(r-1) (HY Eqs. 10, 22).
+
+    The first slot runs over the rows of X1 (the training inputs X itself, or test inputs), every other
+    slot over the training inputs X. Differentiable in theta to any order.
+    """
     fn: KernelFn = ntk
     for _ in range(r - 2):
         fn = _nest(fn, chunk)
@@ -149,30 +153,32 @@ _ntk_jit = eqx.filter_jit(ntk)
 
 
 @eqx.filter_jit
-def _top_chunk(net: MLP, X: Array, Xb: Array, r: int, chunk: int) -> Array:
-    """K^(r)(..., b) for the last-slot inputs Xb (a chunk of the training set): shape (n,)*(r-1) + (len(Xb),)."""
+def _top_chunk(net: MLP, X1: Array, X: Array, Xb: Array, r: int, chunk: int) -> Array:
+    """K^(r)(X1, X, ..., b) for the last-slot inputs Xb (a chunk of X): shape (k,) + (n,)*(r-2) + (len(Xb),)."""
     prev = kernel_fn(r - 1, chunk)
-    out = jax.vmap(lambda xb: jax.jvp(lambda nt: prev(nt, X), (net,), (grad_f(net, xb),))[1])(Xb)
+    out = jax.vmap(lambda xb: jax.jvp(lambda nt: prev(nt, X1, X), (net,), (grad_f(net, xb),))[1])(Xb)
     return jnp.moveaxis(out, 0, -1)
 
 
-def kernel(net: MLP, X: Float[Array, "n d"], r: int, *, chunk: int = 1, progress: bool = False) -> Array:
-    """One dense K^(r) at the weights of ``net``, shape (n,)*r (no budget check; see :func:`kernels`)."""
+def kernel(net: MLP, X: Float[Array, "n d"], r: int, *, first: Float[Array, "k d"] | None = None,
+           chunk: int = 1, progress: bool = False) -> Array:
+    """One dense K^(r)(first, X, ..., X) at the weights of ``net`` (``first`` defaults to X); no budget check."""
+    X1 = X if first is None else first
     if r == 2:
-        return _ntk_jit(net, X)
+        return _ntk_jit(net, X1, X)
     n = X.shape[0]
     starts = list(range(0, n, chunk))
     it = starts
     if progress and len(starts) > 1:
         from tqdm.auto import tqdm
 
-        it = tqdm(starts, desc=f"K^({r})", unit="chunk", leave=False)
+        it = tqdm(starts, desc=f"K^({r})" + ("" if first is None else " (test)"), unit="chunk", leave=False)
     parts = []
     for s in it:
         Xb = X[s : s + chunk]
         if Xb.shape[0] < chunk:  # pad so one compiled function serves every chunk
             Xb = jnp.concatenate([Xb, jnp.broadcast_to(X[:1], (chunk - Xb.shape[0], X.shape[1]))])
-        parts.append(_top_chunk(net, X, Xb, r, chunk)[..., : min(chunk, n - s)])
+        parts.append(_top_chunk(net, X1, X, Xb, r, chunk)[..., : min(chunk, n - s)])
     return jnp.concatenate(parts, axis=-1)
 
 
@@ -181,6 +187,7 @@ def kernels(
     X: Float[Array, "n d"],
     p: int,
     *,
+    first: Float[Array, "k d"] | None = None,
     memory_budget: int | None = None,
     chunk: int | None = None,
     progress: bool = False,
@@ -188,19 +195,19 @@ def kernels(
     """K^(2) ... K^(p) at the weights of ``net``: ``{r: array of shape (n,)*r}`` (HY Eqs. 7, 9-10).
 
     Computed by nested forward-mode JVPs along grad f_b (MATH.md section 2), jit-compiled, on the default
-    JAX device. Before anything is allocated, the bytes of every K^(r) and of the JVP work are predicted
-    and a :class:`~nth.errors.MemoryBudgetError` is raised if they exceed ``memory_budget`` (default: see
-    :func:`default_memory_budget`). ``chunk`` sets how many directions are processed at once.
+    JAX device. With ``first`` (k test inputs), the first slot runs over those instead: K^(r)(x, X^(r-1)) of
+    shape (k,) + (n,)*(r-1), as the test-point equations need (HY Eq. 22). Before anything is allocated, the
+    bytes of every K^(r) and of the JVP work are predicted and a :class:`~nth.errors.MemoryBudgetError` is
+    raised if they exceed ``memory_budget`` (default: see :func:`default_memory_budget`). ``chunk`` sets how
+    many directions are processed at once.
     """
     X = jnp.asarray(X, dtype=net.a.dtype)
-    if X.ndim != 2 or X.shape[1] != net.in_dim:
-        raise ConfigError(f"X has shape {X.shape}; expected (n, {net.in_dim}) to match the network's input dim")
+    X1 = None if first is None else jnp.asarray(first, dtype=net.a.dtype)
+    for name, A in (("X", X), ("first", X1)):
+        if A is not None and (A.ndim != 2 or A.shape[1] != net.in_dim):
+            raise ConfigError(f"{name} has shape {A.shape}; expected (rows, {net.in_dim}) to match the network's "
+                              "input dim")
     check_activation(net.activation, p, net.beta)
-    plan = plan_kernels(X.shape[0], p, net.num_params, net.a.dtype, memory_budget, chunk)
-    return {r: kernel(net, X, r, chunk=plan.chunk, progress=progress) for r in range(2, p + 1)}
-
-
-def contract_last(K: Array, v: Float[Array, " n"]) -> Array:
-    """K[..., b] v_b: contraction of a kernel's last slot with a vector."""
-    return K @ v
-
+    k = None if X1 is None else X1.shape[0]
+    plan = plan_kernels(X.shape[0], p, net.num_params, net.a.dtype, memory_budget, chunk, first_rows=k)
+    return {r: kernel(net, X, r, first=X1, chunk=plan.chunk, progress=progress) for r in range(2, p + 1)}

@@ -184,20 +184,28 @@ def grad_f(net: MLP, x: Float[Array, " d"]) -> MLP:
     return jax.grad(lambda nt: nt(x[None, :])[0])(net)
 
 
-def ntk(net: MLP, X: Float[Array, "n d"]) -> Float[Array, "n n"]:
+def _layer_factors(net: MLP, X: Float[Array, "n d"]) -> tuple[list[Array], list[Array]]:
+    """Per-layer factors of grad f: layer inputs x^(l-1) and backpropagated vectors delta^(l) = df/dh^(l)."""
+    hs, xs = net.features(X)
+    scale = jnp.sqrt(net.width).astype(X.dtype)
+    deltas = [net.a[None, :] * net.sigma_prime(hs[-1]) / scale]
+    for l in range(net.depth - 1, 0, -1):
+        deltas.insert(0, (deltas[0] @ net.Ws[l]) * net.sigma_prime(hs[l - 1]) / scale)
+    return xs, deltas
+
+
+def ntk(net: MLP, X: Float[Array, "n d"], X2: Float[Array, "k d"] | None = None) -> Float[Array, "n k"]:
     """The empirical NTK K^(2)(a, b) = <grad f_a, grad f_b> as the sum of per-layer terms (HY Eq. 7).
 
     With delta^(l) = df/dh^(l) (the backpropagated vector), grad_{W^(l)} f = delta^(l) x^(l-1)^T and
     grad_a f = x^(H), so K^(2) = x^(H) x^(H)^T + sum_l (delta^(l) delta^(l)^T) * (x^(l-1) x^(l-1)^T)
-    (elementwise product): the Jacobian is never formed. Differentiable to any order in theta.
+    (elementwise product): the Jacobian is never formed. With ``X2`` it is the cross kernel between the
+    rows of X (first slot) and of X2 (second slot), e.g. K^(2)(x_test, X) of HY Eq. 22. Differentiable to
+    any order in theta.
     """
-    hs, xs = net.features(X)
-    m = net.width
-    scale = jnp.sqrt(m).astype(X.dtype)
-    K = xs[-1] @ xs[-1].T
-    delta = net.a[None, :] * net.sigma_prime(hs[-1]) / scale
-    for l in range(net.depth - 1, -1, -1):
-        K = K + (delta @ delta.T) * (xs[l] @ xs[l].T)
-        if l > 0:
-            delta = (delta @ net.Ws[l]) * net.sigma_prime(hs[l - 1]) / scale
+    xs, deltas = _layer_factors(net, X)
+    xs2, deltas2 = (xs, deltas) if X2 is None else _layer_factors(net, X2)
+    K = xs[-1] @ xs2[-1].T
+    for l in range(net.depth):
+        K = K + (deltas[l] @ deltas2[l].T) * (xs[l] @ xs2[l].T)
     return K

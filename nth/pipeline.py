@@ -21,14 +21,16 @@ from . import store
 from .compare import f_error, k2_error
 from .data import NORMALIZATIONS, Dataset, default_problem, load_npz, read_npz
 from .errors import ConfigError, DataError
-from .gradflow import FlowSolution, gradient_flow
-from .hierarchy import NTHSolution, default_horizon, truncated_nth
+from .corrections import METHODS as DG_METHODS
+from .corrections import dg_correction
+from .gradflow import FlowSolution, GDSolution, gradient_descent, gradient_flow, stable_lr
+from .hierarchy import default_horizon, truncated_nth
 from .kernels import kernels, plan_kernels
 from .model import MLP, check_activation, init_mlp, mlp_from_arrays
 from .odeint import SOLVERS, check_tolerances
 
 DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
-DEFAULT_WIDTH, DEFAULT_DEPTH, DEFAULT_N, DEFAULT_D = 1024, 2, 16, 8
+DEFAULT_WIDTH, DEFAULT_DEPTH, DEFAULT_N, DEFAULT_D, DEFAULT_N_TEST = 1024, 2, 16, 8, 4
 #: The default horizon is where the frozen-NTK loss has fallen this much (the true loss then falls > 100x).
 DEFAULT_LOSS_FALL = 1000.0
 
@@ -61,6 +63,16 @@ class SolveConfig:
     dtype: str = "float64"
     memory_budget: int | None = None
     save_kernels: bool = False
+    n_test: int | None = None
+    dg: bool | None = None
+    dg_method: str = "closed"
+    lr: float | None = None
+    steps: int | None = None
+
+    @property
+    def use_dg(self) -> bool:
+        """DG needs K^(3) and K^(4): on by default when p >= 4."""
+        return self.p >= 4 if self.dg is None else self.dg
 
     def validate(self) -> None:
         """Check every field before any work is done; raise ConfigError naming the bad value."""
@@ -94,19 +106,41 @@ class SolveConfig:
             raise ConfigError(f"normalization = {self.normalization!r}; accepted: {', '.join(NORMALIZATIONS)}")
         if self.memory_budget is not None and self.memory_budget <= 0:
             raise ConfigError(f"memory_budget = {self.memory_budget!r} must be a positive number of bytes")
+        if self.dg and self.p < 4:
+            raise ConfigError(f"the DG correction needs K^(3) and K^(4), so p >= 4; got p = {self.p}")
+        if self.dg_method not in DG_METHODS:
+            raise ConfigError(f"dg_method = {self.dg_method!r}; accepted: {', '.join(DG_METHODS)}")
+        if self.n_test is not None and (self.data is not None or not isinstance(self.n_test, int) or self.n_test < 0):
+            raise ConfigError(f"n_test = {self.n_test!r}: a non-negative integer, for the built-in problem only "
+                              "(with --data, test inputs come from X_test in the file)")
+        if (self.lr is None) != (self.steps is None):
+            raise ConfigError("finite learning rate needs both lr and steps (--lr ETA --steps S)")
+        if self.lr is not None:
+            if not (math.isfinite(self.lr) and self.lr > 0):
+                raise ConfigError(f"lr = {self.lr!r} must be a finite positive learning rate")
+            if not isinstance(self.steps, int) or self.steps < 1:
+                raise ConfigError(f"steps = {self.steps!r} must be a positive integer")
+            if self.t_max is not None:
+                raise ConfigError("with --lr/--steps the horizon is t_max = lr * steps; do not pass --t-max")
 
 
 @dataclasses.dataclass
 class SolveResult:
-    """What a run produced: inputs, kernels, the reference, every NTH level, errors and wall times."""
+    """What a run produced: inputs, kernels, the reference, every prediction, errors and wall times.
+
+    ``predictions`` maps a label ("p2", ..., "p{p}", "dg") to an NTHSolution or DGSolution; ``errors`` maps
+    the same labels (and "gd" for gradient descent against the flow) to their error summaries.
+    """
 
     config: dict[str, Any]
     data: Dataset
     f0: np.ndarray
     kernels: dict[int, np.ndarray]
+    test_kernels: dict[int, np.ndarray] | None
     flow: FlowSolution
-    nth: dict[int, NTHSolution]
-    errors: dict[int, dict[str, float]]
+    predictions: dict[str, Any]
+    gd: GDSolution | None
+    errors: dict[str, dict[str, float]]
     wall_times: dict[str, float]
     loss_fall: float
     path: str | None = None
@@ -116,7 +150,8 @@ def load_inputs(cfg: SolveConfig) -> tuple[Dataset, MLP]:
     """Data (built-in or file) and the network (seeded or from a weights file), checked against each other."""
     dtype = DTYPES[cfg.dtype]
     if cfg.data is None:
-        data = default_problem(cfg.n or DEFAULT_N, cfg.d or DEFAULT_D, seed=cfg.data_seed)
+        n_test = DEFAULT_N_TEST if cfg.n_test is None else cfg.n_test
+        data = default_problem(cfg.n or DEFAULT_N, cfg.d or DEFAULT_D, seed=cfg.data_seed, n_test=n_test)
     else:
         data = load_npz(cfg.data, normalization=cfg.normalization)
     if cfg.weights is None:
@@ -138,6 +173,16 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - t
 
 
+def _errors(pred, flow: FlowSolution, gd: GDSolution | None) -> dict[str, float]:
+    """Max over saved times of the output, kernel and test-output errors against the references."""
+    e = {"max_f_error": float(f_error(pred.f, flow.f).max()), "max_K2_error": float(k2_error(pred.K2, flow.K2).max())}
+    if flow.f_test is not None and pred.f_test is not None:
+        e["max_test_error"] = float(f_error(pred.f_test, flow.f_test).max())
+    if gd is not None:
+        e["max_f_error_gd"] = float(f_error(pred.f, gd.f).max())
+    return e
+
+
 def run_solve(
     cfg: SolveConfig,
     out: str | os.PathLike | None = None,
@@ -146,7 +191,8 @@ def run_solve(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> SolveResult:
-    """Run kernels, the truncated NTH for every level q = 2..p, and true gradient flow; write ``out``.
+    """Run kernels, the truncated NTH for every level q = 2..p, the DG correction (p >= 4), true gradient
+    flow and, with ``lr``/``steps``, gradient descent; write ``out``.
 
     Every check that can fail on user input (configuration, files, output path, memory budget) runs
     before the expensive stages, and the file is written atomically at the end.
@@ -158,36 +204,60 @@ def run_solve(
     data, net = load_inputs(cfg)
     dtype = DTYPES[cfg.dtype]
     X, y = jnp.asarray(data.X, dtype=dtype), jnp.asarray(data.y, dtype=dtype)
+    Xt = None if data.X_test is None or data.X_test.shape[0] == 0 else jnp.asarray(data.X_test, dtype=dtype)
     plan = plan_kernels(data.n, cfg.p, net.num_params, dtype, cfg.memory_budget)
+    if Xt is not None:  # the test-point kernels K^(r)(x, X^(r-1)) are planned (and refused) the same way
+        plan_kernels(data.n, cfg.p, net.num_params, dtype, plan.budget, plan.chunk, first_rows=Xt.shape[0])
     resolved = dataclasses.asdict(cfg) | {"width": net.width, "depth": net.depth, "n": data.n, "d": data.d,
+                                           "n_test": 0 if Xt is None else int(Xt.shape[0]), "dg": cfg.use_dg,
                                            "num_params": net.num_params, "kernel_chunk": plan.chunk,
                                            "normalization_applied": data.normalization}
     wall: dict[str, float] = {}
     say(f"network: width {net.width}, depth {net.depth}, {cfg.activation}, {net.num_params} parameters; "
-        f"data: n = {data.n}, d = {data.d} ({data.source}); device: {jax.devices()[0].platform}")
-    say(f"[1/3] kernels K^(2)..K^({cfg.p}) by forward-mode JVPs")
+        f"data: n = {data.n}, d = {data.d}, {0 if Xt is None else Xt.shape[0]} test points ({data.source}); "
+        f"device: {jax.devices()[0].platform}")
+    say(f"[1/4] kernels K^(2)..K^({cfg.p}) by forward-mode JVPs")
     ks, wall["kernels"] = _timed(lambda: kernels(net, X, cfg.p, memory_budget=plan.budget, chunk=plan.chunk,
                                                  progress=progress))
+    kt = None
+    if Xt is not None:
+        kt, wall["test_kernels"] = _timed(lambda: kernels(net, X, cfg.p, first=Xt, memory_budget=plan.budget,
+                                                          chunk=plan.chunk, progress=progress))
     f0 = net(X)
-    t_max = cfg.t_max if cfg.t_max is not None else default_horizon(ks[2], f0, y, fall=DEFAULT_LOSS_FALL)
+    ft0 = None if Xt is None else net(Xt)
+    gd = None
+    if cfg.lr is not None:
+        steps = np.unique(np.round(np.linspace(0, cfg.steps, cfg.num_times)).astype(np.int64))
+        ts = jnp.asarray(cfg.lr * steps, dtype=dtype)
+        t_max = cfg.lr * cfg.steps
+        say(f"[+] gradient descent: lr {cfg.lr:g} (stable step about {stable_lr(ks[2]):.3g}), {cfg.steps} steps")
+        gd, wall["gradient_descent"] = _timed(lambda: gradient_descent(net, X, y, cfg.lr, steps, X_test=Xt))
+    else:
+        t_max = cfg.t_max if cfg.t_max is not None else default_horizon(ks[2], f0, y, fall=DEFAULT_LOSS_FALL)
+        ts = jnp.linspace(0.0, t_max, cfg.num_times, dtype=dtype)
     resolved["t_max"] = float(t_max)
-    ts = jnp.linspace(0.0, t_max, cfg.num_times, dtype=dtype)
-    say(f"[2/3] true gradient flow to t = {t_max:.4g} ({cfg.flow_solver}, rtol {cfg.rtol:g}, atol {cfg.atol:g})")
+    say(f"[2/4] true gradient flow to t = {t_max:.4g} ({cfg.flow_solver}, rtol {cfg.rtol:g}, atol {cfg.atol:g})")
     flow, wall["gradient_flow"] = _timed(lambda: gradient_flow(
-        net, X, y, ts, rtol=cfg.rtol, atol=cfg.atol, max_steps=cfg.max_steps, solver=cfg.flow_solver,
+        net, X, y, ts, X_test=Xt, rtol=cfg.rtol, atol=cfg.atol, max_steps=cfg.max_steps, solver=cfg.flow_solver,
         progress=progress))
-    say(f"[3/3] truncated NTH, levels q = 2..{cfg.p} ({cfg.nth_solver})")
-    sols: dict[int, NTHSolution] = {}
-    errs: dict[int, dict[str, float]] = {}
+    say(f"[3/4] truncated NTH, levels q = 2..{cfg.p} ({cfg.nth_solver})")
+    preds: dict[str, Any] = {}
     for q in range(2, cfg.p + 1):
-        sols[q], wall[f"nth_p{q}"] = _timed(lambda q=q: truncated_nth(
-            ks, f0, y, ts, p=q, rtol=cfg.rtol, atol=cfg.atol, max_steps=cfg.max_steps, solver=cfg.nth_solver))
-        errs[q] = {"max_f_error": float(f_error(sols[q].f, flow.f).max()),
-                   "max_K2_error": float(k2_error(sols[q].K2, flow.K2).max())}
+        preds[f"p{q}"], wall[f"nth_p{q}"] = _timed(lambda q=q: truncated_nth(
+            ks, f0, y, ts, p=q, test_kernels=kt, f0_test=ft0, rtol=cfg.rtol, atol=cfg.atol,
+            max_steps=cfg.max_steps, solver=cfg.nth_solver))
+    if cfg.use_dg:
+        say(f"[4/4] Dyer & Gur-Ari O(1/m) correction ({cfg.dg_method} form)")
+        preds["dg"], wall["dg"] = _timed(lambda: dg_correction(
+            ks, f0, y, ts, method=cfg.dg_method, test_kernels=kt, f0_test=ft0, rtol=cfg.rtol, atol=cfg.atol,
+            max_steps=cfg.max_steps, solver=cfg.nth_solver))
+    errs = {label: _errors(pred, flow, gd) for label, pred in preds.items()}
+    if gd is not None:
+        errs["gd"] = _errors(gd, flow, None)
     loss_fall = float(flow.loss[0] / flow.loss[-1]) if float(flow.loss[-1]) > 0 else float("inf")
-    result = SolveResult(config=resolved, data=data, f0=np.asarray(f0),
-                         kernels={r: np.asarray(k) for r, k in ks.items()}, flow=flow, nth=sols, errors=errs,
-                         wall_times=wall, loss_fall=loss_fall)
+    np_k = lambda d: None if d is None else {r: np.asarray(k) for r, k in d.items()}  # noqa: E731
+    result = SolveResult(config=resolved, data=data, f0=np.asarray(f0), kernels=np_k(ks), test_kernels=np_k(kt),
+                         flow=flow, predictions=preds, gd=gd, errors=errs, wall_times=wall, loss_fall=loss_fall)
     if out is not None:
         t = time.perf_counter()
         result.path = write_result(result, out, force=force, save_kernels=cfg.save_kernels)
@@ -195,25 +265,46 @@ def run_solve(
     return result
 
 
+def _group(label: str) -> str:
+    return "/dg" if label == "dg" else f"/nth/{label}"
+
+
 def result_datasets(result: SolveResult, save_kernels: bool) -> tuple[dict[str, Any], dict[str, dict]]:
     """Map a run onto the HDF5 schema of :mod:`nth.store` (datasets, attributes)."""
     cfg = result.config
+    fl = result.flow
     ds: dict[str, Any] = {"/data/X": result.data.X, "/data/y": result.data.y, "/init/f0": result.f0,
-                          "/true/t": result.flow.ts, "/true/f": result.flow.f, "/true/K2": result.flow.K2,
-                          "/true/loss": result.flow.loss}
-    if result.data.X_test is not None:
+                          "/true/t": fl.ts, "/true/f": fl.f, "/true/K2": fl.K2, "/true/loss": fl.loss}
+    if fl.f_test is not None:
         ds["/data/X_test"] = result.data.X_test
+        ds["/true/f_test"] = fl.f_test
     if save_kernels:
         ds.update({f"/kernels/K{r}": k for r, k in result.kernels.items()})
+        if result.test_kernels is not None:
+            ds.update({f"/kernels/K{r}_test": k for r, k in result.test_kernels.items()})
     attrs: dict[str, dict] = {
         "/": store.run_attrs(cfg, result.wall_times, jax.devices()[0].platform),
         "/data": {"normalization": result.data.normalization, "source": result.data.source},
         "/true": {"solver": cfg["flow_solver"], "rtol": cfg["rtol"], "atol": cfg["atol"],
-                  "num_steps": result.flow.stats.get("num_steps", -1), "loss_fall": result.loss_fall},
+                  "num_steps": fl.stats.get("num_steps", -1), "loss_fall": result.loss_fall},
     }
-    for q, sol in result.nth.items():
-        ds.update({f"/nth/p{q}/f": sol.f, f"/nth/p{q}/K2": sol.K2, f"/nth/p{q}/loss": sol.loss})
-        attrs[f"/nth/p{q}"] = result.errors[q] | {"num_steps": sol.stats.get("num_steps", -1)}
+    for label, pred in result.predictions.items():
+        g = _group(label)
+        ds.update({f"{g}/f": pred.f, f"{g}/K2": pred.K2, f"{g}/loss": pred.loss})
+        if pred.f_test is not None:
+            ds[f"{g}/f_test"] = pred.f_test
+        attrs[g] = dict(result.errors[label])
+        if label == "dg":
+            ds["/dg/K2_late"] = pred.K2_late
+            attrs[g]["method"] = pred.method
+        else:
+            attrs[g]["num_steps"] = pred.stats.get("num_steps", -1)
+    if result.gd is not None:
+        gd = result.gd
+        ds.update({"/gd/step": gd.steps, "/gd/t": gd.ts, "/gd/f": gd.f, "/gd/K2": gd.K2, "/gd/loss": gd.loss})
+        if gd.f_test is not None:
+            ds["/gd/f_test"] = gd.f_test
+        attrs["/gd"] = dict(result.errors["gd"]) | {"lr": gd.lr}
     return ds, attrs
 
 
@@ -225,14 +316,31 @@ def write_result(result: SolveResult, out: str | os.PathLike, *, force: bool = F
 
 
 def format_table(result: SolveResult) -> str:
-    """The per-level summary ``nth solve`` prints: errors against true gradient flow and stage wall times."""
+    """The per-prediction summary ``nth solve`` prints: errors against true gradient flow (and gradient
+    descent), and stage wall times."""
     w = result.wall_times
-    lines = [f"{'level':>7} {'max_t |f-f_true|/sqrt(n)':>26} {'max |K2-K2_true|':>18} {'wall [s]':>9}"]
-    for q, e in result.errors.items():
-        lines.append(f"{'p=' + str(q):>7} {e['max_f_error']:>26.3e} {e['max_K2_error']:>18.3e} "
-                     f"{w[f'nth_p{q}']:>9.2f}")
-    lines.append(f"{'true':>7} {'(reference)':>26} {'':>18} {w['gradient_flow']:>9.2f}")
+    test = result.flow.f_test is not None
+    gd = result.gd is not None
+    head = f"{'level':>7} {'max_t |f-f_true|/sqrt(n)':>26} {'max |K2-K2_true|':>18}"
+    head += f" {'test error':>11}" * test + f" {'f vs GD':>10}" * gd + f" {'wall [s]':>9}"
+    lines = [head]
+    for label, e in result.errors.items():
+        if label == "gd":
+            continue
+        name = "dg" if label == "dg" else f"p={label[1:]}"
+        row = f"{name:>7} {e['max_f_error']:>26.3e} {e['max_K2_error']:>18.3e}"
+        row += f" {e.get('max_test_error', float('nan')):>11.3e}" * test
+        row += f" {e.get('max_f_error_gd', float('nan')):>10.3e}" * gd
+        lines.append(row + f" {w['dg' if label == 'dg' else 'nth_' + label]:>9.2f}")
+    if gd:
+        e = result.errors["gd"]
+        row = f"{'gd':>7} {e['max_f_error']:>26.3e} {e['max_K2_error']:>18.3e}"
+        row += f" {e.get('max_test_error', float('nan')):>11.3e}" * test + f" {'':>10}"
+        lines.append(row + f" {w['gradient_descent']:>9.2f}")
+    lines.append(f"{'true':>7} {'(reference)':>26} {'':>18}" + f" {'':>11}" * test + f" {'':>10}" * gd
+                 + f" {w['gradient_flow']:>9.2f}")
     lines.append(f"kernels K^(2)..K^({max(result.kernels)}): {w['kernels']:.2f} s"
+                 + (f" (+ {w['test_kernels']:.2f} s at test inputs)" if "test_kernels" in w else "")
                  + (f"; write: {w['write']:.2f} s" if "write" in w else ""))
     lines.append(f"training loss fell {result.loss_fall:.3g}-fold over t in [0, {result.config['t_max']:.4g}] "
                  f"({float(result.flow.loss[0]):.3e} -> {float(result.flow.loss[-1]):.3e})")
@@ -257,27 +365,37 @@ def sweep_errors(cfg: SolveConfig, widths: list[int], seeds: list[int], *, refer
                  log: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
     """Run :func:`run_solve` (no file) for every (width, seed) and collect errors against true gradient flow.
 
-    Returns ``{"f_p{q}": (W, S), "K2_p{q}": (W, S), "loss_fall": (W, S)}`` and, with ``reference_check``,
-    ``"ref_diff"`` (W, S): max_t |f_true - f_true'|/sqrt(n) between the flow at the configured tolerances and
-    at 100x tighter ones (MATH.md section 6: must sit 10x below the NTH errors it is compared with).
+    Returns arrays of shape (W, S): ``"f_<label>"``, ``"K2_<label>"`` and, with test inputs, ``"test_<label>"``
+    for every prediction label (p2..p{p}, dg); ``"dg_vs_p4"`` (max_t |f_dg - f_p4|/sqrt(n)) when both exist;
+    ``"loss_fall"``; and, with ``reference_check``, ``"ref_diff"``: max_t |f_true - f_true'|/sqrt(n) between
+    the flow at the configured tolerances and at 100x tighter ones (MATH.md section 6: must sit 10x below
+    the NTH errors it is compared with).
     """
     out: dict[str, np.ndarray] = {}
     shape = (len(widths), len(seeds))
+
+    def put(key, i, j, v):
+        out.setdefault(key, np.zeros(shape))[i, j] = v
+
     for i, m in enumerate(widths):
         for j, s in enumerate(seeds):
             c = dataclasses.replace(cfg, width=m, seed=s)
             res = run_solve(c)
-            for q, e in res.errors.items():
-                out.setdefault(f"f_p{q}", np.zeros(shape))[i, j] = e["max_f_error"]
-                out.setdefault(f"K2_p{q}", np.zeros(shape))[i, j] = e["max_K2_error"]
-            out.setdefault("loss_fall", np.zeros(shape))[i, j] = res.loss_fall
+            for label, e in res.errors.items():
+                put(f"f_{label}", i, j, e["max_f_error"])
+                put(f"K2_{label}", i, j, e["max_K2_error"])
+                if "max_test_error" in e:
+                    put(f"test_{label}", i, j, e["max_test_error"])
+            if "dg" in res.predictions and "p4" in res.predictions:
+                put("dg_vs_p4", i, j, f_error(res.predictions["dg"].f, res.predictions["p4"].f).max())
+            put("loss_fall", i, j, res.loss_fall)
             if reference_check:
                 data, net = load_inputs(c)
                 tight = gradient_flow(net, jnp.asarray(data.X), jnp.asarray(data.y), res.flow.ts,
                                       rtol=c.rtol / 100, atol=c.atol / 100, max_steps=c.max_steps,
                                       solver=c.flow_solver)
-                out.setdefault("ref_diff", np.zeros(shape))[i, j] = f_error(tight.f, res.flow.f).max()
+                put("ref_diff", i, j, f_error(tight.f, res.flow.f).max())
             if log:
-                log(f"width {m} seed {s}: " + ", ".join(f"p={q} {e['max_f_error']:.2e}"
-                                                          for q, e in res.errors.items()))
+                log(f"width {m} seed {s}: " + ", ".join(f"{label} {e['max_f_error']:.2e}"
+                                                          for label, e in res.errors.items()))
     return out

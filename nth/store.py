@@ -5,22 +5,26 @@ error or interruption never leaves a partial file under the target name. An exis
 replaced unless ``force=True`` (the final link refuses to clobber, so a file that appears while a run is
 computing is protected too).
 
-Schema (version 1), one file per ``nth solve`` run; T save times, n training points, d input dims:
+Schema (version 1), one file per ``nth solve`` run; T save times, n training points, k test points, d dims:
 
     /                 attrs: schema_version, config (JSON), seed, data_seed, nth/jax/diffrax/equinox/numpy/
                              h5py/python versions, device, created (UTC ISO 8601), wall_time_<stage> (s)
     /data/X           (n, d)   normalized training inputs      attrs: normalization, source
     /data/y           (n,)     targets
-    /data/X_test      (k, d)   test inputs, if given
+    /data/X_test      (k, d)   normalized test inputs, if any
     /init/f0          (n,)     network outputs at t = 0
     /kernels/K{r}     (n,)*r   K^(r)(0), r = 2..p              (only with save_kernels)
+    /kernels/K{r}_test (k,)+(n,)*(r-1)  K^(r)(x, X^(r-1)) at test inputs (only with save_kernels)
     /true/t           (T,)     save times
     /true/f           (T, n)   true gradient flow outputs
+    /true/f_test      (T, k)   ... at the test inputs
     /true/K2          (T, n, n) empirical NTK along the flow
-    /true/loss        (T,)     (1/2n)|f - y|^2                 attrs: solver, rtol, atol, num_steps
-    /nth/p{q}/f       (T, n)   truncated NTH at level q = 2..p
-    /nth/p{q}/K2      (T, n, n)
-    /nth/p{q}/loss    (T,)                                      attrs: max_f_error, max_K2_error, num_steps
+    /true/loss        (T,)     (1/2n)|f - y|^2                 attrs: solver, rtol, atol, num_steps, loss_fall
+    /nth/p{q}/f, K2, loss, f_test   truncated NTH at level q = 2..p  attrs: max_f_error, max_K2_error,
+                                                                     max_test_error, [max_f_error_gd], num_steps
+    /dg/f, K2, loss, f_test         DG first-order correction (p >= 4) attrs: the same errors, method
+    /dg/K2_late       (n, n)   K + Theta1(inf) (DG Eq. 104)
+    /gd/step, t, f, K2, loss, f_test  full-batch gradient descent at t = lr * step (with lr/steps)  attrs: lr
 """
 
 from __future__ import annotations

@@ -12,8 +12,28 @@ import nth
 from nth.cli import main
 
 
-def check_schema(path, p, n, T, d, save_kernels=False):
+def check_schema(path, p, n, T, d, save_kernels=False, k=0, dg=False, gd=False):
     with h5py.File(path, "r") as h:
+        if k:
+            assert h["/data/X_test"].shape == (k, d) and h["/true/f_test"].shape == (T, k)
+            for q in range(2, p + 1):
+                assert h[f"/nth/p{q}/f_test"].shape == (T, k)
+                assert h[f"/nth/p{q}"].attrs["max_test_error"] > 0
+        else:
+            assert "/true/f_test" not in h
+        if dg:
+            assert h["/dg/f"].shape == (T, n) and h["/dg/K2"].shape == (T, n, n)
+            assert h["/dg/K2_late"].shape == (n, n)
+            if k:
+                assert h["/dg/f_test"].shape == (T, k)
+        else:
+            assert "/dg" not in h
+        if gd:
+            for name in ("step", "t", "loss"):
+                assert h[f"/gd/{name}"].shape == (T,)
+            assert h["/gd/f"].shape == (T, n)
+            np.testing.assert_allclose(h["/gd/t"][()], h["/true/t"][()])
+            assert h["/nth/p2"].attrs["max_f_error_gd"] > 0
         assert h["/true/t"].shape == (T,)
         assert h["/true/f"].shape == (T, n)
         assert h["/true/K2"].shape == (T, n, n)
@@ -46,12 +66,13 @@ def test_default_problem_end_to_end(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nth.cli", "solve", "--p", "4", "--out", str(out)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
-    assert "p=4" in proc.stdout and "training loss fell" in proc.stdout
-    cfg, loss = check_schema(out, 4, 16, 41, 8)
+    assert "p=4" in proc.stdout and "dg" in proc.stdout and "training loss fell" in proc.stdout
+    cfg, loss = check_schema(out, 4, 16, 41, 8, k=4, dg=True)
     assert cfg["width"] == 1024 and cfg["depth"] == 2 and cfg["activation"] == "tanh"
     assert loss[0] / loss[-1] > 100
     with h5py.File(out) as h:  # the predictions improve with the level where the theory says they should
         assert h["/nth/p4"].attrs["max_f_error"] < 0.1 * h["/nth/p2"].attrs["max_f_error"]
+        assert h["/dg"].attrs["max_f_error"] < 0.1 * h["/nth/p2"].attrs["max_f_error"]
 
 
 def test_user_data_and_weights(tmp_path, capsys):
@@ -67,7 +88,7 @@ def test_user_data_and_weights(tmp_path, capsys):
     code = main(["solve", "--p", "3", "--data", str(tmp_path / "data.npz"), "--weights", str(tmp_path / "w.npz"),
                  "--out", str(out), "--save-kernels", "--num-times", "7", "--t-max", "20", "--quiet"])
     assert code == 0, capsys.readouterr().err
-    cfg, _ = check_schema(out, 3, n, 7, d, save_kernels=True)
+    cfg, _ = check_schema(out, 3, n, 7, d, save_kernels=True, k=3)
     assert cfg["width"] == m and cfg["depth"] == 3
     # the stored kernels and outputs are those of exactly the user's weights
     net = nth.mlp_from_arrays(W)
@@ -76,5 +97,19 @@ def test_user_data_and_weights(tmp_path, capsys):
         np.testing.assert_allclose(h["/init/f0"][()], np.asarray(net(Xn)), rtol=1e-12)
         np.testing.assert_allclose(h["/kernels/K2"][()], np.asarray(nth.ntk(net, Xn)), rtol=1e-12)
         np.testing.assert_allclose(h["/true/f"][0], h["/init/f0"][()], rtol=1e-12)
-        assert h["/data/X_test"].shape == (3, d)
+        assert h["/kernels/K3_test"].shape == (3, n, n)
     assert [p for p in os.listdir(tmp_path) if p.startswith(".")] == []
+
+
+def test_finite_learning_rate_run(tmp_path, capsys):
+    """`--lr --steps`: gradient descent stored under /gd and every prediction compared at t = lr * step."""
+    out = tmp_path / "gd.h5"
+    code = main(["solve", "--p", "4", "--width", "128", "--depth", "1", "--n", "6", "--d", "3", "--lr", "0.05",
+                 "--steps", "200", "--num-times", "5", "--out", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "f vs GD" in captured.out
+    check_schema(out, 4, 6, 5, 3, k=4, dg=True, gd=True)
+    with h5py.File(out) as h:
+        np.testing.assert_array_equal(h["/gd/step"][()], [0, 50, 100, 150, 200])
+        assert 0 < h["/gd"].attrs["max_f_error"] < 0.05  # O(lr) away from the flow

@@ -8,7 +8,8 @@ import pytest
 import nth
 from nth.cli import main
 
-SMALL = ["--width", "16", "--depth", "1", "--n", "4", "--d", "3", "--t-max", "1", "--num-times", "3"]
+SMALL = ["--width", "16", "--depth", "1", "--n", "4", "--d", "3", "--num-times", "3"]
+HORIZON = ["--t-max", "1"]
 
 
 def run_cli(args, tmp_path, capsys):
@@ -43,9 +44,12 @@ def files(tmp_path):
     (["--p", "2", "--rtol", "0"], r"rtol = 0.0 must be a finite positive"),
     (["--p", "4", "--memory-budget", "1KB"], r"(?s)K\^\(4\).*over the memory budget.*--memory-budget"),
     (["--p", "2", "--max-steps", "2"], r"(?s)true gradient flow solve failed.*max_steps"),
+    (["--p", "3", "--dg"], r"DG correction needs K\^\(3\) and K\^\(4\), so p >= 4; got p = 3"),
+    (["--p", "2", "--lr", "0.1"], r"needs both lr and steps"),
+    (["--p", "2", "--lr", "-0.1", "--steps", "3"], r"lr = -0.1 must be"),
 ])
 def test_bad_options(tmp_path, capsys, args, pattern):
-    code, err, out = run_cli(SMALL + args, tmp_path, capsys)
+    code, err, out = run_cli(SMALL + args + ([] if "--lr" in args else HORIZON), tmp_path, capsys)
     assert code == 2
     assert err.startswith("nth: error: ")
     assert "Traceback" not in err
@@ -97,13 +101,13 @@ def test_missing_files(tmp_path, capsys):
 def test_existing_output_is_not_overwritten(tmp_path, capsys):
     out = tmp_path / "run.h5"
     out.write_bytes(b"user's precious file")
-    code = main(["solve", *SMALL, "--p", "2", "--out", str(out), "--quiet"])
+    code = main(["solve", *SMALL, *HORIZON, "--p", "2", "--out", str(out), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "already exists" in err and "--force" in err
     assert out.read_bytes() == b"user's precious file"
     assert os.listdir(tmp_path) == ["run.h5"]
     # with --force it is replaced by a valid results file
-    assert main(["solve", *SMALL, "--p", "2", "--out", str(out), "--quiet", "--force"]) == 0
+    assert main(["solve", *SMALL, *HORIZON, "--p", "2", "--out", str(out), "--quiet", "--force"]) == 0
     assert nth.read_h5(out)["/true/f"].shape == (3, 4)
 
 

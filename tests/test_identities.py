@@ -30,7 +30,7 @@ def test_contraction_equals_chain_rule_derivative(setup, r):
     net, X, y, ks, delta = setup
     n = X.shape[0]
     theta_dot = jax.tree_util.tree_map(jnp.negative, jax.grad(nth.loss)(net, X, y))
-    dK = jax.jvp(lambda nt: kernel_fn(r)(nt, X), (net,), (theta_dot,))[1]
+    dK = jax.jvp(lambda nt: kernel_fn(r)(nt, X, X), (net,), (theta_dot,))[1]
     assert rel_err(-(ks[r + 1] @ delta) / n, dK) < 1e-10
 
 
@@ -41,7 +41,7 @@ def test_contraction_equals_derivative_along_integrated_flow(setup, r):
     n = X.shape[0]
     h = 0.02
     flow = nth.gradient_flow(net, X, y, jnp.arange(5) * h, rtol=1e-13, atol=1e-15, save_params=True)
-    Kt = [kernel_fn(r)(jax.tree_util.tree_map(lambda a: a[i], flow.params), X) for i in range(5)]
+    Kt = [kernel_fn(r)(jax.tree_util.tree_map(lambda a: a[i], flow.params), X, X) for i in range(5)]
     dK = (-25 * Kt[0] + 48 * Kt[1] - 36 * Kt[2] + 16 * Kt[3] - 3 * Kt[4]) / (12 * h)
     assert rel_err(-(ks[r + 1] @ delta) / n, dK) < 1e-6
     assert rel_err(flow.K2[0], ks[2]) < 1e-14

@@ -37,7 +37,7 @@ def test_K4_equals_bruteforce(tiny):
     n = X.shape[0]
     J = flat_jacobian(net, X)
     k3 = kernel_fn(3)
-    ref = jnp.einsum("abcp,dp->abcd", flat_jacfwd(lambda nt: k3(nt, X), net, (n, n, n)), J)
+    ref = jnp.einsum("abcp,dp->abcd", flat_jacfwd(lambda nt: k3(nt, X, X), net, (n, n, n)), J)
     got = nth.kernels(net, X, 4, chunk=3)[4]
     assert rel_err(got, ref) < 1e-10
     # symmetric in the first two slots only (MATH.md section 3): the last two differ at O(1)
@@ -90,3 +90,19 @@ def test_float32_kernels_close_to_float64(tiny):
     assert k32[3].dtype == jnp.float32
     assert rel_err(k32[3], k64[3]) < 1e-4
     assert np.isfinite(np.asarray(k32[3])).all()
+
+
+def test_test_point_kernels(tiny):
+    """K^(r)(x, X^(r-1)) with test inputs in the first slot (HY Eq. 22): rows of the training kernels when
+    x is a training input, and the brute-force reference for a new input."""
+    net, X, _ = tiny
+    Xt = jnp.concatenate([X[3:4], jnp.asarray(nth.default_problem(n=2, d=3, seed=9).X)])
+    train = nth.kernels(net, X, 4)
+    test = nth.kernels(net, X, 4, first=Xt)
+    for r in (2, 3, 4):
+        assert test[r].shape == (3,) + (5,) * (r - 1)
+        assert rel_err(test[r][0], train[r][3]) < 1e-13
+    n = X.shape[0]
+    J = flat_jacobian(net, X)
+    ref = jnp.einsum("abp,cp->abc", flat_jacfwd(lambda nt: nth.ntk(nt, Xt, X), net, (3, n)), J)
+    assert rel_err(test[3], ref) < 1e-10

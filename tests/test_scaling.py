@@ -1,7 +1,8 @@
-"""Agreement with true gradient flow and its width scaling (MATH.md section 3, HY Thm 2.6, DG Eq. 89).
+"""Agreement with true gradient flow and its width scaling (MATH.md sections 3-4, HY Thm 2.6, DG Eq. 89).
 
-Same initial weights for both dynamics; 4 widths spanning a factor 8, 5 seeds; errors averaged
-geometrically over seeds. Depth 1 and n = 8 keep the whole sweep within a minute or two on two CPU cores.
+Same initial weights for every prediction and the reference; 4 widths spanning a factor 8, 5 seeds; errors
+averaged geometrically over seeds; 4 test inputs besides the 8 training points. Depth 1 and n = 8 keep the
+whole sweep near a minute on two CPU cores.
 """
 
 import numpy as np
@@ -16,7 +17,7 @@ SEEDS = [0, 1, 2, 3, 4]
 
 @pytest.fixture(scope="module")
 def sweep():
-    cfg = nth.SolveConfig(p=4, depth=1, n=8, d=4, t_max=20.0, num_times=11)
+    cfg = nth.SolveConfig(p=4, depth=1, n=8, d=4, n_test=4, t_max=20.0, num_times=11)
     return sweep_errors(cfg, WIDTHS, SEEDS, reference_check=True)
 
 
@@ -42,7 +43,29 @@ def test_kernel_error_falls_with_width(sweep):
     assert -1.4 < slope < -0.7
 
 
+def slope(sweep, key):
+    return nth.fit_slope(WIDTHS, nth.geometric_mean(sweep[key], axis=1))[0]
+
+
+def test_dg_error_falls_like_one_over_width_squared(sweep):
+    """DG Eqs. 11-12 capture the whole O(1/m) correction: what is left is O(1/m^2)."""
+    assert slope(sweep, "f_dg") < -1.6
+    assert slope(sweep, "K2_dg") < -1.6
+
+
+def test_dg_and_p4_differ_at_second_order(sweep):
+    """DG and the p = 4 truncation agree to O(1/m^2) (MATH.md section 4)."""
+    assert slope(sweep, "dg_vs_p4") < -1.6
+
+
+def test_test_point_errors_scale_like_training_errors(sweep):
+    """HY Eq. 22: predictions at unseen inputs inherit the orders of the training predictions."""
+    assert -1.4 < slope(sweep, "test_p2") < -0.7
+    assert slope(sweep, "test_p4") < -1.6
+    assert slope(sweep, "test_dg") < -1.6
+
+
 def test_reference_is_converged(sweep):
     """The flow at default and 100x tighter tolerances differs by < 1/10 of the smallest NTH error."""
-    smallest = min(sweep[f"f_p{q}"].min() for q in (2, 3, 4))
+    smallest = min(sweep[f"f_{label}"].min() for label in ("p2", "p3", "p4", "dg"))
     assert sweep["ref_diff"].max() < 0.1 * smallest, (sweep["ref_diff"].max(), smallest)
