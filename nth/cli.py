@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import re
 import sys
+import time
 
 from . import __version__
-from .errors import ConfigError, NTHError
+from .errors import NTHError
 from .model import ACTIVATIONS
 from .odeint import SOLVERS
 from .pipeline import DTYPES, SolveConfig, default_out_path, format_table, run_solve, stderr_log
@@ -30,41 +33,48 @@ def parse_bytes(text: str) -> int:
     return int(value)
 
 
-def _add_solve(sub) -> None:
-    s = sub.add_parser("solve", help="kernels, truncated NTH at every level q = 2..p, true gradient flow, HDF5",
-                       description="Predict a finite network's training by the truncated neural tangent "
-                       "hierarchy (HY Eq. 15) at every level q = 2..p and compare with true gradient flow "
-                       "of the same network from the same weights.")
+def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
+    """Options shared by ``nth solve`` and ``nth sweep`` (a sweep sets width and seed per run)."""
     s.add_argument("--p", type=int, default=4, help="truncation level p >= 2 (default 4)")
     g = s.add_argument_group("network")
-    g.add_argument("--width", type=int, help="hidden width m (default 1024)")
+    if not sweep:
+        g.add_argument("--width", type=int, help="hidden width m (default 1024)")
     g.add_argument("--depth", type=int, help="number of hidden layers H (default 2)")
     g.add_argument("--activation", default="tanh", choices=ACTIVATIONS,
                    help="activation (default tanh; relu only with --p 2)")
     g.add_argument("--beta", type=float, default=1.0, help="softplus sharpness (default 1)")
     g.add_argument("--sigma-w", type=float, default=1.0, help="weight init std (default 1)")
     g.add_argument("--sigma-a", type=float, default=1.0, help="output-layer init std (default 1)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
-    g.add_argument("--weights", help=".npz with W1 (m x d), W2..WH (m x m), a (m,): width/depth from the file")
+    if not sweep:
+        g.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
+        g.add_argument("--weights", help=".npz with W1 (m x d), W2..WH (m x m), a (m,): width/depth from the file")
     g = s.add_argument_group("data")
     g.add_argument("--n", type=int, help="training points of the built-in problem (default 16)")
     g.add_argument("--d", type=int, help="input dimension of the built-in problem (default 8)")
-    g.add_argument("--data-seed", type=int, default=0, help="seed of the built-in problem (default 0)")
-    g.add_argument("--data", help=".npz with X (n x d), y (n,), optional X_test (k x d)")
-    g.add_argument("--n-test", type=int, help="test inputs of the built-in problem (default 4)")
+    g.add_argument("--n-test", type=int, help="test inputs of the built-in problems (default 4)")
+    g.add_argument("--data-seed", type=int, default=0, help="seed of the built-in problems (default 0)")
+    g.add_argument("--data", help="'digits' (two classes of scikit-learn's digits), or an .npz with X (n x d), "
+                   "y (n,), optional X_test (k x d)")
+    g.add_argument("--digits-per-class", type=int, default=10, help="training images per class for --data digits "
+                   "(default 10)")
     g.add_argument("--normalization", default="sphere", choices=("sphere", "none"),
                    help="input normalization (default: project onto the unit sphere)")
-    g = s.add_argument_group("corrections and finite learning rate")
+    g = s.add_argument_group("corrections" + ("" if sweep else " and finite learning rate"))
     g.add_argument("--dg", action=argparse.BooleanOptionalAction, default=None,
                    help="Dyer & Gur-Ari O(1/m) correction (default: on when p >= 4)")
     g.add_argument("--dg-method", default="closed", choices=("closed", "ode"),
                    help="DG by closed form (eigendecomposition, default) or by its ODE")
-    g.add_argument("--lr", type=float, help="also train by gradient descent with this learning rate ...")
-    g.add_argument("--steps", type=int, help="... for this many steps; predictions are compared at t = lr * step")
+    if not sweep:
+        g.add_argument("--lr", type=float, help="also train by gradient descent with this learning rate ...")
+        g.add_argument("--steps", type=int, help="... for this many steps; predictions are compared at t = lr * step")
     g = s.add_argument_group("solver")
-    g.add_argument("--t-max", type=float, help="time horizon (default: where the frozen-NTK loss has fallen "
-                   "1000-fold)")
-    g.add_argument("--num-times", type=int, default=41, help="number of saved times in [0, t_max] (default 41)")
+    if sweep:
+        g.add_argument("--t-max", type=float, default=20.0, help="time horizon shared by every run (default 20)")
+        g.add_argument("--num-times", type=int, default=11, help="saved times in [0, t_max] (default 11)")
+    else:
+        g.add_argument("--t-max", type=float, help="time horizon (default: where the frozen-NTK loss has fallen "
+                       "1000-fold)")
+        g.add_argument("--num-times", type=int, default=41, help="saved times in [0, t_max] (default 41)")
     g.add_argument("--rtol", type=float, default=1e-10, help="relative tolerance (default 1e-10)")
     g.add_argument("--atol", type=float, default=1e-12, help="absolute tolerance (default 1e-12)")
     g.add_argument("--max-steps", type=int, default=100_000, help="Diffrax max_steps (default 100000)")
@@ -76,10 +86,52 @@ def _add_solve(sub) -> None:
                    help="refuse kernels predicted to need more (e.g. 8GiB; default: half the RAM, or 75%% of the "
                    "GPU's memory)")
     g = s.add_argument_group("output")
-    g.add_argument("--out", help="HDF5 file to write (default results/solve_..._<time>.h5)")
-    g.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    g.add_argument("--save-kernels", action="store_true", help="store K^(2)..K^(p) at t = 0 under /kernels")
     g.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+
+
+def _add_solve(sub) -> None:
+    s = sub.add_parser("solve", help="kernels, truncated NTH at every level q = 2..p, true gradient flow, HDF5",
+                       description="Predict a finite network's training by the truncated neural tangent "
+                       "hierarchy (HY Eq. 15) at every level q = 2..p and compare with true gradient flow "
+                       "of the same network from the same weights.")
+    _add_common(s, sweep=False)
+    s.add_argument("--out", help="HDF5 file to write (default results/solve_..._<time>.h5)")
+    s.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    s.add_argument("--save-kernels", action="store_true", help="store K^(2)..K^(p) at t = 0 under /kernels")
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of widths, e.g. 256,512,1024") from None
+
+
+def _add_sweep(sub) -> None:
+    s = sub.add_parser("sweep", help="width sweep into one resumable HDF5 file",
+                       description="Run nth solve for every width and seed, committing each finished run to one "
+                       "HDF5 file; re-running with the same arguments resumes where it stopped.")
+    s.add_argument("--widths", type=_widths, default=(256, 512, 1024, 2048, 4096),
+                   help="comma-separated widths (default 256,512,1024,2048,4096)")
+    s.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per width (default 5)")
+    _add_common(s, sweep=True)
+    s.add_argument("--out", default="results/sweep.h5", help="sweep file (default results/sweep.h5)")
+
+
+def _add_plot(sub) -> None:
+    s = sub.add_parser("plot", help="figures from a sweep file")
+    kinds = s.add_subparsers(dest="kind", required=True)
+    for kind, helptext in (("error-vs-width", "log-log error vs width per level, DG, fitted slopes"),
+                           ("trajectories", "f(t) and K2(t): true vs p = 2, p = 4, DG at the narrowest and widest width"),
+                           ("kernel-sizes", "mean |K^(r)| and NTK movement vs width")):
+        k = kinds.add_parser(kind, help=helptext)
+        k.add_argument("sweep", help="sweep file written by nth sweep")
+        k.add_argument("--out", help="PNG to write (default: next to the sweep file)")
+        if kind == "error-vs-width":
+            k.add_argument("--quantity", default="max_f_error", choices=("max_f_error", "max_K2_error", "max_test_error"))
+        if kind == "trajectories":
+            k.add_argument("--seed", type=int, default=0)
+            k.add_argument("--entry", type=int, default=0, help="which output f_a to show (default 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,36 +139,72 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nth {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_solve(sub)
+    _add_sweep(sub)
+    _add_plot(sub)
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> SolveConfig:
-    return SolveConfig(p=args.p, width=args.width, depth=args.depth, activation=args.activation, beta=args.beta,
-                       sigma_w=args.sigma_w, sigma_a=args.sigma_a, n=args.n, d=args.d, seed=args.seed,
-                       data_seed=args.data_seed, data=args.data, weights=args.weights,
+    get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
+    return SolveConfig(p=args.p, width=get("width"), depth=args.depth, activation=args.activation, beta=args.beta,
+                       sigma_w=args.sigma_w, sigma_a=args.sigma_a, n=args.n, d=args.d, seed=get("seed", 0),
+                       data_seed=args.data_seed, data=args.data, weights=get("weights"),
                        normalization=args.normalization, t_max=args.t_max, num_times=args.num_times,
                        rtol=args.rtol, atol=args.atol, max_steps=args.max_steps, nth_solver=args.nth_solver,
                        flow_solver=args.flow_solver, dtype=args.dtype, memory_budget=args.memory_budget,
-                       save_kernels=args.save_kernels, n_test=args.n_test, dg=args.dg, dg_method=args.dg_method,
-                       lr=args.lr, steps=args.steps)
+                       save_kernels=get("save_kernels", False), n_test=args.n_test, dg=args.dg,
+                       dg_method=args.dg_method, lr=get("lr"), steps=get("steps"),
+                       digits_per_class=args.digits_per_class)
+
+
+def _solve(args) -> int:
+    cfg = config_from_args(args)
+    out = args.out or default_out_path(cfg)
+    result = run_solve(cfg, out, force=args.force, progress=not args.quiet, log=None if args.quiet else stderr_log)
+    print(format_table(result))
+    return 0
+
+
+def _sweep(args) -> int:
+    from .sweep import SweepConfig, run_sweep
+
+    cfg = SweepConfig(widths=args.widths, num_seeds=args.seeds, base=dataclasses.replace(config_from_args(args)))
+    t = time.perf_counter()
+    counts = run_sweep(cfg, args.out, progress=not args.quiet)
+    print(f"{args.out}: {counts['done']} runs were already there, {counts['ran']} computed now "
+          f"({time.perf_counter() - t:.1f} s); {len(cfg.widths) * cfg.num_seeds} in all")
+    return 0
+
+
+def _plot(args) -> int:
+    from . import plot
+
+    stem = os.path.splitext(args.sweep)[0]
+    if args.kind == "error-vs-width":
+        out = args.out or f"{stem}_{args.quantity.replace('max_', '')}_vs_width.png"
+        fits = plot.error_vs_width(args.sweep, out, quantity=args.quantity)
+        for label, (s, lo, hi) in fits.items():
+            print(f"{label:>4}: slope {s:.2f}  95% CI [{lo:.2f}, {hi:.2f}]")
+    elif args.kind == "trajectories":
+        out = args.out or f"{stem}_trajectories.png"
+        plot.trajectories(args.sweep, out, seed=args.seed, entry=args.entry)
+    else:
+        out = args.out or f"{stem}_kernel_sizes.png"
+        for label, (s, lo, hi) in plot.kernel_sizes(args.sweep, out).items():
+            print(f"{label:>12}: slope {s:.2f}  95% CI [{lo:.2f}, {hi:.2f}]")
+    print(f"wrote {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "solve":
-            cfg = config_from_args(args)
-            out = args.out or default_out_path(cfg)
-            result = run_solve(cfg, out, force=args.force, progress=not args.quiet,
-                               log=None if args.quiet else stderr_log)
-            print(format_table(result))
-            return 0
-        raise ConfigError(f"unknown command {args.command!r}")
+        return {"solve": _solve, "sweep": _sweep, "plot": _plot}[args.command](args)
     except NTHError as e:
         print(f"nth: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("nth: interrupted; no output file was written", file=sys.stderr)
+        print("nth: interrupted; nothing partial was written (a sweep keeps its finished runs)", file=sys.stderr)
         return 130
 
 

@@ -103,6 +103,38 @@ def default_problem(n: int = 16, d: int = 8, seed: int = 0, n_test: int = 0) -> 
                         source=f"default(n={n}, d={d}, seed={seed}, n_test={n_test})")
 
 
+def digits_problem(per_class: int = 10, classes: tuple[int, int] = (0, 1), n_test: int = 0,
+                   seed: int = 0) -> Dataset:
+    """Two classes of scikit-learn's bundled 8x8 digits (no download): ``per_class`` training images of each,
+    targets -1 (first class) and +1 (second), pixels projected onto the unit sphere of R^64 (HY Assumption
+    2.2), like DG's two-class MNIST experiments. ``n_test`` further images (alternating classes) are the
+    test inputs. Images are drawn without replacement with ``seed``.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DataError("--data digits needs scikit-learn (its digits images ship with it): "
+                        "pip install scikit-learn, or pip install 'nth[digits]'") from None
+    if len(classes) != 2 or classes[0] == classes[1] or not all(0 <= c <= 9 for c in classes):
+        raise DataError(f"classes = {classes!r} must be two different digits 0..9")
+    for name, val, lo in (("per_class", per_class, 1), ("n_test", n_test, 0)):
+        if not isinstance(val, (int, np.integer)) or val < lo:
+            raise DataError(f"{name} = {val!r} must be an integer >= {lo}")
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    idx = [rng.permutation(np.flatnonzero(digits.target == c)) for c in classes]
+    need = per_class + (n_test + 1) // 2
+    if min(len(i) for i in idx) < need:
+        raise DataError(f"the digits set has {min(len(i) for i in idx)} images of a class; per_class + n_test/2 = "
+                        f"{need} is too many")
+    train = np.concatenate([idx[0][:per_class], idx[1][:per_class]])
+    test = np.stack([idx[0][per_class:need], idx[1][per_class:need]], axis=1).ravel()[:n_test]
+    X = digits.data[train]
+    y = np.where(digits.target[train] == classes[1], 1.0, -1.0)
+    return make_dataset(X, y, digits.data[test] if n_test else None, normalization="sphere",
+                        source=f"digits(classes={classes}, per_class={per_class}, n_test={n_test}, seed={seed})")
+
+
 def read_npz(path: str, kind: str = "data") -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` file (no pickles); a missing or unreadable file is a DataError."""
     try:

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import store
 from .compare import f_error, k2_error
-from .data import NORMALIZATIONS, Dataset, default_problem, load_npz, read_npz
+from .data import NORMALIZATIONS, Dataset, default_problem, digits_problem, load_npz, read_npz
 from .errors import ConfigError, DataError
 from .corrections import METHODS as DG_METHODS
 from .corrections import dg_correction
@@ -68,6 +68,7 @@ class SolveConfig:
     dg_method: str = "closed"
     lr: float | None = None
     steps: int | None = None
+    digits_per_class: int = 10
 
     @property
     def use_dg(self) -> bool:
@@ -87,7 +88,8 @@ class SolveConfig:
             raise ConfigError("width and depth are read from the weights file; do not pass --width/--depth "
                               "together with --weights")
         if self.data is not None and (self.n is not None or self.d is not None):
-            raise ConfigError("n and d are read from the data file; do not pass --n/--d together with --data")
+            raise ConfigError("n and d are read from the data; do not pass --n/--d together with --data "
+                              "(for digits, set the size with --digits-per-class)")
         for name in ("sigma_w", "sigma_a"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
@@ -110,9 +112,12 @@ class SolveConfig:
             raise ConfigError(f"the DG correction needs K^(3) and K^(4), so p >= 4; got p = {self.p}")
         if self.dg_method not in DG_METHODS:
             raise ConfigError(f"dg_method = {self.dg_method!r}; accepted: {', '.join(DG_METHODS)}")
-        if self.n_test is not None and (self.data is not None or not isinstance(self.n_test, int) or self.n_test < 0):
-            raise ConfigError(f"n_test = {self.n_test!r}: a non-negative integer, for the built-in problem only "
-                              "(with --data, test inputs come from X_test in the file)")
+        builtin = self.data in (None, "digits")
+        if self.n_test is not None and (not builtin or not isinstance(self.n_test, int) or self.n_test < 0):
+            raise ConfigError(f"n_test = {self.n_test!r}: a non-negative integer, for the built-in problems only "
+                              "(with --data FILE, test inputs come from X_test in the file)")
+        if not isinstance(self.digits_per_class, int) or self.digits_per_class < 1:
+            raise ConfigError(f"digits_per_class = {self.digits_per_class!r} must be a positive integer")
         if (self.lr is None) != (self.steps is None):
             raise ConfigError("finite learning rate needs both lr and steps (--lr ETA --steps S)")
         if self.lr is not None:
@@ -149,9 +154,11 @@ class SolveResult:
 def load_inputs(cfg: SolveConfig) -> tuple[Dataset, MLP]:
     """Data (built-in or file) and the network (seeded or from a weights file), checked against each other."""
     dtype = DTYPES[cfg.dtype]
+    n_test = DEFAULT_N_TEST if cfg.n_test is None else cfg.n_test
     if cfg.data is None:
-        n_test = DEFAULT_N_TEST if cfg.n_test is None else cfg.n_test
         data = default_problem(cfg.n or DEFAULT_N, cfg.d or DEFAULT_D, seed=cfg.data_seed, n_test=n_test)
+    elif cfg.data == "digits":
+        data = digits_problem(cfg.digits_per_class, n_test=n_test, seed=cfg.data_seed)
     else:
         data = load_npz(cfg.data, normalization=cfg.normalization)
     if cfg.weights is None:

@@ -1,0 +1,152 @@
+"""Figures from sweep files (matplotlib, imported only here): error vs width, trajectories, kernel sizes.
+
+Each function reads a sweep file written by :mod:`nth.sweep` and writes one PNG; ``nth plot`` and the
+scripts in ``scripts/`` are thin wrappers around them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .compare import geometric_mean, slope_with_ci
+from .errors import ConfigError
+from .sweep import load_sweep
+
+
+def _plt():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("plots need matplotlib: pip install matplotlib (or pip install 'nth[plot]')") from None
+    return plt
+
+
+def _labels(scalars: dict, prefix: str) -> list[str]:
+    labels = sorted((k[len(prefix):] for k in scalars if k.startswith(prefix)),
+                    key=lambda s: (s == "dg", int(s[1:]) if s[1:].isdigit() else 99))
+    return labels
+
+
+def _name(label: str) -> str:
+    return "DG" if label == "dg" else f"p = {label[1:]}"
+
+
+def _reference_slopes(ax, widths, anchor, slopes=(-1, -2)):
+    w = np.asarray(widths, dtype=float)
+    for s, ls in zip(slopes, ("--", ":")):
+        ax.plot(w, anchor * (w / w[0]) ** s, "k" + ls, lw=1, alpha=0.6, label=f"slope {s}")
+
+
+def describe(sweep: dict) -> str:
+    cfg = sweep["config"]["base"]
+    data = cfg["data"] or f"synthetic n={cfg['n'] or 16}, d={cfg['d'] or 8}"
+    return f"{cfg['activation']}, depth {cfg['depth']}, {data}, t in [0, {cfg['t_max']:g}], {sweep['seeds'].size} seeds"
+
+
+def error_vs_width(path: str, out: str, *, quantity: str = "max_f_error") -> dict[str, tuple[float, float, float]]:
+    """Log-log error against width, one line per level p and for DG, with fitted slopes and 95% bootstrap
+    intervals in the legend and dashed reference slopes -1 and -2 (HY Thm 2.6, DG Eq. 89). ``quantity`` is
+    max_f_error, max_K2_error or max_test_error. Returns {label: (slope, low, high)}."""
+    plt = _plt()
+    sw = load_sweep(path)
+    widths, sc = sw["widths"], sw["scalars"]
+    labels = _labels(sc, quantity + "_")
+    if not labels:
+        raise ConfigError(f"{path!r} holds no '{quantity}' values (finished runs: {len(sw['runs'])})")
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fits = {}
+    for label in labels:
+        E = sc[f"{quantity}_{label}"]
+        g = np.array([geometric_mean(r[np.isfinite(r)]) if np.isfinite(r).any() else np.nan for r in E])
+        fits[label] = slope_with_ci(widths, E)
+        s, lo, hi = fits[label]
+        line, = ax.plot(widths, g, "o-", label=f"{_name(label)}: slope {s:.2f} [{lo:.2f}, {hi:.2f}]")
+        ax.scatter(np.repeat(widths, E.shape[1]), E.ravel(), s=6, color=line.get_color(), alpha=0.3)
+    first = np.nanmax([geometric_mean(sc[f"{quantity}_{lab}"][0]) for lab in labels])
+    _reference_slopes(ax, widths, first)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("width m")
+    what = {"max_f_error": "max_t |f - f_true| / sqrt(n)", "max_K2_error": "max_t |K2 - K2_true|",
+            "max_test_error": "max_t |f(x_test) - f_true(x_test)| / sqrt(k)"}[quantity]
+    ax.set_ylabel(what + " (geo. mean over seeds)")
+    ax.set_title(f"error vs width: {describe(sw)}", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return fits
+
+
+def trajectories(path: str, out: str, *, seed: int = 0, entry: int = 0, pair: tuple[int, int] = (0, 1)) -> None:
+    """One output f_entry(t) and one kernel entry K^(2)_pair(t): true gradient flow against p = 2, p = 4 and
+    DG, at the narrowest and the widest width of the sweep (the analogue of DG Figure 11)."""
+    plt = _plt()
+    sw = load_sweep(path)
+    widths = [w for w in sw["widths"] if (int(w), seed) in sw["runs"]]
+    if not widths:
+        raise ConfigError(f"{path!r} holds no run with seed {seed}")
+    chosen = [widths[0], widths[-1]] if len(widths) > 1 else [widths[0]]
+    fig, axes = plt.subplots(3, len(chosen), figsize=(5.2 * len(chosen), 8.6), squeeze=False)
+    a, b = pair
+    styles = (("p2", "C0--"), ("p4", "C1-."), ("dg", "C2:"))
+    for col, w in enumerate(chosen):
+        run = sw["runs"][(int(w), seed)]
+        t = run["t"]
+        for row, (key, idx, name) in enumerate((("f", (slice(None), entry), f"f_{entry}(t)"),
+                                                ("K2", (slice(None), a, b), f"K2_{a}{b}(t)"))):
+            ax = axes[2 * row, col]
+            ax.plot(t, run[f"true_{key}"][idx], "k-", lw=2.5, alpha=0.5, label="true gradient flow")
+            for label, style in styles:
+                if f"{label}_{key}" in run:
+                    ax.plot(t, run[f"{label}_{key}"][idx], style, lw=1.5, label=_name(label))
+            ax.set_title(f"{name}, width {int(w)}, seed {seed}", fontsize=9)
+        ax = axes[1, col]  # the differences, which the top row cannot resolve
+        for label, style in styles:
+            if f"{label}_f" in run:
+                ax.semilogy(t[1:], np.abs(run[f"{label}_f"][1:, entry] - run["true_f"][1:, entry]), style, lw=1.5,
+                            label=_name(label))
+        ax.set_title(f"|f_{entry}(t) - f_true,{entry}(t)|, width {int(w)}", fontsize=9)
+        for row in range(3):
+            axes[row, col].set_xlabel("t")
+            axes[row, col].grid(True, alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(describe(sw), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def kernel_sizes(path: str, out: str) -> dict[str, tuple[float, float, float]]:
+    """Mean |K^(r)(0)| against width for r = 2..p with fitted slopes (HY Eqs. 11-12: K3 ~ 1/m, K4 ~ 1/m,
+    K5 ~ 1/m^2), and max |K^(2)(T) - K^(2)(0)| along true gradient flow (HY Corollary 2.4: slope -1)."""
+    plt = _plt()
+    sw = load_sweep(path)
+    widths, sc = sw["widths"], sw["scalars"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
+    fits = {}
+    for key in sorted(k for k in sc if k.startswith("kernel_mean_abs_K")):
+        r = key[len("kernel_mean_abs_K"):]
+        fits[f"K{r}"] = s, lo, hi = slope_with_ci(widths, sc[key])
+        ax1.plot(widths, geometric_mean(sc[key], axis=1), "o-", label=f"mean |K^({r})|: slope {s:.2f} [{lo:.2f}, {hi:.2f}]")
+    ax1.set_title("kernel sizes at initialization", fontsize=9)
+    fits["K2_movement"] = s, lo, hi = slope_with_ci(widths, sc["K2_movement"])
+    g = geometric_mean(sc["K2_movement"], axis=1)
+    ax2.plot(widths, g, "o-", color="C4", label=f"max |K2(T) - K2(0)|: slope {s:.2f} [{lo:.2f}, {hi:.2f}]")
+    _reference_slopes(ax2, widths, g[0], slopes=(-1,))
+    ax2.set_title("NTK movement along true gradient flow", fontsize=9)
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("width m")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(describe(sw), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return fits

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Re-create every committed file under results/ (sweeps, figures, tables). Each sweep resumes if interrupted.
+# Wall times of the committed run are in results/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+run() { local name=$1; shift; local t0=$SECONDS; echo "== $name: nth sweep $*"; nth sweep "$@" --out "results/sweep_$name.h5" --quiet
+        echo "$name $((SECONDS - t0)) s" >> results/walltimes.txt
+        for kind in error-vs-width trajectories kernel-sizes; do nth plot "$kind" "results/sweep_$name.h5"; done; }
+: > results/walltimes.txt
+run tanh_d1      --widths 256,512,1024,2048,4096 --seeds 10 --p 5 --depth 1 --n 8 --d 4 --activation tanh
+run gelu_d1      --widths 256,512,1024,2048,4096 --seeds 5 --p 5 --depth 1 --n 8 --d 4 --activation gelu
+run digits_tanh_d1 --widths 256,512,1024,2048,4096 --seeds 5 --p 4 --depth 1 --data digits --activation tanh
+run tanh_d2      --widths 256,512,1024,2048 --seeds 5 --p 4 --depth 2 --n 8 --d 4 --activation tanh
+nth plot error-vs-width results/sweep_tanh_d1.h5 --quantity max_test_error
+python scripts/lr_sweep.py --fractions 0.0005,0.005,0.05,0.5 > results/lr_sweep.txt
+python scripts/results_table.py results/sweep_*.h5 > results/exponents.md

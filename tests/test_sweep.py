@@ -1,0 +1,98 @@
+"""`nth sweep`: one resumable file per sweep; a killed sweep loses at most the run in progress."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+import nth
+from nth.cli import main
+from nth.sweep import finished_runs, load_sweep
+
+ARGS = ["--widths", "24,32,40", "--seeds", "3", "--p", "3", "--depth", "1", "--n", "4", "--d", "3", "--n-test", "2",
+        "--t-max", "5", "--num-times", "3"]
+
+
+def run_attrs(path):
+    with h5py.File(path, "r") as h:
+        return {name: (g.attrs["created"], g["true_f"][()].tobytes()) for name, g in h["runs"].items()}
+
+
+def test_killed_sweep_resumes_without_loss_or_duplication(tmp_path):
+    out = tmp_path / "sweep.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "nth.cli", "sweep", *ARGS, "--out", str(out), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:  # kill it as soon as two runs are committed, in the middle of the third
+            if out.exists() and len(finished_runs(str(out))) >= 2:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"sweep ended before it could be killed: {proc.stderr.read().decode()}")
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    before = run_attrs(out)
+    assert 2 <= len(before) < 9, "the sweep must be killed part-way"
+    # the file is intact after SIGKILL, and resuming computes only the missing runs
+    assert main(["sweep", *ARGS, "--out", str(out), "--quiet"]) == 0
+    after = run_attrs(out)
+    assert sorted(after) == sorted(f"m{w}_s{s}" for w in (24, 32, 40) for s in range(3))
+    for name, value in before.items():
+        assert after[name] == value, f"{name} was recomputed or changed"
+    assert os.listdir(tmp_path) == ["sweep.h5"]  # no stale temporary copy is left
+    # a third call finds nothing to do
+    assert main(["sweep", *ARGS, "--out", str(out), "--quiet"]) == 0
+    assert run_attrs(out) == after
+    sw = load_sweep(str(out))
+    assert sw["scalars"]["max_f_error_p2"].shape == (3, 3) and np.isfinite(sw["scalars"]["max_f_error_p2"]).all()
+    assert sw["runs"][(40, 2)]["p3_f_test"].shape == (3, 2)
+
+
+def test_resume_refuses_different_arguments(tmp_path, capsys):
+    out = tmp_path / "sweep.h5"
+    small = ["--widths", "16", "--seeds", "1", "--p", "2", "--depth", "1", "--n", "3", "--d", "2", "--t-max", "1",
+             "--num-times", "2", "--out", str(out), "--quiet"]
+    assert main(["sweep", *small]) == 0
+    capsys.readouterr()
+    assert main(["sweep", *small, "--activation", "gelu"]) == 2
+    err = capsys.readouterr().err
+    assert "different arguments" in err and "activation" in err
+    assert len(finished_runs(str(out))) == 1
+
+
+def test_sweep_refuses_bad_arguments(tmp_path, capsys):
+    assert main(["sweep", "--widths", "16,16", "--out", str(tmp_path / "s.h5"), "--quiet"]) == 2
+    assert "duplicates" in capsys.readouterr().err
+    not_sweep = tmp_path / "other.h5"
+    nth.write_h5(not_sweep, {"/x": np.zeros(2)})
+    assert main(["sweep", "--widths", "16", "--seeds", "1", "--out", str(not_sweep), "--quiet"]) == 2
+    assert "not an nth sweep file" in capsys.readouterr().err
+
+
+def test_plots_from_a_sweep_file(tmp_path, capsys):
+    out = tmp_path / "s.h5"
+    assert main(["sweep", "--widths", "32,64", "--seeds", "2", "--p", "4", "--depth", "1", "--n", "4", "--d", "3",
+                 "--t-max", "5", "--num-times", "4", "--out", str(out), "--quiet"]) == 0
+    for kind, extra in (("error-vs-width", []), ("error-vs-width", ["--quantity", "max_test_error"]),
+                        ("trajectories", []), ("kernel-sizes", [])):
+        png = tmp_path / f"{kind}{len(extra)}.png"
+        assert main(["plot", kind, str(out), "--out", str(png), *extra]) == 0
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    assert "p4: slope" in printed and "95% CI" in printed and "K2_movement" in printed
+
+
+def test_digits_problem():
+    data = nth.data.digits_problem(per_class=7, n_test=3)
+    assert data.X.shape == (14, 64) and data.X_test.shape == (3, 64)
+    assert sorted(set(data.y)) == [-1.0, 1.0] and (data.y == 1).sum() == 7
+    np.testing.assert_allclose(np.linalg.norm(data.X, axis=1), 1.0, rtol=1e-14)
+    with pytest.raises(nth.DataError, match="too many"):
+        nth.data.digits_problem(per_class=500)
