@@ -34,9 +34,10 @@ def _name(label: str) -> str:
     return "DG" if label == "dg" else f"p = {label[1:]}"
 
 
-def _reference_slopes(ax, widths, anchor, slopes=(-1, -2)):
+def _reference_slopes(ax, widths, anchors: dict[int, float]):
+    """Dashed reference lines of the given slopes, each through (widths[0], anchor)."""
     w = np.asarray(widths, dtype=float)
-    for s, ls in zip(slopes, ("--", ":")):
+    for (s, anchor), ls in zip(anchors.items(), ("--", ":")):
         ax.plot(w, anchor * (w / w[0]) ** s, "k" + ls, lw=1, alpha=0.6, label=f"slope {s}")
 
 
@@ -65,8 +66,9 @@ def error_vs_width(path: str, out: str, *, quantity: str = "max_f_error") -> dic
         s, lo, hi = fits[label]
         line, = ax.plot(widths, g, "o-", label=f"{_name(label)}: slope {s:.2f} [{lo:.2f}, {hi:.2f}]")
         ax.scatter(np.repeat(widths, E.shape[1]), E.ravel(), s=6, color=line.get_color(), alpha=0.3)
-    first = np.nanmax([geometric_mean(sc[f"{quantity}_{lab}"][0]) for lab in labels])
-    _reference_slopes(ax, widths, first)
+    first = {lab: geometric_mean(sc[f"{quantity}_{lab}"][0]) for lab in labels}
+    second = [first[lab] for lab in ("p4", "dg") if lab in first]
+    _reference_slopes(ax, widths, {-1: max(first.values()), -2: max(second) if second else min(first.values())})
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("width m")
@@ -137,7 +139,7 @@ def kernel_sizes(path: str, out: str) -> dict[str, tuple[float, float, float]]:
     fits["K2_movement"] = s, lo, hi = slope_with_ci(widths, sc["K2_movement"])
     g = geometric_mean(sc["K2_movement"], axis=1)
     ax2.plot(widths, g, "o-", color="C4", label=f"max |K2(T) - K2(0)|: slope {s:.2f} [{lo:.2f}, {hi:.2f}]")
-    _reference_slopes(ax2, widths, g[0], slopes=(-1,))
+    _reference_slopes(ax2, widths, {-1: g[0]})
     ax2.set_title("NTK movement along true gradient flow", fontsize=9)
     for ax in (ax1, ax2):
         ax.set_xscale("log", base=2)
