@@ -13,7 +13,17 @@ from . import __version__
 from .errors import NTHError
 from .model import ACTIVATIONS
 from .odeint import SOLVERS
-from .pipeline import DTYPES, SolveConfig, default_out_path, format_table, run_solve, stderr_log
+from .pipeline import (
+    DEFAULT_D,
+    DEFAULT_DEPTH,
+    DEFAULT_N,
+    DTYPES,
+    SolveConfig,
+    default_out_path,
+    format_table,
+    run_solve,
+    stderr_log,
+)
 
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -168,7 +178,12 @@ def _solve(args) -> int:
 def _sweep(args) -> int:
     from .sweep import SweepConfig, run_sweep
 
-    cfg = SweepConfig(widths=args.widths, num_seeds=args.seeds, base=dataclasses.replace(config_from_args(args)))
+    base = config_from_args(args)
+    # resolve the defaults that the file should record explicitly
+    base = dataclasses.replace(base, depth=base.depth or DEFAULT_DEPTH,
+                               n=base.n or (DEFAULT_N if base.data is None else None),
+                               d=base.d or (DEFAULT_D if base.data is None else None))
+    cfg = SweepConfig(widths=args.widths, num_seeds=args.seeds, base=base)
     t = time.perf_counter()
     counts = run_sweep(cfg, args.out, progress=not args.quiet)
     print(f"{args.out}: {counts['done']} runs were already there, {counts['ran']} computed now "
