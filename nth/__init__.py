@@ -29,14 +29,14 @@ from .hierarchy import (  # noqa: E402
     linearized_closed_form,
     truncated_nth,
 )
-from .kernels import KernelPlan, kernel, kernel_fn, kernels, plan_kernels  # noqa: E402
+from .kernels import KernelOperator, KernelPlan, kernel, kernel_fn, kernels, plan_kernels  # noqa: E402
 from .model import ACTIVATIONS, MLP, grad_f, init_mlp, mlp_from_arrays, ntk  # noqa: E402
 from .pipeline import SolveConfig, SolveResult, run_solve, write_result  # noqa: E402
 from .store import read_h5, write_h5  # noqa: E402
 
 __all__ = [
     "ACTIVATIONS", "MLP", "ConfigError", "DGSolution", "DataError", "Dataset", "FlowSolution", "GDSolution",
-    "KernelPlan", "dg_correction", "gradient_descent", "hy_p3_reduced", "stable_lr",
+    "KernelOperator", "KernelPlan", "dg_correction", "gradient_descent", "hy_p3_reduced", "stable_lr",
     "MemoryBudgetError", "NTHError", "NTHSolution", "OutputExistsError", "SolveConfig", "SolveResult",
     "SolverError", "default_horizon", "default_problem", "f_error", "fit_slope", "geometric_mean", "grad_f",
     "gradient_flow", "init_mlp", "k2_error", "kernel", "kernel_fn", "kernels", "linearized_closed_form",

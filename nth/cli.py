@@ -18,6 +18,7 @@ from .pipeline import (
     DEFAULT_DEPTH,
     DEFAULT_N,
     DTYPES,
+    dry_run,
     SolveConfig,
     default_out_path,
     format_table,
@@ -95,6 +96,13 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
     g.add_argument("--memory-budget", type=parse_bytes,
                    help="refuse kernels predicted to need more (e.g. 8GiB; default: half the RAM, or 75%% of the "
                    "GPU's memory)")
+    g.add_argument("--matrix-free", action="store_true",
+                   help="never store K^(p): contract it with the residual by a JVP inside the ODE (memory grows "
+                   "like n^(p-1) instead of n^p; slower per step)")
+    g.add_argument("--devices", type=int, help="devices to shard the kernels (and batched seeds) over (default: "
+                   "every local device)")
+    g.add_argument("--chunk", type=int, help="direction tuples per compiled kernel batch (default: chosen by the "
+                   "memory planner)")
     g = s.add_argument_group("output")
     g.add_argument("--quiet", action="store_true", help="no progress output on stderr")
 
@@ -108,6 +116,8 @@ def _add_solve(sub) -> None:
     s.add_argument("--out", help="HDF5 file to write (default results/solve_..._<time>.h5)")
     s.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     s.add_argument("--save-kernels", action="store_true", help="store K^(2)..K^(p) at t = 0 under /kernels")
+    s.add_argument("--dry-run", action="store_true", help="print sizes and the memory plan of every stage, then "
+                   "stop (nothing is computed)")
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -126,6 +136,8 @@ def _add_sweep(sub) -> None:
     s.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per width (default 5)")
     _add_common(s, sweep=True)
     s.add_argument("--out", default="results/sweep.h5", help="sweep file (default results/sweep.h5)")
+    s.add_argument("--batch-seeds", action="store_true", help="run the seeds of a width as one vmapped batch "
+                   "(sharded across devices when there are several); same results")
 
 
 def _add_plot(sub) -> None:
@@ -151,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_solve(sub)
     _add_sweep(sub)
     _add_plot(sub)
+    b = sub.add_parser("bench", help="benchmark suite: kernels against the naive and previous implementations, "
+                       "flow, matrix-free, batched seeds; writes results/BENCHMARKS.md")
+    b.add_argument("--out", default="results/BENCHMARKS.md", help="markdown file to write ('' for none)")
     return parser
 
 
@@ -164,11 +179,15 @@ def config_from_args(args: argparse.Namespace) -> SolveConfig:
                        flow_solver=args.flow_solver, dtype=args.dtype, memory_budget=args.memory_budget,
                        save_kernels=get("save_kernels", False), n_test=args.n_test, dg=args.dg,
                        dg_method=args.dg_method, lr=get("lr"), steps=get("steps"),
-                       digits_per_class=args.digits_per_class)
+                       digits_per_class=args.digits_per_class, matrix_free=args.matrix_free, chunk=args.chunk,
+                       devices=args.devices)
 
 
 def _solve(args) -> int:
     cfg = config_from_args(args)
+    if args.dry_run:
+        print(dry_run(cfg))
+        return 0
     out = args.out or default_out_path(cfg)
     result = run_solve(cfg, out, force=args.force, progress=not args.quiet, log=None if args.quiet else stderr_log)
     print(format_table(result))
@@ -185,7 +204,7 @@ def _sweep(args) -> int:
                                d=base.d or (DEFAULT_D if base.data is None else None))
     cfg = SweepConfig(widths=args.widths, num_seeds=args.seeds, base=base)
     t = time.perf_counter()
-    counts = run_sweep(cfg, args.out, progress=not args.quiet)
+    counts = run_sweep(cfg, args.out, progress=not args.quiet, batch_seeds=args.batch_seeds)
     print(f"{args.out}: {counts['done']} runs were already there, {counts['ran']} computed now "
           f"({time.perf_counter() - t:.1f} s); {len(cfg.widths) * cfg.num_seeds} in all")
     return 0
@@ -211,10 +230,17 @@ def _plot(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    from .bench import run
+
+    print(run(args.out))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"solve": _solve, "sweep": _sweep, "plot": _plot}[args.command](args)
+        return {"solve": _solve, "sweep": _sweep, "plot": _plot, "bench": _bench}[args.command](args)
     except NTHError as e:
         print(f"nth: error: {e}", file=sys.stderr)
         return 2

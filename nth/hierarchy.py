@@ -19,6 +19,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .errors import ConfigError
+from .kernels import KernelOperator
 from .odeint import integrate
 
 
@@ -46,14 +47,19 @@ def _split(state, args):
     return y, (state[:half], Kp), (None if Kp_test is None else (state[half:], Kp_test))
 
 
+def contract(K, delta: Array) -> Array:
+    """K[Delta]: sum over the last slot, for a dense K^(r) or a matrix-free :class:`~nth.KernelOperator`."""
+    return K(delta) if isinstance(K, KernelOperator) else K @ delta
+
+
 def _nth_rhs(t, state, args):
     """HY Eq. 15 (and Eq. 22 for test inputs): d/dt K^(r) = -(1/n) K^(r+1)[Delta], K^(p) frozen."""
     y, (train, Kp), test = _split(state, args)
     delta = train[0] - y
     n = delta.shape[0]
-    out = tuple(-(K @ delta) / n for K in train[1:] + (Kp,))
+    out = tuple(-contract(K, delta) / n for K in train[1:] + (Kp,))
     if test is not None:
-        out = out + tuple(-(K @ delta) / n for K in test[0][1:] + (test[1],))
+        out = out + tuple(-contract(K, delta) / n for K in test[0][1:] + (test[1],))
     return out
 
 
@@ -88,7 +94,14 @@ def _check_inputs(kernels: Mapping[int, Array], f0, y, p: int | None) -> tuple[i
     for r in range(2, p + 1):
         if kernels[r].shape != (n,) * r:
             raise ConfigError(f"K^({r}) has shape {kernels[r].shape}; expected {(n,) * r}")
+        if isinstance(kernels[r], KernelOperator) and r != p:
+            raise ConfigError(f"K^({r}) is matrix-free but only the top level (p = {p}) can be: a lower level "
+                              "evolves and needs its dense value")
     return int(p), f0, y
+
+
+def _top(K, dtype):
+    return K if isinstance(K, KernelOperator) else jnp.asarray(K, dtype=dtype)
 
 
 def _check_test_inputs(test_kernels, f0_test, p: int, n: int, dtype) -> tuple[tuple[Array, ...], Array]:
@@ -102,7 +115,7 @@ def _check_test_inputs(test_kernels, f0_test, p: int, n: int, dtype) -> tuple[tu
             got = None if r not in test_kernels else test_kernels[r].shape
             raise ConfigError(f"test kernel K^({r})(x, X^{r - 1}) has shape {got}; expected {(k,) + (n,) * (r - 1)}"
                               f" for f0_test of shape {f0_test.shape}")
-    return tuple(jnp.asarray(test_kernels[r], dtype=dtype) for r in range(2, p + 1)), f0_test
+    return tuple(_top(test_kernels[r], dtype) for r in range(2, p + 1)), f0_test
 
 
 def truncated_nth(
@@ -123,7 +136,9 @@ def truncated_nth(
 ) -> NTHSolution:
     """Solve the truncated NTH at level ``p`` (HY Eq. 15) from t = 0, saving at times ``ts``.
 
-    ``kernels`` maps r -> K^(r)(0) (from :func:`nth.kernels`); K^(p) is frozen, K^(2)..K^(p-1) evolve.
+    ``kernels`` maps r -> K^(r)(0) (from :func:`nth.kernels`); K^(p) is frozen, K^(2)..K^(p-1) evolve. K^(p) may
+    be a matrix-free :class:`~nth.KernelOperator` (``nth.kernels(..., matrix_free=True)``): it is then never
+    stored and contracted with the residual by a JVP at the initial weights in every right-hand side.
     ``p`` defaults to the highest level available. With ``test_kernels`` (r -> K^(r)(x, X^(r-1)) at test
     inputs x, from ``nth.kernels(..., first=X_test)``) and ``f0_test``, the test outputs are evolved jointly,
     driven by the training residuals (HY Eq. 22). Diffrax adaptive ``solver`` (default Tsit5) with a PID
@@ -133,7 +148,7 @@ def truncated_nth(
     """
     p, f0, y = _check_inputs(kernels, f0, y, p)
     state = (f0,) + tuple(jnp.asarray(kernels[r], dtype=f0.dtype) for r in range(2, p))
-    Kp = jnp.asarray(kernels[p], dtype=f0.dtype)
+    Kp = _top(kernels[p], f0.dtype)
     Kp_test = None
     if test_kernels is not None or f0_test is not None:
         Kt, ft0 = _check_test_inputs(test_kernels, f0_test, p, f0.shape[0], f0.dtype)

@@ -129,7 +129,11 @@ def init_mlp(
     beta: float = 1.0,
     dtype=jnp.float64,
 ) -> MLP:
-    """Gaussian initialization of MATH.md section 1: W^(l)_ij ~ N(0, sigma_w^2), a_i ~ N(0, sigma_a^2)."""
+    """Gaussian initialization of MATH.md section 1: W^(l)_ij ~ N(0, sigma_w^2), a_i ~ N(0, sigma_a^2).
+
+    The draws are made in float64 and cast to ``dtype``: the float32 network of a seed is the float64 one
+    rounded, so float32 and float64 runs are directly comparable.
+    """
     for name, val, lo in (("width", width, 1), ("depth", depth, 1), ("input dimension d", in_dim, 1)):
         if not isinstance(val, (int, np.integer)) or val < lo:
             raise ConfigError(f"{name} = {val!r} must be an integer >= {lo}")
@@ -139,8 +143,10 @@ def init_mlp(
     activation_fn(activation, beta)
     keys = jax.random.split(jax.random.PRNGKey(seed), depth + 1)
     shapes = [(width, in_dim)] + [(width, width)] * (depth - 1)
-    Ws = tuple(sigma_w * jax.random.normal(k, s, dtype=dtype) for k, s in zip(keys[:-1], shapes))
-    a = sigma_a * jax.random.normal(keys[-1], (width,), dtype=dtype)
+    # drawn in float64 and cast, so that a seed gives the same network in every dtype
+    draw = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    Ws = tuple((sigma_w * jax.random.normal(k, s, dtype=draw)).astype(dtype) for k, s in zip(keys[:-1], shapes))
+    a = (sigma_a * jax.random.normal(keys[-1], (width,), dtype=draw)).astype(dtype)
     return MLP(Ws=Ws, a=a, activation=activation, beta=float(beta))
 
 

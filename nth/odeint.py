@@ -66,6 +66,14 @@ def _solve(rhs, y0, args, ts, rtol, atol, solver, max_steps, save_fn, progress_m
     )
 
 
+def _check_options(ts, rtol, atol, max_steps, solver) -> np.ndarray:
+    ts = check_times(ts)
+    check_tolerances(rtol, atol, max_steps)
+    if solver not in SOLVERS:
+        raise ConfigError(f"solver {solver!r} is not known; accepted: {', '.join(SOLVERS)}")
+    return ts
+
+
 def integrate(
     rhs: Callable[[Any, PyTree, Any], PyTree],
     y0: PyTree,
@@ -86,27 +94,75 @@ def integrate(
     ``rhs`` and ``save_fn`` should be module-level functions and data passed through ``args`` (not closed
     over), so that one compiled solve serves every call with the same shapes (MATH.md section 6).
     """
-    ts = check_times(ts)
-    check_tolerances(rtol, atol, max_steps)
-    if solver not in SOLVERS:
-        raise ConfigError(f"solver {solver!r} is not known; accepted: {', '.join(SOLVERS)}")
+    ts = _check_options(ts, rtol, atol, max_steps, solver)
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
     dtype = jax.tree_util.tree_leaves(y0)[0].dtype
     sol = _solve(rhs, y0, args, jnp.asarray(ts, dtype=dtype), rtol, atol, SOLVERS[solver](), int(max_steps),
                  save_fn, meter)
     stats = {k: int(v) for k, v in sol.stats.items() if np.ndim(v) == 0}
-    if sol.result != diffrax.RESULTS.successful:
-        msg = diffrax.RESULTS[sol.result]
-        saved = np.asarray(sol.ts)
+    _check_solution(sol.result, sol.ts, sol.ys, stats, ts, rtol, atol, max_steps, what, advice)
+    return sol.ys, stats
+
+
+def _check_solution(result, saved_ts, ys, stats, ts, rtol, atol, max_steps, what, advice) -> None:
+    """Raise a readable SolverError for a failed solve (max_steps, non-finite values); else nothing."""
+    if result != diffrax.RESULTS.successful:
+        msg = diffrax.RESULTS[result]
+        saved = np.asarray(saved_ts)
         saved = saved[np.isfinite(saved)]
         reached = float(saved.max()) if saved.size else 0.0
         hint = (f"raise max_steps (now {max_steps}), loosen rtol/atol (now {rtol:g}/{atol:g}), or shorten t_max"
-                if sol.result == diffrax.RESULTS.max_steps_reached else
+                if result == diffrax.RESULTS.max_steps_reached else
                 "check the inputs for extreme values, or tighten rtol/atol")
         raise SolverError(f"{what} solve failed before t = {ts[-1]:g} (last saved t = {reached:g}, "
                           f"{stats.get('num_steps', '?')} steps): {msg.strip()} Hint: {hint}.{advice}")
-    bad = [jnp.size(x) - int(jnp.isfinite(x).sum()) for x in jax.tree_util.tree_leaves(sol.ys)]
+    bad = [jnp.size(x) - int(jnp.isfinite(x).sum()) for x in jax.tree_util.tree_leaves(ys)]
     if any(bad):
         raise SolverError(f"{what} solve produced {sum(bad)} non-finite value(s) (NaN or inf); the dynamics "
                           "diverged. Check inputs, weights and the time horizon, or tighten rtol/atol." + advice)
+
+
+def integrate_batched(
+    rhs: Callable[[Any, PyTree, Any], PyTree],
+    y0: PyTree,
+    args: Any,
+    args_axes: Any,
+    ts: Float[Array, " T"],
+    *,
+    save_fn: Callable[[Any, PyTree, Any], PyTree],
+    rtol: float,
+    atol: float,
+    max_steps: int,
+    solver: str = "tsit5",
+    what: str = "ODE",
+    advice: str = "",
+    labels: list[str] | None = None,
+) -> tuple[PyTree, list[dict[str, int]]]:
+    """:func:`integrate` for B independent problems at once: ``y0`` has a leading batch axis on every leaf,
+    ``args`` on the leaves that ``args_axes`` (a prefix tree of 0 / None, as in ``jax.vmap``) marks 0.
+
+    One ``jax.vmap`` of the solve: every problem keeps its own adaptive step size, and the loop runs until
+    the slowest is done. Arrays sharded along the batch axis (``jax.sharding``) run on their devices in
+    parallel. Each problem's failure is reported with its ``labels`` entry.
+    """
+    ts = _check_options(ts, rtol, atol, max_steps, solver)
+    dtype = jax.tree_util.tree_leaves(y0)[0].dtype
+    tsj = jnp.asarray(ts, dtype=dtype)
+    sol = _solve_batched(rhs, y0, args, args_axes, tsj, rtol, atol, SOLVERS[solver](), int(max_steps), save_fn)
+    B = jax.tree_util.tree_leaves(y0)[0].shape[0]
+    stats = [{k: int(v[i]) for k, v in sol.stats.items() if np.ndim(v) == 1} for i in range(B)]
+    for i in range(B):
+        pick = lambda x: x[i]  # noqa: E731
+        name = what if labels is None else f"{what} [{labels[i]}]"
+        _check_solution(jax.tree_util.tree_map(pick, sol.result), sol.ts[i], jax.tree_util.tree_map(pick, sol.ys),
+                        stats[i], ts, rtol, atol, max_steps, name, advice)
     return sol.ys, stats
+
+
+@eqx.filter_jit
+def _solve_batched(rhs, y0, args, args_axes, ts, rtol, atol, solver, max_steps, save_fn):
+    def one(y, a):
+        return _solve.__wrapped__(rhs, y, a, ts, rtol, atol, solver, max_steps, save_fn, diffrax.NoProgressMeter())
+
+    return jax.vmap(one, in_axes=(0, args_axes))(y0, args)
+

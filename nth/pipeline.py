@@ -25,7 +25,8 @@ from .corrections import METHODS as DG_METHODS
 from .corrections import dg_correction
 from .gradflow import FlowSolution, GDSolution, gradient_descent, gradient_flow, stable_lr
 from .hierarchy import default_horizon, truncated_nth
-from .kernels import kernels, plan_kernels
+from .kernels import KernelOperator, kernels
+from .plan import SolvePlan, plan_solve
 from .model import MLP, check_activation, init_mlp, mlp_from_arrays
 from .odeint import SOLVERS, check_tolerances
 
@@ -33,6 +34,31 @@ DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
 DEFAULT_WIDTH, DEFAULT_DEPTH, DEFAULT_N, DEFAULT_D, DEFAULT_N_TEST = 1024, 2, 16, 8, 4
 #: The default horizon is where the frozen-NTK loss has fallen this much (the true loss then falls > 100x).
 DEFAULT_LOSS_FALL = 1000.0
+#: float32 cannot resolve relative changes below its epsilon (1.2e-7): tolerances are raised to these.
+FLOAT32_MIN_RTOL, FLOAT32_MIN_ATOL = 1e-6, 1e-8
+RELU_RTOL, RELU_ATOL, RELU_MAX_STEPS = 1e-6, 1e-8, 1_000_000
+#: The float32 reference's own error, max_t |f_true32 - f_true64| / sqrt(n) ~ A m^B (results/float32_floor.txt:
+#: 1.9e-7 at m = 256 to 5.0e-7 at m = 4096, depth 1, n = 8, t = 20, geometric mean of 3 seeds).
+FLOAT32_FLOOR_A, FLOAT32_FLOOR_B = 2.8e-8, 0.32
+#: A float32 error within this factor of the floor is not resolved.
+FLOAT32_MARGIN = 10.0
+
+
+def float32_floor(width: int) -> float:
+    """The error floor float32 puts under an error-vs-width curve at this width (measured fit, see above)."""
+    return FLOAT32_FLOOR_A * width**FLOAT32_FLOOR_B
+
+
+def float32_warnings(errors: dict[str, dict[str, float]], width: int) -> list[str]:
+    """One line per prediction whose float32 error is within FLOAT32_MARGIN of :func:`float32_floor`."""
+    floor = float32_floor(width)
+    out = []
+    for label, e in errors.items():
+        v = e.get("max_f_error")
+        if v is not None and v < FLOAT32_MARGIN * floor:
+            out.append(f"{label}: error {v:.2e} is within {FLOAT32_MARGIN:g}x of the float32 floor ({floor:.1e} at "
+                       f"m = {width}); it measures float32 rounding, not the hierarchy. Use --dtype float64.")
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,11 +95,41 @@ class SolveConfig:
     lr: float | None = None
     steps: int | None = None
     digits_per_class: int = 10
+    matrix_free: bool = False
+    chunk: int | None = None
+    devices: int | None = None
 
     @property
     def use_dg(self) -> bool:
-        """DG needs K^(3) and K^(4): on by default when p >= 4."""
-        return self.p >= 4 if self.dg is None else self.dg
+        """DG needs K^(3) and K^(4): on by default when p >= 4 (p >= 5 when K^(p) is matrix-free)."""
+        return self.p >= (5 if self.matrix_free else 4) if self.dg is None else self.dg
+
+    def for_dtype(self) -> "SolveConfig":
+        """The config with solver settings this run can meet, each change announced by :meth:`adjustments`.
+
+        float32 resolves about 1.2e-7, so rtol >= 1e-6 and atol >= 1e-8 (MATH.md section 6). ReLU's gradient
+        flow has a discontinuous right-hand side (relu' jumps where a pre-activation crosses 0), which an
+        8th-order adaptive solver at rtol 1e-10 cannot step across: left at their defaults, its flow solver,
+        tolerances and step limit become dopri5, 1e-6, 1e-8 and 10^6.
+        """
+        c = self
+        if c.activation == "relu":
+            defaults = {f.name: f.default for f in dataclasses.fields(SolveConfig)}
+            relu = {"flow_solver": "dopri5", "rtol": RELU_RTOL, "atol": RELU_ATOL, "max_steps": RELU_MAX_STEPS}
+            c = dataclasses.replace(c, **{k: v for k, v in relu.items() if getattr(c, k) == defaults[k]})
+        if c.dtype == "float32":
+            c = dataclasses.replace(c, rtol=max(c.rtol, FLOAT32_MIN_RTOL), atol=max(c.atol, FLOAT32_MIN_ATOL))
+        return c
+
+    def adjustments(self) -> str:
+        """One line naming what :meth:`for_dtype` changes, or "" if nothing."""
+        c = self.for_dtype()
+        changed = [f"{k} {getattr(self, k)} -> {getattr(c, k)}" for k in ("flow_solver", "rtol", "atol", "max_steps")
+                   if getattr(self, k) != getattr(c, k)]
+        why = "float32 resolves about 1.2e-7" if self.dtype == "float32" else ""
+        if self.activation == "relu":
+            why = "ReLU's gradient flow has a discontinuous right-hand side" + (f"; {why}" if why else "")
+        return f"adjusted for this run ({why}): " + ", ".join(changed) if changed else ""
 
     def validate(self) -> None:
         """Check every field before any work is done; raise ConfigError naming the bad value."""
@@ -110,6 +166,15 @@ class SolveConfig:
             raise ConfigError(f"memory_budget = {self.memory_budget!r} must be a positive number of bytes")
         if self.dg and self.p < 4:
             raise ConfigError(f"the DG correction needs K^(3) and K^(4), so p >= 4; got p = {self.p}")
+        if self.matrix_free and self.p < 3:
+            raise ConfigError(f"matrix_free needs p >= 3 (at p = {self.p} the top kernel is K^(2) itself)")
+        if self.dg and self.matrix_free and self.p == 4:
+            raise ConfigError("the DG correction needs a dense K^(4), which matrix_free at p = 4 never forms; "
+                              "use --no-dg, p >= 5, or drop --matrix-free")
+        if self.devices is not None and (not isinstance(self.devices, int) or self.devices < 1):
+            raise ConfigError(f"devices = {self.devices!r} must be a positive integer (or None for every device)")
+        if self.chunk is not None and (not isinstance(self.chunk, int) or self.chunk < 1):
+            raise ConfigError(f"chunk = {self.chunk!r} must be a positive integer (direction tuples per batch)")
         if self.dg_method not in DG_METHODS:
             raise ConfigError(f"dg_method = {self.dg_method!r}; accepted: {', '.join(DG_METHODS)}")
         builtin = self.data in (None, "digits")
@@ -149,6 +214,7 @@ class SolveResult:
     wall_times: dict[str, float]
     loss_fall: float
     path: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 def load_inputs(cfg: SolveConfig) -> tuple[Dataset, MLP]:
@@ -172,6 +238,30 @@ def load_inputs(cfg: SolveConfig) -> tuple[Dataset, MLP]:
                             f"({net.width}, {net.in_dim}), so inputs must have d = {net.in_dim}, but the data "
                             f"({data.source}) has d = {data.d}")
     return data, net
+
+
+def plan_run(cfg: SolveConfig, data: Dataset, net: MLP) -> SolvePlan:
+    """The memory plan of :func:`run_solve` for these inputs (raises MemoryBudgetError if over budget)."""
+    n_test = 0 if data.X_test is None else int(data.X_test.shape[0])
+    return plan_solve(n=data.n, n_test=n_test, p=cfg.p, width=net.width, depth=net.depth, in_dim=net.in_dim,
+                      dtype=DTYPES[cfg.dtype], num_times=cfg.num_times, memory_budget=cfg.memory_budget,
+                      chunk=cfg.chunk, matrix_free=cfg.matrix_free, dg=cfg.use_dg, nth_solver=cfg.nth_solver,
+                      flow_solver=cfg.flow_solver)
+
+
+def dry_run(cfg: SolveConfig) -> str:
+    """What ``nth solve --dry-run`` prints: sizes and the memory plan of every stage; nothing is computed.
+
+    Raises MemoryBudgetError (with the itemized plan) exactly when the real run would refuse.
+    """
+    cfg.validate()
+    cfg = cfg.for_dtype()
+    data, net = load_inputs(cfg)
+    plan = plan_run(cfg, data, net)
+    head = (f"nth solve --p {cfg.p}: width {net.width}, depth {net.depth}, {net.num_params} parameters, n = "
+            f"{data.n}, d = {data.d}, {0 if data.X_test is None else data.X_test.shape[0]} test inputs, {cfg.dtype}, device {jax.devices()[0].platform} x {len(jax.local_devices())}"
+            + (", K^(p) matrix-free" if cfg.matrix_free else ""))
+    return head + "\n" + plan.describe()
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -206,15 +296,16 @@ def run_solve(
     """
     say = log or (lambda s: None)
     cfg.validate()
+    if cfg.adjustments():
+        say(cfg.adjustments())
+        cfg = cfg.for_dtype()
     if out is not None:
         store.check_output_path(out, force)
     data, net = load_inputs(cfg)
     dtype = DTYPES[cfg.dtype]
     X, y = jnp.asarray(data.X, dtype=dtype), jnp.asarray(data.y, dtype=dtype)
     Xt = None if data.X_test is None or data.X_test.shape[0] == 0 else jnp.asarray(data.X_test, dtype=dtype)
-    plan = plan_kernels(data.n, cfg.p, net.num_params, dtype, cfg.memory_budget)
-    if Xt is not None:  # the test-point kernels K^(r)(x, X^(r-1)) are planned (and refused) the same way
-        plan_kernels(data.n, cfg.p, net.num_params, dtype, plan.budget, plan.chunk, first_rows=Xt.shape[0])
+    plan = plan_run(cfg, data, net).kernels  # every stage is planned (and refused) before any work
     resolved = dataclasses.asdict(cfg) | {"width": net.width, "depth": net.depth, "n": data.n, "d": data.d,
                                            "n_test": 0 if Xt is None else int(Xt.shape[0]), "dg": cfg.use_dg,
                                            "num_params": net.num_params, "kernel_chunk": plan.chunk,
@@ -223,13 +314,16 @@ def run_solve(
     say(f"network: width {net.width}, depth {net.depth}, {cfg.activation}, {net.num_params} parameters; "
         f"data: n = {data.n}, d = {data.d}, {0 if Xt is None else Xt.shape[0]} test points ({data.source}); "
         f"device: {jax.devices()[0].platform}")
-    say(f"[1/4] kernels K^(2)..K^({cfg.p}) by forward-mode JVPs")
+    say(f"[1/4] kernels K^(2)..K^({cfg.p}) by forward mode (batches of {plan.chunk} direction tuples"
+        + (f"; K^({cfg.p}) matrix-free)" if cfg.matrix_free else ")"))
     ks, wall["kernels"] = _timed(lambda: kernels(net, X, cfg.p, memory_budget=plan.budget, chunk=plan.chunk,
-                                                 progress=progress))
+                                                 progress=progress, matrix_free=cfg.matrix_free,
+                                                 devices=cfg.devices))
     kt = None
     if Xt is not None:
         kt, wall["test_kernels"] = _timed(lambda: kernels(net, X, cfg.p, first=Xt, memory_budget=plan.budget,
-                                                          chunk=plan.chunk, progress=progress))
+                                                          chunk=plan.chunk, progress=progress,
+                                                          matrix_free=cfg.matrix_free, devices=cfg.devices))
     f0 = net(X)
     ft0 = None if Xt is None else net(Xt)
     gd = None
@@ -262,9 +356,13 @@ def run_solve(
     if gd is not None:
         errs["gd"] = _errors(gd, flow, None)
     loss_fall = float(flow.loss[0] / flow.loss[-1]) if float(flow.loss[-1]) > 0 else float("inf")
-    np_k = lambda d: None if d is None else {r: np.asarray(k) for r, k in d.items()}  # noqa: E731
+    np_k = lambda d: None if d is None else {r: np.asarray(k) for r, k in d.items()  # noqa: E731
+                                             if not isinstance(k, KernelOperator)}
     result = SolveResult(config=resolved, data=data, f0=np.asarray(f0), kernels=np_k(ks), test_kernels=np_k(kt),
-                         flow=flow, predictions=preds, gd=gd, errors=errs, wall_times=wall, loss_fall=loss_fall)
+                         flow=flow, predictions=preds, gd=gd, errors=errs, wall_times=wall, loss_fall=loss_fall,
+                         warnings=float32_warnings(errs, net.width) if cfg.dtype == "float32" else [])
+    for w_ in result.warnings:
+        say("warning: " + w_)
     if out is not None:
         t = time.perf_counter()
         result.path = write_result(result, out, force=force, save_kernels=cfg.save_kernels)
@@ -290,7 +388,8 @@ def result_datasets(result: SolveResult, save_kernels: bool) -> tuple[dict[str, 
         if result.test_kernels is not None:
             ds.update({f"/kernels/K{r}_test": k for r, k in result.test_kernels.items()})
     attrs: dict[str, dict] = {
-        "/": store.run_attrs(cfg, result.wall_times, jax.devices()[0].platform),
+        "/": store.run_attrs(cfg, result.wall_times, jax.devices()[0].platform)
+        | ({"warnings": "\n".join(result.warnings)} if result.warnings else {}),
         "/data": {"normalization": result.data.normalization, "source": result.data.source},
         "/true": {"solver": cfg["flow_solver"], "rtol": cfg["rtol"], "atol": cfg["atol"],
                   "num_steps": fl.stats.get("num_steps", -1), "loss_fall": result.loss_fall},
@@ -351,6 +450,7 @@ def format_table(result: SolveResult) -> str:
                  + (f"; write: {w['write']:.2f} s" if "write" in w else ""))
     lines.append(f"training loss fell {result.loss_fall:.3g}-fold over t in [0, {result.config['t_max']:.4g}] "
                  f"({float(result.flow.loss[0]):.3e} -> {float(result.flow.loss[-1]):.3e})")
+    lines += [f"warning: {w}" for w in result.warnings]
     if result.path:
         lines.append(f"wrote {result.path}")
     return "\n".join(lines)

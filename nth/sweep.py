@@ -71,7 +71,7 @@ class SweepConfig:
 
     def to_json(self) -> str:
         base = dataclasses.asdict(self.base)
-        for k in ("width", "seed", "memory_budget"):  # per run, or machine-dependent and result-neutral
+        for k in ("width", "seed", "memory_budget", "chunk", "devices"):  # per run, or result-neutral
             base.pop(k)
         return json.dumps({"widths": list(self.widths), "num_seeds": self.num_seeds, "base": base}, sort_keys=True)
 
@@ -96,6 +96,8 @@ def _run_payload(res: SolveResult) -> tuple[dict[str, np.ndarray], dict[str, Any
             ds[f"{label}_f_test"] = pred.f_test
         for k, v in res.errors[label].items():
             attrs[f"{k}_{label}"] = v
+    if res.warnings:
+        attrs["warnings"] = "\n".join(res.warnings)
     if "dg" in res.predictions and "p4" in res.predictions:
         attrs["dg_vs_p4"] = float(f_error(res.predictions["dg"].f, res.predictions["p4"].f).max())
     return {k: np.asarray(v) for k, v in ds.items()}, attrs
@@ -152,8 +154,11 @@ def open_sweep(cfg: SweepConfig, path: str) -> set[str]:
             raise ConfigError(f"{path!r} exists but is not a readable HDF5 file ({e}); choose another --out") from None
         if fmt != FORMAT or saved is None:
             raise ConfigError(f"{path!r} exists and is not an nth sweep file; choose another --out")
-        if json.loads(saved) != json.loads(cfg.to_json()):
-            old, new = json.loads(saved), json.loads(cfg.to_json())
+        old, new = json.loads(saved), json.loads(cfg.to_json())
+        # options added after a file was written read as their defaults
+        defaults = {f.name: f.default for f in dataclasses.fields(SolveConfig)}
+        old["base"] = {k: old["base"].get(k, defaults.get(k)) for k in set(old["base"]) | set(new["base"])}
+        if old != new:
             diff = sorted(k for k in set(old["base"]) | set(new["base"]) if old["base"].get(k) != new["base"].get(k))
             diff += [k for k in ("widths", "num_seeds") if old[k] != new[k]]
             raise ConfigError(f"{path!r} holds a sweep with different arguments ({', '.join(diff)}: "
@@ -168,10 +173,12 @@ def open_sweep(cfg: SweepConfig, path: str) -> set[str]:
     return set()
 
 
-def run_sweep(cfg: SweepConfig, path: str, *, progress: bool = False,
+def run_sweep(cfg: SweepConfig, path: str, *, progress: bool = False, batch_seeds: bool = False, devices=None,
               on_run: Callable[[str, SolveResult], None] | None = None) -> dict[str, int]:
     """Run every (width, seed) of ``cfg`` that ``path`` does not hold yet, committing each as it finishes.
 
+    With ``batch_seeds`` the missing seeds of a width run as one vmapped batch (:mod:`nth.batched`), sharded
+    across ``devices`` when there are several; each is still committed as its own run.
     Returns {"done": runs already in the file, "ran": runs computed now}.
     """
     cfg.validate()
@@ -183,28 +190,41 @@ def run_sweep(cfg: SweepConfig, path: str, *, progress: bool = False,
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(cfg.widths) * cfg.num_seeds, initial=len(done), unit="run", desc="sweep")
-    for w, s in todo:
-        if bar is not None:
-            bar.set_postfix(width=w, seed=s)
-        res = run_solve(cfg.run_config(w, s))
-        ds, attrs = _run_payload(res)
-        attrs.update(width=w, seed=s, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    if batch_seeds:
+        from .batched import run_solve_seeds
 
-        def add(h, name=run_name(w, s), ds=ds, attrs=attrs):
-            g = h["runs"].create_group(name)
-            for k, v in ds.items():
-                g.create_dataset(k, data=v, compression="gzip", shuffle=True)
-            for k, v in attrs.items():
-                g.attrs[k] = v
-
-        _commit(path, add)
-        if on_run:
-            on_run(run_name(w, s), res)
+        groups = [(w, [s for ww, s in todo if ww == w]) for w in cfg.widths]
+        jobs = ((w, seeds, lambda w=w, seeds=seeds: run_solve_seeds(cfg.run_config(w, seeds[0]), seeds,
+                                                                    devices=devices or cfg.base.devices))
+                for w, seeds in groups if seeds)
+    else:
+        jobs = ((w, [s], lambda w=w, s=s: [run_solve(cfg.run_config(w, s))]) for w, s in todo)
+    for w, seeds, job in jobs:
         if bar is not None:
-            bar.update(1)
+            bar.set_postfix(width=w, seeds=",".join(map(str, seeds)))
+        for s, res in zip(seeds, job()):
+            _commit_run(path, w, s, res)
+            if on_run:
+                on_run(run_name(w, s), res)
+            if bar is not None:
+                bar.update(1)
     if bar is not None:
         bar.close()
     return {"done": len(done), "ran": len(todo)}
+
+
+def _commit_run(path: str, w: int, s: int, res: SolveResult) -> None:
+    ds, attrs = _run_payload(res)
+    attrs.update(width=w, seed=s, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    def add(h):
+        g = h["runs"].create_group(run_name(w, s))
+        for k, v in ds.items():
+            g.create_dataset(k, data=v, compression="gzip", shuffle=True)
+        for k, v in attrs.items():
+            g.attrs[k] = v
+
+    _commit(path, add)
 
 
 def load_sweep(path: str) -> dict[str, Any]:

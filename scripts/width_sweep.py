@@ -13,7 +13,6 @@ import argparse
 import json
 import time
 
-import numpy as np
 
 import nth
 from nth.pipeline import sweep_errors

@@ -113,3 +113,35 @@ def test_finite_learning_rate_run(tmp_path, capsys):
     with h5py.File(out) as h:
         np.testing.assert_array_equal(h["/gd/step"][()], [0, 50, 100, 150, 200])
         assert 0 < h["/gd"].attrs["max_f_error"] < 0.05  # O(lr) away from the flow
+
+
+def test_dry_run_prints_the_plan_and_refuses_what_would_not_fit(tmp_path, capsys, monkeypatch):
+    """--dry-run: every stage's predicted memory, nothing computed or written; over budget it names the way out
+    (matrix-free), which then fits."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["solve", "--p", "4", "--n", "128", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("K^(4): 2.0 GiB", "stage kernels", "stage gradient flow", "stage truncated NTH", "predicted peak"):
+        assert stage in out
+    assert main(["solve", "--p", "4", "--n", "128", "--memory-budget", "2GiB", "--dry-run"]) == 2
+    assert "--matrix-free" in capsys.readouterr().err
+    assert main(["solve", "--p", "4", "--n", "128", "--memory-budget", "2GiB", "--matrix-free", "--dry-run"]) == 0
+    assert "K^(4): not stored" in capsys.readouterr().out
+    assert os.listdir(tmp_path) == []
+
+
+def test_float32_run_adjusts_tolerances_and_flags_the_floor(tmp_path, capsys):
+    """float32: tolerances raised to what float32 can meet (recorded in the file), and errors within 10x of the
+    measured float32 floor flagged as unresolved (results/float32_floor.txt)."""
+    from nth.pipeline import float32_floor, float32_warnings
+
+    out = tmp_path / "f32.h5"
+    assert main(["solve", "--p", "2", "--width", "64", "--depth", "1", "--n", "4", "--d", "3", "--t-max", "5",
+                 "--num-times", "3", "--dtype", "float32", "--out", str(out), "--quiet"]) == 0
+    with h5py.File(out, "r") as h:
+        cfg = json.loads(h.attrs["config"])
+        assert cfg["rtol"] == 1e-6 and cfg["atol"] == 1e-8 and cfg["dtype"] == "float32"
+        assert h["/true/f"].dtype == np.float32
+    assert 1e-7 < float32_floor(256) < float32_floor(4096) < 1e-6
+    warn = float32_warnings({"p4": {"max_f_error": 2e-6}, "p2": {"max_f_error": 1e-3}}, 4096)
+    assert len(warn) == 1 and warn[0].startswith("p4") and "float64" in warn[0]

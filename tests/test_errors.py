@@ -46,6 +46,10 @@ def files(tmp_path):
     (["--p", "2", "--max-steps", "2"], r"(?s)true gradient flow solve failed.*max_steps"),
     (["--p", "3", "--dg"], r"DG correction needs K\^\(3\) and K\^\(4\), so p >= 4; got p = 3"),
     (["--p", "2", "--lr", "0.1"], r"needs both lr and steps"),
+    (["--p", "4", "--matrix-free", "--dg"], r"DG correction needs a dense K\^\(4\)"),
+    (["--p", "2", "--matrix-free"], r"matrix_free needs p >= 3"),
+    (["--p", "2", "--devices", "0"], r"devices = 0 must be a positive integer"),
+    (["--p", "2", "--chunk", "0"], r"chunk = 0 must be a positive integer"),
     (["--p", "2", "--lr", "-0.1", "--steps", "3"], r"lr = -0.1 must be"),
 ])
 def test_bad_options(tmp_path, capsys, args, pattern):

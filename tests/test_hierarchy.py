@@ -79,3 +79,22 @@ def test_default_horizon_reaches_the_requested_fall(problem):
     f = nth.linearized_closed_form(ks[2], f0, y, [0.0, T])
     L = 0.5 * np.mean((f - np.asarray(y)) ** 2, axis=1)
     assert L[0] / L[1] == pytest.approx(1000.0, rel=1e-6)
+
+
+def test_matrix_free_top_level_equals_dense(problem):
+    """Issue-5 equality: K^(4) never materialized (contracted by a JVP in the RHS) gives the dense solution,
+    at training and test inputs, to 1e-10."""
+    net, X, y, ks, f0 = problem
+    Xt = jnp.asarray(nth.default_problem(n=2, d=4, seed=5).X)
+    ts = np.linspace(0, 20, 6)
+    kt = nth.kernels(net, X, 4, first=Xt)
+    dense = nth.truncated_nth(ks, f0, y, ts, p=4, test_kernels=kt, f0_test=net(Xt))
+    mf = nth.kernels(net, X, 4, matrix_free=True)
+    mft = nth.kernels(net, X, 4, first=Xt, matrix_free=True)
+    free = nth.truncated_nth(mf, f0, y, ts, p=4, test_kernels=mft, f0_test=net(Xt))
+    assert float(jnp.abs(free.f - dense.f).max()) < 1e-10
+    assert float(jnp.abs(free.f_test - dense.f_test).max()) < 1e-10
+    assert float(jnp.abs(free.K2 - dense.K2).max()) < 1e-10
+    assert float(jnp.abs(dense.f - dense.f[0]).max()) > 1e-2  # it trained
+    with pytest.raises(nth.ConfigError, match="matrix-free"):
+        nth.truncated_nth({2: ks[2], 3: nth.KernelOperator(net, X, None, r=3), 4: ks[4]}, f0, y, ts, p=4)

@@ -5,7 +5,6 @@ averaged geometrically over seeds; 4 test inputs besides the 8 training points. 
 whole sweep near a minute on two CPU cores.
 """
 
-import numpy as np
 import pytest
 
 import nth

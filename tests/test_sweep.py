@@ -96,3 +96,18 @@ def test_digits_problem():
     np.testing.assert_allclose(np.linalg.norm(data.X, axis=1), 1.0, rtol=1e-14)
     with pytest.raises(nth.DataError, match="too many"):
         nth.data.digits_problem(per_class=500)
+
+
+def test_batched_seeds_equal_sequential_runs(tmp_path):
+    """--batch-seeds (one vmapped computation per width) stores the numbers of the seed-by-seed loop."""
+    small = ["--widths", "32", "--seeds", "3", "--p", "4", "--depth", "1", "--n", "4", "--d", "3", "--n-test", "2",
+             "--t-max", "5", "--num-times", "3", "--quiet"]
+    assert main(["sweep", *small, "--out", str(tmp_path / "loop.h5")]) == 0
+    assert main(["sweep", *small, "--batch-seeds", "--out", str(tmp_path / "batch.h5")]) == 0
+    a, b = load_sweep(str(tmp_path / "loop.h5")), load_sweep(str(tmp_path / "batch.h5"))
+    keys = [k for k in a["scalars"] if k.startswith(("max_", "kernel_mean", "loss_fall", "dg_vs"))]
+    assert "max_f_error_p4" in keys and "max_test_error_dg" in keys
+    for k in keys:
+        np.testing.assert_allclose(b["scalars"][k], a["scalars"][k], rtol=1e-7, err_msg=k)
+    np.testing.assert_allclose(b["runs"][(32, 2)]["p4_f"], a["runs"][(32, 2)]["p4_f"], rtol=0, atol=1e-11)
+    assert b["scalars"]["max_f_error_p4"].shape == (1, 3)

@@ -1,0 +1,292 @@
+"""``nth bench``: the benchmark suite. Every number is a ratio against a baseline timed in the same run.
+
+Implementations of K^(2)..K^(4) compared on the same inputs (the problem of :func:`nth.default_problem`,
+depth-2 tanh MLP, float64):
+
+- ``structured``: nth's kernels (rank-one directions, mixed partials of the structured K^(2); nth.kernels);
+- (a) ``naive``: full flattened Jacobian + nested jax.jacfwd, as hand-written NTH code does (nth.baselines);
+- (b) ``previous``: nth's first implementation, nested jax.jvp along dense grad f pytrees (nth.baselines).
+
+Each implementation runs in its own process, so that its peak resident memory (ru_maxrss, minus the
+process's memory before the first kernel; on a GPU the device's peak_bytes_in_use) belongs to it alone; the
+target case runs first in each process. Compile time is the first call minus the second (run) call. Then,
+in one more process: the true gradient flow's cost against width, the matrix-free top level against the
+dense one, batched seeds against the sequential loop, and float32 against float64 kernels.
+
+Writes a markdown table (default results/BENCHMARKS.md) naming the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+TARGET = {"n": 16, "m": 512, "depth": 2, "p": 4}
+N_SCALING = {"structured": (8, 16, 32), "previous": (8, 16, 32), "naive": (8, 16)}
+M_SCALING = {"structured": (256, 512, 1024, 2048), "previous": (256, 512, 1024, 2048), "naive": (256, 512)}
+FLOW_WIDTHS = (512, 1024, 2048)
+SEED_WIDTHS = (512, 2048)
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _device_peak_mb():
+    import jax
+
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # CPU backends have no memory stats
+        return None
+    v = stats.get("peak_bytes_in_use")
+    return None if v is None else v / 2**20
+
+
+def _timed(fn):
+    import jax
+
+    t = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return out, time.perf_counter() - t
+
+
+def _kernel_impl(name: str):
+    import nth
+    from nth.baselines import naive_kernels, nested_jvp_kernels
+
+    if name == "structured":
+        return lambda net, X, p: nth.kernels(net, X, p)
+    if name == "previous":
+        return lambda net, X, p: nested_jvp_kernels(net, X, p)
+    return naive_kernels
+
+
+def _problem(n: int, m: int, depth: int):
+    import jax.numpy as jnp
+
+    import nth
+
+    X = jnp.asarray(nth.default_problem(n=n, d=8).X)
+    return nth.init_mlp(0, 8, m, depth, "tanh"), X
+
+
+def _child_kernels(name: str, outdir: str) -> list[dict]:
+    """One implementation: the target case (with memory), then its n and m scaling series."""
+    impl = _kernel_impl(name)
+    rows = []
+    cases = [(TARGET["n"], TARGET["m"])] + [(n, TARGET["m"]) for n in N_SCALING[name]] \
+        + [(TARGET["n"], m) for m in M_SCALING[name]]
+    seen = set()
+    for n, m in cases:
+        if (n, m) in seen:
+            continue
+        seen.add((n, m))
+        net, X = _problem(n, m, TARGET["depth"])
+        base = _rss_mb()
+        ks, first = _timed(lambda: impl(net, X, TARGET["p"]))
+        row = {"impl": name, "n": n, "m": m, "first_s": first}
+        if name == "naive":
+            # a second call would repeat n identical columns of K^(4) (minutes): time K^(2), K^(3) and one
+            # compiled column instead
+            from nth.baselines import naive_column
+
+            _, t23 = _timed(lambda: impl(net, X, 3))
+            _, tcol = _timed(lambda: naive_column(net, X, TARGET["p"], 0))
+            row["run_s"] = t23 + n * tcol
+        else:
+            _, row["run_s"] = _timed(lambda: impl(net, X, TARGET["p"]))
+        if not rows:
+            row["rss_mb"] = _rss_mb() - base
+            row["device_peak_mb"] = _device_peak_mb()
+            np.savez(os.path.join(outdir, f"{name}.npz"), **{f"K{r}": np.asarray(k) for r, k in ks.items()})
+        rows.append(row)
+    return rows
+
+
+def _child_pipeline() -> list[dict]:
+    import jax.numpy as jnp
+
+    import nth
+    from nth.batched import run_solve_seeds
+    from nth.pipeline import SolveConfig, run_solve
+
+    rows = []
+    data = nth.default_problem(n=16, d=8)
+    X, y = jnp.asarray(data.X), jnp.asarray(data.y)
+    ts = jnp.linspace(0.0, 20.0, 11)
+    for m in FLOW_WIDTHS:
+        net = nth.init_mlp(0, 8, m, 2, "tanh")
+        sol, first = _timed(lambda: nth.gradient_flow(net, X, y, ts))
+        _, run = _timed(lambda: nth.gradient_flow(net, X, y, ts))
+        rows.append({"case": "flow", "m": m, "first_s": first, "run_s": run, "steps": sol.stats.get("num_steps")})
+    # matrix-free top level against the dense one, p = 4, n = 16, m = 512
+    net, X = _problem(16, 512, 2)
+    f0 = net(X)
+    yy = jnp.asarray(nth.default_problem(n=16, d=8).y)
+    for mf in (False, True):
+        ks, tk = _timed(lambda: nth.kernels(net, X, 4, matrix_free=mf))
+        sol, first = _timed(lambda: nth.truncated_nth(ks, f0, yy, ts, p=4))
+        _, run = _timed(lambda: nth.truncated_nth(ks, f0, yy, ts, p=4))
+        rows.append({"case": "matrix_free" if mf else "dense", "kernels_s": tk, "first_s": first, "run_s": run,
+                     "f": np.asarray(sol.f).tolist(), "steps": sol.stats.get("num_steps"),
+                     "stored_MiB": sum(np.asarray(k).nbytes for k in ks.values()
+                                       if not isinstance(k, nth.KernelOperator)) / 2**20})
+    # seeds: standard sweep cells (depth 1, n 8, p 4, t 20, 4 test points), loop vs one batch
+    for m in SEED_WIDTHS:
+        cfg = SolveConfig(p=4, width=m, depth=1, n=8, d=4, t_max=20.0, num_times=11)
+        seeds = [0, 1, 2, 3]
+        run_solve(cfg)  # compile the per-seed path
+        _, loop = _timed(lambda: [run_solve(dataclasses.replace(cfg, seed=s)) for s in seeds])
+        run_solve_seeds(cfg, seeds)  # compile the batched path
+        _, batch = _timed(lambda: run_solve_seeds(cfg, seeds))
+        rows.append({"case": "seeds", "m": m, "seeds": len(seeds), "loop_s": loop, "batch_s": batch})
+    # float32 against float64 kernels (target size)
+    import jax
+
+    net, X = _problem(TARGET["n"], TARGET["m"], TARGET["depth"])
+    for dt in ("float64", "float32"):
+        nt = jax.tree_util.tree_map(lambda a: a.astype(dt), net)
+        nth.kernels(nt, X.astype(dt), 4)
+        _, run = _timed(lambda: nth.kernels(nt, X.astype(dt), 4))
+        rows.append({"case": f"kernels_{dt}", "run_s": run})
+    return rows
+
+
+def _spawn(args: list[str]) -> list[dict]:
+    proc = subprocess.run([sys.executable, "-m", "nth.bench"] + args, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark child {args} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _exponent(xs, ts) -> float:
+    return float(np.polyfit(np.log(np.asarray(xs, float)), np.log(np.asarray(ts, float)), 1)[0])
+
+
+def _machine() -> str:
+    import jax
+
+    dev = jax.devices()[0]
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            names = [ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")]
+            cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return (f"{dev.platform} ({dev.device_kind}), {len(jax.devices())} device(s); host CPU {cpu}, "
+            f"{os.cpu_count()} cores; jax {jax.__version__}, Python {platform.python_version()}")
+
+
+def run(out: str) -> str:
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        kern = {name: _spawn(["--child", name, tmp]) for name in ("structured", "previous", "naive")}
+        pipe = _spawn(["--child", "pipeline", tmp])
+        ref = np.load(os.path.join(tmp, "naive.npz"))
+        diffs = {}
+        for name in ("structured", "previous"):
+            got = np.load(os.path.join(tmp, f"{name}.npz"))
+            diffs[name] = max(float(np.abs(got[k] - ref[k]).max() / np.abs(ref[k]).max()) for k in ref.files)
+    tgt = {name: rows[0] for name, rows in kern.items()}
+    lines = ["# nth benchmarks", "", f"Machine: {_machine()}.", "",
+             f"Generated by `nth bench` (`python scripts/bench.py`) in {time.perf_counter() - t0:.0f} s. All "
+             "times in seconds, float64 unless stated; ratios are against baselines timed in the same run.", "",
+             f"## K^(2)..K^(4) at n = {TARGET['n']}, m = {TARGET['m']}, depth {TARGET['depth']} (tanh, d = 8)", "",
+             "| implementation | compile [s] | run [s] | speed-up vs (a) naive | vs (b) previous | peak memory [MiB] "
+             "| max rel. diff vs (a) |", "|---|---|---|---|---|---|---|"]
+    names = {"structured": "nth (structured)", "previous": "(b) previous nth", "naive": "(a) naive jacrev/jacfwd"}
+    for name in ("structured", "previous", "naive"):
+        r = tgt[name]
+        comp = r["first_s"] - r["run_s"]
+        mem = r["device_peak_mb"] if r.get("device_peak_mb") is not None else r["rss_mb"]
+        lines.append(f"| {names[name]} | {comp:.2f} | {r['run_s']:.3f} | {tgt['naive']['run_s'] / r['run_s']:.1f}x | "
+                     f"{tgt['previous']['run_s'] / r['run_s']:.2f}x | {mem:.0f} | "
+                     f"{'-' if name == 'naive' else f'{diffs[name]:.1e}'} |")
+    lines += ["", "Peak memory: resident-set growth of the implementation's own process during the call (device "
+              "peak on a GPU). The naive run time is its compiled K^(2), K^(3) plus n times one compiled column of "
+              "K^(4) (repeating its whole K^(4) would take minutes).", "",
+              "## Cost against n and m (run time, compiled; fitted exponent of time ~ n^a, m^b)", "",
+              "| implementation | n series (m = 512): times | a | m series (n = 16): times | b |", "|---|---|---|---|---|"]
+    for name in ("structured", "previous", "naive"):
+        rows = kern[name]
+        ns = sorted({r["n"]: r["run_s"] for r in rows if r["m"] == TARGET["m"]}.items())
+        ms = sorted({r["m"]: r["run_s"] for r in rows if r["n"] == TARGET["n"]}.items())
+        fmt = lambda s: ", ".join(f"{k}: {v:.3g}" for k, v in s)  # noqa: E731
+        lines.append(f"| {names[name]} | {fmt(ns)} | {_exponent(*zip(*ns)):.2f} | {fmt(ms)} | "
+                     f"{_exponent(*zip(*ms)):.2f} |")
+    flow = [r for r in pipe if r["case"] == "flow"]
+    lines += ["", "## True gradient flow (Dopri8, rtol 1e-10, n = 16, depth 2, t = 20)", "",
+              "| width | compile [s] | run [s] | steps | run per step [ms] |", "|---|---|---|---|---|"]
+    for r in flow:
+        lines.append(f"| {r['m']} | {r['first_s'] - r['run_s']:.2f} | {r['run_s']:.2f} | {r['steps']} | "
+                     f"{1e3 * r['run_s'] / r['steps']:.1f} |")
+    lines.append(f"\nFitted: run time ~ m^{_exponent([r['m'] for r in flow], [r['run_s'] for r in flow]):.2f}.")
+    dense, mf = (next(r for r in pipe if r["case"] == c) for c in ("dense", "matrix_free"))
+    fdiff = float(np.abs(np.asarray(dense["f"]) - np.asarray(mf["f"])).max())
+    lines += ["", "## Matrix-free top level (p = 4, n = 16, m = 512, depth 2, t = 20)", "",
+              "| top level | kernels [s] | NTH compile [s] | NTH run [s] | steps | kernels stored [MiB] |",
+              "|---|---|---|---|---|---|"]
+    for r in (dense, mf):
+        lines.append(f"| {r['case'].replace('_', '-')} | {r['kernels_s']:.2f} | {r['first_s'] - r['run_s']:.2f} | "
+                     f"{r['run_s']:.2f} | {r['steps']} | {r['stored_MiB']:.3f} |")
+    lines.append(f"\nmax |f_dense - f_matrix-free| = {fdiff:.1e}; the matrix-free solve costs "
+                 f"{mf['run_s'] / dense['run_s']:.0f}x the dense one per solve and stores "
+                 f"{dense['stored_MiB'] / max(mf['stored_MiB'], 1e-12):.0f}x less.")
+    seeds = [r for r in pipe if r["case"] == "seeds"]
+    lines += ["", f"## Seeds of a sweep cell (depth 1, n = 8, p = 4, DG, 4 test points, t = 20, {seeds[0]['seeds']} "
+              "seeds, compiled)", "", "| width | sequential loop (baseline) [s] | runs per hour | one vmapped batch "
+              "(`--batch-seeds`) [s] | runs per hour | ratio |", "|---|---|---|---|---|---|"]
+    for sd in seeds:
+        per_h = lambda s, sd=sd: 3600 * sd["seeds"] / s  # noqa: E731
+        lines.append(f"| {sd['m']} | {sd['loop_s']:.2f} | {per_h(sd['loop_s']):.0f} | {sd['batch_s']:.2f} | "
+                     f"{per_h(sd['batch_s']):.0f} | {sd['loop_s'] / sd['batch_s']:.2f}x |")
+    k64, k32 = (next(r for r in pipe if r["case"] == f"kernels_{d}") for d in ("float64", "float32"))
+    lines += ["", "## float32", "", f"K^(2)..K^(4) at the target size: float64 {k64['run_s']:.3f} s, float32 "
+              f"{k32['run_s']:.3f} s ({k64['run_s'] / k32['run_s']:.2f}x). The error floor float32 puts under "
+              "error-vs-width curves is in results/float32_floor.txt.", ""]
+    text = "\n".join(lines)
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, "w") as fh:
+            fh.write(text)
+    return text
+
+
+def _child_main(argv: list[str]) -> None:
+    import nth  # noqa: F401  (float64)
+
+    kind, outdir = argv[0], argv[1]
+    if kind == "pipeline":
+        rows = _child_pipeline()
+    else:
+        rows = _child_kernels(kind, outdir)
+    print(json.dumps(rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        _child_main(argv[1:])
+        return 0
+    ap = argparse.ArgumentParser(prog="nth bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="results/BENCHMARKS.md", help="markdown table to write ('' for none)")
+    a = ap.parse_args(argv)
+    print(run(a.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

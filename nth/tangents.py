@@ -1,0 +1,164 @@
+"""Parameter-space directions grad f as per-layer rank-one factors, and passes at weights moved along them.
+
+The gradient of one output is rank one in every layer (HY Eq. 7; MATH.md section 1):
+
+    grad_{W^(l)} f(x) = delta^(l)(x) x^(l-1)(x)^T,        grad_a f(x) = x^(H)(x),
+
+so a weighted sum of output gradients, g = sum_q c_q grad f(x_q), is W^(l)-rank <= q. A :class:`Term` holds
+such a direction by its factors (x^(l-1), delta^(l) at the q inputs) and a scalar step ``eps``; the weights
+theta + sum_j eps_j g_j are never formed. A matrix product with them costs
+
+    Z (W + sum_j eps_j D_j^T diag(c_j) Z_j)^T = Z W^T + sum_j eps_j ((Z Z_j^T) * c_j) D_j
+
+i.e. the base product plus O(N q m) per term, instead of a dense m x m tangent per direction. Everything
+here is ordinary JAX code, differentiable in ``eps`` (and in theta) to any order: the kernels module takes
+mixed partial derivatives in the steps to get K^(3), K^(4), ... (MATH.md section 2).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .model import MLP
+
+
+class Direction(NamedTuple):
+    """g = sum_q c_q grad_theta f(X_q): a parameter-space direction given by inputs and coefficients."""
+
+    X: Float[Array, "q d"]
+    c: Float[Array, " q"]
+
+
+class Term(NamedTuple):
+    """A step eps along a direction, stored as its per-layer factors at the weights where it was taken.
+
+    ``xs[l]`` is x^(l) of the q inputs (l = 0..H, ``xs[0]`` the inputs), ``ds[l]`` is delta^(l+1) (l = 0..H-1).
+    """
+
+    eps: Array
+    xs: tuple[Array, ...]
+    ds: tuple[Array, ...]
+    c: Array
+
+
+def _matmul(Z: Array, W: Array, terms: tuple[Term, ...], l: int) -> Array:
+    """Z W^(l+1)^T at the moved weights W^(l+1) + sum_j eps_j ds_j[l]^T diag(c_j) xs_j[l]."""
+    out = Z @ W.T
+    for t in terms:
+        out = out + t.eps * ((Z @ t.xs[l].T) * t.c) @ t.ds[l]
+    return out
+
+
+def _rmatmul(D: Array, W: Array, terms: tuple[Term, ...], l: int) -> Array:
+    """D W^(l+1) at the moved weights (the backward pass)."""
+    out = D @ W
+    for t in terms:
+        out = out + t.eps * ((D @ t.ds[l].T) * t.c) @ t.xs[l]
+    return out
+
+
+def moved_output_weights(net: MLP, terms: tuple[Term, ...]) -> Array:
+    """a + sum_j eps_j sum_q c_jq x^(H)(x_jq): the output layer at the moved weights."""
+    a = net.a
+    for t in terms:
+        a = a + t.eps * (t.c @ t.xs[-1])
+    return a
+
+
+def factors(net: MLP, terms: tuple[Term, ...], X: Float[Array, "n d"]) -> tuple[tuple[Array, ...], tuple[Array, ...]]:
+    """Layer outputs x^(0..H) and backpropagated vectors delta^(1..H) of the rows of X, at the moved weights.
+
+    delta^(H) = a * sigma'(h^(H)) / sqrt(m) and delta^(l) = (delta^(l+1) W^(l+1)) * sigma'(h^(l)) / sqrt(m), so
+    grad_{W^(l)} f = delta^(l) x^(l-1)^T (HY Eq. 7).
+    """
+    scale = jnp.sqrt(net.width).astype(X.dtype)
+    xs, hs = [X], []
+    for l, W in enumerate(net.Ws):
+        h = _matmul(xs[-1], W, terms, l)
+        hs.append(h)
+        xs.append(net.sigma(h) / scale)
+    a = moved_output_weights(net, terms)
+    ds = [a[None, :] * net.sigma_prime(hs[-1]) / scale]
+    for l in range(net.depth - 1, 0, -1):
+        ds.insert(0, _rmatmul(ds[0], net.Ws[l], terms, l) * net.sigma_prime(hs[l - 1]) / scale)
+    return tuple(xs), tuple(ds)
+
+
+def term(net: MLP, terms: tuple[Term, ...], direction: Direction, eps: Array) -> Term:
+    """The step ``eps`` along ``direction`` evaluated at the weights already moved by ``terms``."""
+    xs, ds = factors(net, terms, direction.X)
+    return Term(eps=eps, xs=xs, ds=ds, c=direction.c)
+
+
+@jax.custom_jvp
+def sym_gram(A: Array) -> Array:
+    """A A^T, whose tangent dA A^T + A dA^T = S + S^T is formed from one product S = dA A^T."""
+    return A @ A.T
+
+
+@sym_gram.defjvp
+def _sym_gram_jvp(primals, tangents):
+    (A,), (dA,) = primals, tangents
+    S = dA @ A.T
+    return A @ A.T, S + S.T
+
+
+def ntk_at(net: MLP, terms: tuple[Term, ...], X1: Float[Array, "k d"], X: Float[Array, "n d"] | None) -> Array:
+    """K^(2)(X1, X) at the moved weights from per-layer factors (HY Eq. 7); X = None means X1 (symmetric).
+
+    K^(2) = x^(H) x^(H)^T + sum_l (delta^(l) delta^(l)^T) * (x^(l-1) x^(l-1)^T): the Jacobian is never formed.
+    In the symmetric case every Gram matrix and its derivatives use :func:`sym_gram` (symmetry of K^(r) in
+    its first two slots, MATH.md section 3).
+    """
+    xs1, ds1 = factors(net, terms, X1)
+    if X is None:
+        K = sym_gram(xs1[-1])
+        for l in range(net.depth):
+            K = K + sym_gram(ds1[l]) * sym_gram(xs1[l])
+        return K
+    xs, ds = factors(net, terms, X)
+    K = xs1[-1] @ xs[-1].T
+    for l in range(net.depth):
+        K = K + (ds1[l] @ ds[l].T) * (xs1[l] @ xs[l].T)
+    return K
+
+
+def mixed_partial(F, k: int, dtype) -> Array:
+    """d^k F / d eps_1 ... d eps_k at eps = 0, for F taking a tuple of k scalar steps (nested JVPs).
+
+    Each step is its own scalar, so JAX propagates a tangent only where that step enters.
+    """
+    if k == 0:
+        return F(())
+    zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
+
+    def outer(e_last):
+        return mixed_partial(lambda rest: F(rest + (e_last,)), k - 1, dtype)
+
+    return jax.jvp(outer, (zero,), (one,))[1]
+
+
+def directional_ntk(net: MLP, X1: Float[Array, "k d"], X: Float[Array, "n d"] | None,
+                    directions: tuple[Direction, ...]) -> Float[Array, "k n"]:
+    """D^j K^(2)(X1, X)[g_3, ..., g_(j+2)] along the given directions, nested as the hierarchy nests them.
+
+    With directions g_3..g_r (slot order), this is K^(r)(X1, X, b_3, ..., b_r) for single-input directions
+    g_s = grad f(x_(b_s)) (HY Eq. 10: K^(s+1)(.., b) = <grad K^(s)(..), grad f_b>, where the inner directions are
+    themselves functions of theta). The last slot's step is taken at theta, each earlier slot's direction is
+    evaluated at the weights already moved by the later ones, and the mixed partial derivative in all steps
+    is taken at 0. With a weighted direction sum_q c_q grad f(x_q) in the last slot, the result is K^(r)
+    contracted with c in that slot (the matrix-free top level).
+    """
+    dtype = net.a.dtype
+
+    def F(eps):
+        terms: tuple[Term, ...] = ()
+        for j in reversed(range(len(directions))):
+            terms = terms + (term(net, terms, directions[j], eps[j]),)
+        return ntk_at(net, terms, X1, X)
+
+    return mixed_partial(F, len(directions), dtype)

@@ -1,0 +1,52 @@
+"""Sharding across devices gives the single-device numbers (issue 5 item 6).
+
+Four CPU devices are forced with XLA_FLAGS=--xla_force_host_platform_device_count=4, which must be set before
+JAX starts, so the check runs in a subprocess.
+"""
+
+import os
+import subprocess
+import sys
+
+SCRIPT = r"""
+import jax, jax.numpy as jnp, numpy as np
+import nth
+from nth.batched import run_solve_seeds
+from nth.pipeline import SolveConfig
+
+assert len(jax.devices()) == 4, jax.devices()
+X = jnp.asarray(nth.default_problem(n=6, d=3, seed=1).X)
+Xt = jnp.asarray(nth.default_problem(n=2, d=3, seed=2).X)
+net = nth.init_mlp(0, 3, 32, 2, "tanh")
+for first in (None, Xt):
+    one = nth.kernels(net, X, 4, first=first, devices=1, chunk=5)
+    four = nth.kernels(net, X, 4, first=first, devices=4, chunk=5)
+    for r in (2, 3, 4):
+        err = float(jnp.abs(one[r] - four[r]).max() / jnp.abs(one[r]).max())
+        print(f"kernel r={r} first={first is not None} rel {err:.2e}")
+        assert err < 1e-13, err
+# each batch of direction tuples really is split over the four devices
+from nth.kernels import _batch, _mesh
+mesh = _mesh(4)
+P = jax.sharding.PartitionSpec
+idx = jax.device_put(jnp.arange(8, dtype=jnp.int32)[:, None] % 6, jax.sharding.NamedSharding(mesh, P("tuples")))
+out = _batch(*jax.device_put((net, X, X), jax.sharding.NamedSharding(mesh, P())), idx, True)
+assert len(out.sharding.device_set) == 4 and out.sharding.spec == P("tuples"), out.sharding
+cfg = SolveConfig(p=3, width=64, depth=1, n=6, d=3, t_max=10.0, num_times=6, n_test=2)
+a = run_solve_seeds(cfg, [0, 1, 2], devices=1)
+b = run_solve_seeds(cfg, [0, 1, 2], devices=4)
+for ra, rb in zip(a, b):
+    for label, e in ra.errors.items():
+        for k, v in e.items():
+            rel = abs(v - rb.errors[label][k]) / abs(v)
+            assert rel < 1e-8, (label, k, v, rb.errors[label][k])
+    assert float(jnp.abs(ra.flow.f - rb.flow.f).max()) < 1e-10
+print("SHARDED-OK")
+"""
+
+
+def test_sharded_kernels_and_seeds_equal_single_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "SHARDED-OK" in proc.stdout
