@@ -29,12 +29,15 @@ from .hierarchy import (  # noqa: E402
     linearized_closed_form,
     truncated_nth,
 )
+from .infinite import LimitingKernels, limiting_kernels  # noqa: E402
 from .kernels import KernelOperator, KernelPlan, kernel, kernel_fn, kernels, plan_kernels  # noqa: E402
-from .model import ACTIVATIONS, MLP, grad_f, init_mlp, mlp_from_arrays, ntk  # noqa: E402
+from .model import ACTIVATIONS, MLP, flow_direction, grad_f, init_mlp, mlp_from_arrays, ntk, scale_by_lrs  # noqa: E402
+from .param import ABC, PRESETS, preset  # noqa: E402
 from .pipeline import SolveConfig, SolveResult, run_solve, write_result  # noqa: E402
 from .store import read_h5, write_h5  # noqa: E402
 
 __all__ = [
+    "ABC", "LimitingKernels", "PRESETS", "flow_direction", "limiting_kernels", "preset", "scale_by_lrs",
     "ACTIVATIONS", "MLP", "ConfigError", "DGSolution", "DataError", "Dataset", "FlowSolution", "GDSolution",
     "KernelOperator", "KernelPlan", "dg_correction", "gradient_descent", "hy_p3_reduced", "stable_lr",
     "MemoryBudgetError", "NTHError", "NTHSolution", "OutputExistsError", "SolveConfig", "SolveResult",

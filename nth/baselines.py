@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from .model import MLP, grad_f, ntk
+from .model import MLP, flow_direction, ntk, scale_by_lrs
 
 
 def _flat(net: MLP):
@@ -27,13 +27,18 @@ def _flat(net: MLP):
 
 
 def _naive_level(net: MLP, X, r: int):
-    """theta -> K^(r)(theta) on the flattened parameters, and theta0 (baseline (a))."""
+    """theta -> K^(r)(theta) on the flattened parameters, and theta0 (baseline (a)).
+
+    With per-layer learning rates eta (``net.lrs``), K^(2) = J diag(eta) J^T and the directions are the rows
+    of J diag(eta) (MATH.md section 2 with the weighted inner product of :mod:`nth.param`).
+    """
     theta0, build = _flat(net)
+    eta, _ = _flat(scale_by_lrs(net, jax.tree_util.tree_map(jnp.ones_like, net)))
 
     def jac(th):
-        return jax.jacrev(lambda t: build(t)(X))(th)  # (n, P)
+        return jax.jacrev(lambda t: build(t)(X))(th) * eta  # (n, P): rows eta . grad f_b
 
-    fn = lambda th: (lambda J: J @ J.T)(jac(th))  # noqa: E731
+    fn = lambda th: (lambda J: (J / eta) @ J.T)(jac(th))  # noqa: E731
     for _ in range(3, r + 1):
         fn = (lambda prev: lambda th: jax.jacfwd(lambda s: prev(th + jac(th).T @ s))(
             jnp.zeros(X.shape[0], th.dtype)))(fn)
@@ -70,7 +75,7 @@ def naive_kernels(net: MLP, X, p: int) -> dict[int, jax.Array]:
 def _nest(prev, chunk: int):
     def level(net: MLP, X1, X):
         def one(xb):
-            return jax.jvp(lambda nt: prev(nt, X1, X), (net,), (grad_f(net, xb),))[1]
+            return jax.jvp(lambda nt: prev(nt, X1, X), (net,), (flow_direction(net, xb),))[1]
 
         return jnp.moveaxis(jax.lax.map(one, X, batch_size=chunk), 0, -1)
 
@@ -82,7 +87,7 @@ def _top_chunk(net: MLP, X1, X, Xb, r: int, chunk: int):
     prev = ntk
     for _ in range(r - 3):
         prev = _nest(prev, chunk)
-    out = jax.vmap(lambda xb: jax.jvp(lambda nt: prev(nt, X1, X), (net,), (grad_f(net, xb),))[1])(Xb)
+    out = jax.vmap(lambda xb: jax.jvp(lambda nt: prev(nt, X1, X), (net,), (flow_direction(net, xb),))[1])(Xb)
     return jnp.moveaxis(out, 0, -1)
 
 

@@ -30,8 +30,8 @@ from .gradflow import FlowSolution, _flow_rhs, _save_flow
 from .hierarchy import NTHSolution, _nth_rhs, _save
 from .kernels import _mesh, format_bytes, kernel_fn
 from .odeint import integrate_batched
-from .pipeline import (DTYPES, SolveConfig, SolveResult, _errors, _timed, float32_warnings, load_inputs,
-                       plan_run)
+from .pipeline import (DTYPES, SolveConfig, SolveResult, _errors, _timed, float32_warnings, infinite_kernels,
+                       infinite_prediction, load_inputs, plan_run)
 
 
 def _stack(trees):
@@ -130,6 +130,7 @@ def run_solve_seeds(cfg: SolveConfig, seeds: list[int], *, devices=None,
             K2 = jnp.broadcast_to(ks[2][:, None], (B, len(ts)) + ks[2].shape[1:])
         preds[f"p{q}"] = [NTHSolution(p=q, ts=ts, f=f[i], K2=K2[i], loss=L[i], K=None,
                                       f_test=None if kt is None else ftest[i], stats=stats[i]) for i in range(B)]
+    kbar = infinite_kernels(cfg, nets[0].depth, X, Xt) if cfg.use_inf else None  # shared by every seed
     results = []
     for i, s in enumerate(seeds):
         flow = FlowSolution(ts=ts, f=ff[i], K2=fK2[i], loss=fL[i], params=None,
@@ -143,9 +144,13 @@ def run_solve_seeds(cfg: SolveConfig, seeds: list[int], *, devices=None,
                                      f0_test=None if Xt is None else ft0[i], rtol=cfg.rtol, atol=cfg.atol,
                                      max_steps=cfg.max_steps, solver=cfg.nth_solver)
             w["dg"] = time.perf_counter() - t
+        if cfg.use_inf:
+            t = time.perf_counter()
+            pr["inf"] = infinite_prediction(cfg, kbar, y, f0[i], None if Xt is None else ft0[i], ts)
+            w["inf"] = time.perf_counter() - t
         errs = {label: _errors(pred, flow, None) for label, pred in pr.items()}
         loss_fall = float(flow.loss[0] / flow.loss[-1]) if float(flow.loss[-1]) > 0 else float("inf")
-        resolved = dataclasses.asdict(cfg) | {"seed": s, "width": nets[0].width, "depth": nets[0].depth,
+        resolved = dataclasses.asdict(cfg) | {"seed": s, "inf": cfg.use_inf, "width": nets[0].width, "depth": nets[0].depth,
                                                "n": data.n, "d": data.d, "batched_seeds": len(seeds)}
         results.append(SolveResult(config=resolved, data=data, f0=np.asarray(f0[i]),
                                    kernels={r: np.asarray(k[i]) for r, k in ks.items()},

@@ -1,4 +1,5 @@
-"""Command line: ``nth solve`` (a thin layer over :func:`nth.pipeline.run_solve`)."""
+"""Command line: ``nth solve`` (a thin layer over :func:`nth.pipeline.run_solve`), ``nth sweep``, ``nth plot``,
+``nth kernel``, ``nth params`` and ``nth bench``."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import sys
 import time
 
 from . import __version__
-from .errors import NTHError
+from .errors import ConfigError, NTHError
+from .infinite import DEFAULT_ORDER
 from .model import ACTIVATIONS
 from .odeint import SOLVERS
+from .param import PRESETS
 from .pipeline import (
     DEFAULT_D,
     DEFAULT_DEPTH,
@@ -56,6 +59,9 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
     g.add_argument("--beta", type=float, default=1.0, help="softplus sharpness (default 1)")
     g.add_argument("--sigma-w", type=float, default=1.0, help="weight init std (default 1)")
     g.add_argument("--sigma-a", type=float, default=1.0, help="output-layer init std (default 1)")
+    g.add_argument("--param", default="ntk", choices=PRESETS,
+                   help="abc-parametrization (TP4 Table 1; default ntk): per-layer learning rates and init scales, "
+                   "see 'nth params'")
     if not sweep:
         g.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
         g.add_argument("--weights", help=".npz with W1 (m x d), W2..WH (m x m), a (m,): width/depth from the file")
@@ -75,6 +81,12 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
                    help="Dyer & Gur-Ari O(1/m) correction (default: on when p >= 4)")
     g.add_argument("--dg-method", default="closed", choices=("closed", "ode"),
                    help="DG by closed form (eigendecomposition, default) or by its ODE")
+    g.add_argument("--inf", dest="infinite", action=argparse.BooleanOptionalAction, default=None,
+                   help="row 'inf': kernel gradient descent with the limiting NTK Kbar^(2) from the network's f(0) "
+                   "(default: on for --param ntk and standard)")
+    g.add_argument("--quadrature-order", type=int, default=DEFAULT_ORDER,
+                   help=f"Gauss-Hermite nodes per dimension for Kbar^(2) (default {DEFAULT_ORDER}; erf and relu use "
+                   "closed forms)")
     if not sweep:
         g.add_argument("--lr", type=float, help="also train by gradient descent with this learning rate ...")
         g.add_argument("--steps", type=int, help="... for this many steps; predictions are compared at t = lr * step")
@@ -120,6 +132,35 @@ def _add_solve(sub) -> None:
                    "stop (nothing is computed)")
 
 
+def _add_kernel(sub) -> None:
+    s = sub.add_parser("kernel", help="the NTK of a problem: finite-width K^(2)(0), and with --infinite the "
+                       "limiting Kbar^(2) and NNGP kernel",
+                       description="Print (and optionally write) the NTK of the built-in problem or --data: the "
+                       "empirical K^(2)(0) of a seeded network, and with --infinite the limiting NTK Kbar^(2) and "
+                       "NNGP kernel of the same architecture (MATH.md section 5), with their relative gap.")
+    s.add_argument("--infinite", action="store_true", help="limiting kernels (layer recursion; closed forms for "
+                   "erf and relu, Gauss-Hermite quadrature otherwise)")
+    s.add_argument("--width", type=int, help="also the empirical K^(2)(0) at this width (default 1024 without "
+                   "--infinite)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
+    s.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="hidden layers H (default 2)")
+    s.add_argument("--activation", default="tanh", choices=ACTIVATIONS, help="activation (default tanh)")
+    s.add_argument("--beta", type=float, default=1.0, help="softplus sharpness (default 1)")
+    s.add_argument("--sigma-w", type=float, default=1.0, help="weight init std (default 1)")
+    s.add_argument("--sigma-a", type=float, default=1.0, help="output-layer init std (default 1)")
+    s.add_argument("--param", default="ntk", choices=PRESETS, help="abc-parametrization (default ntk)")
+    s.add_argument("--method", default="auto", choices=("auto", "closed", "quadrature"),
+                   help="Gaussian expectations: closed form (erf, relu), quadrature, or auto (default)")
+    s.add_argument("--quadrature-order", type=int, default=DEFAULT_ORDER,
+                   help=f"Gauss-Hermite nodes per dimension (default {DEFAULT_ORDER})")
+    s.add_argument("--n", type=int, default=DEFAULT_N, help="points of the built-in problem (default 16)")
+    s.add_argument("--d", type=int, default=DEFAULT_D, help="input dimension of the built-in problem (default 8)")
+    s.add_argument("--data-seed", type=int, default=0, help="seed of the built-in problem (default 0)")
+    s.add_argument("--data", help="'digits' or an .npz with X (n x d) (inputs normalized onto the unit sphere)")
+    s.add_argument("--out", help="HDF5 file to write the kernels to")
+    s.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+
+
 def _widths(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(w) for w in text.split(","))
@@ -143,6 +184,10 @@ def _add_sweep(sub) -> None:
 def _add_plot(sub) -> None:
     s = sub.add_parser("plot", help="figures from a sweep file")
     kinds = s.add_subparsers(dest="kind", required=True)
+    dk = kinds.add_parser("dichotomy", help="NTK movement and NTH error vs width, one sweep per parametrization")
+    dk.add_argument("sweeps", nargs="+", help="PARAM=FILE pairs, e.g. ntk=results/ntk.h5 mup=results/mup.h5")
+    dk.add_argument("--level", default="p4", help="NTH level shown on the right (default p4)")
+    dk.add_argument("--out", required=True, help="PNG to write")
     for kind, helptext in (("error-vs-width", "log-log error vs width per level, DG, fitted slopes"),
                            ("trajectories", "f(t) and K2(t): true vs p = 2, p = 4, DG at the narrowest and widest width"),
                            ("kernel-sizes", "mean |K^(r)| and NTK movement vs width")):
@@ -163,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_solve(sub)
     _add_sweep(sub)
     _add_plot(sub)
+    _add_kernel(sub)
+    pp = sub.add_parser("params", help="TP4 Table 1: abc-parametrizations, their classification and nth's mapping")
+    pp.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="hidden layers L (default 2)")
     b = sub.add_parser("bench", help="benchmark suite: kernels against the naive and previous implementations, "
                        "flow, matrix-free, batched seeds; writes results/BENCHMARKS.md")
     b.add_argument("--out", default="results/BENCHMARKS.md", help="markdown file to write ('' for none)")
@@ -180,7 +228,8 @@ def config_from_args(args: argparse.Namespace) -> SolveConfig:
                        save_kernels=get("save_kernels", False), n_test=args.n_test, dg=args.dg,
                        dg_method=args.dg_method, lr=get("lr"), steps=get("steps"),
                        digits_per_class=args.digits_per_class, matrix_free=args.matrix_free, chunk=args.chunk,
-                       devices=args.devices)
+                       devices=args.devices, param=args.param, infinite=args.infinite,
+                       quadrature_order=args.quadrature_order)
 
 
 def _solve(args) -> int:
@@ -213,6 +262,14 @@ def _sweep(args) -> int:
 def _plot(args) -> int:
     from . import plot
 
+    if args.kind == "dichotomy":
+        pairs = [s.split("=", 1) for s in args.sweeps]
+        if any(len(p) != 2 for p in pairs):
+            raise ConfigError(f"dichotomy sweeps must be PARAM=FILE pairs; got {args.sweeps}")
+        for param, fit in plot.dichotomy(dict(pairs), args.out, level=args.level).items():
+            print(f"{param:>10}: " + ", ".join(f"{k} slope {s:.2f} [{lo:.2f}, {hi:.2f}]" for k, (s, lo, hi) in fit.items()))
+        print(f"wrote {args.out}")
+        return 0
     stem = os.path.splitext(args.sweep)[0]
     if args.kind == "error-vs-width":
         out = args.out or f"{stem}_{args.quantity.replace('max_', '')}_vs_width.png"
@@ -230,6 +287,24 @@ def _plot(args) -> int:
     return 0
 
 
+def _kernel(args) -> int:
+    from .kernel_report import KernelRequest, kernel_report
+
+    req = KernelRequest(infinite=args.infinite, width=args.width, seed=args.seed, depth=args.depth,
+                        activation=args.activation, beta=args.beta, sigma_w=args.sigma_w, sigma_a=args.sigma_a,
+                        param=args.param, method=args.method, order=args.quadrature_order, n=args.n, d=args.d,
+                        data_seed=args.data_seed, data=args.data)
+    print(kernel_report(req, out=args.out, force=args.force))
+    return 0
+
+
+def _params(args) -> int:
+    from .param import format_table as params_table
+
+    print(params_table(args.depth))
+    return 0
+
+
 def _bench(args) -> int:
     from .bench import run
 
@@ -240,7 +315,8 @@ def _bench(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"solve": _solve, "sweep": _sweep, "plot": _plot, "bench": _bench}[args.command](args)
+        return {"solve": _solve, "sweep": _sweep, "plot": _plot, "bench": _bench, "kernel": _kernel,
+                "params": _params}[args.command](args)
     except NTHError as e:
         print(f"nth: error: {e}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from .errors import ConfigError, SolverError
-from .model import MLP, ntk
+from .model import MLP, ntk, scale_by_lrs
 from .odeint import integrate
 
 
@@ -44,7 +44,7 @@ def loss(net: MLP, X: Float[Array, "n d"], y: Float[Array, " n"]) -> Float[Array
 def _flow_rhs(t, u, args):
     net0, X, y, _ = args
     net = jax.tree_util.tree_map(jnp.add, net0, u)
-    g = jax.grad(loss)(net, X, y)
+    g = scale_by_lrs(net0, jax.grad(loss)(net, X, y))
     return jax.tree_util.tree_map(jnp.negative, g)
 
 
@@ -122,7 +122,7 @@ class GDSolution(eqx.Module):
 @eqx.filter_jit
 def _gd_segment(net: MLP, X, y, lr, num_steps):
     def body(_, nt):
-        g = jax.grad(loss)(nt, X, y)
+        g = scale_by_lrs(nt, jax.grad(loss)(nt, X, y))
         return jax.tree_util.tree_map(lambda p, gp: p - lr * gp, nt, g)
 
     return jax.lax.fori_loop(0, num_steps, body, net)

@@ -5,6 +5,10 @@
 ``W^(1)`` is (m, d), ``W^(l)`` (l >= 2) is (m, m), ``a`` is (m,). At initialization every weight entry is
 iid N(0, sigma_w^2) and every entry of ``a`` is N(0, sigma_a^2). The parameters theta are the module's
 array leaves (``Ws`` and ``a``); the activation is static.
+
+Other abc-parametrizations (TP4 Table 1, :mod:`nth.param`) are the same network with per-layer learning
+rates eta_l (static ``lrs``) and per-layer initial scales: gradient flow is d theta_l/dt = -eta_l grad_l L and
+every kernel uses the weighted inner product <u, v>_eta = sum_l eta_l <u_l, v_l>. ``lrs = None`` is eta = 1.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from jaxtyping import Array, Float
 
 from .checks import check_finite
 from .errors import ConfigError, DataError
+from .param import check_param, preset
 
 #: Activations that are smooth (HY Assumption 2.1) and therefore have a meaningful hierarchy.
 SMOOTH_ACTIVATIONS = ("tanh", "sigmoid", "erf", "gelu", "softplus")
@@ -77,6 +82,11 @@ class MLP(eqx.Module):
     a: Float[Array, " m"]
     activation: str = eqx.field(static=True, default="tanh")
     beta: float = eqx.field(static=True, default=1.0)
+    lrs: tuple[float, ...] | None = eqx.field(static=True, default=None)
+
+    def lr(self, l: int) -> float:
+        """eta_l of layer l = 0..H (W^(1)..W^(H), then ``a`` at l = H; also l = -1): 1 unless ``lrs`` is set."""
+        return 1.0 if self.lrs is None else self.lrs[l]
 
     @property
     def width(self) -> int:
@@ -128,11 +138,15 @@ def init_mlp(
     sigma_a: float = 1.0,
     beta: float = 1.0,
     dtype=jnp.float64,
+    param: str = "ntk",
 ) -> MLP:
     """Gaussian initialization of MATH.md section 1: W^(l)_ij ~ N(0, sigma_w^2), a_i ~ N(0, sigma_a^2).
 
     The draws are made in float64 and cast to ``dtype``: the float32 network of a seed is the float64 one
-    rounded, so float32 and float64 runs are directly comparable.
+    rounded, so float32 and float64 runs are directly comparable. ``param`` selects an abc-parametrization
+    (:mod:`nth.param`; default ``"ntk"``): its per-layer learning rates are stored as ``lrs`` and its initial
+    standard deviations are sigma_l m^(g_l) (the same draws, rescaled per layer; e.g. muP's output layer has
+    standard deviation sigma_a / sqrt(m)).
     """
     for name, val, lo in (("width", width, 1), ("depth", depth, 1), ("input dimension d", in_dim, 1)):
         if not isinstance(val, (int, np.integer)) or val < lo:
@@ -141,13 +155,18 @@ def init_mlp(
         if not (math.isfinite(val) and val > 0):
             raise ConfigError(f"{name} = {val!r} must be a finite positive number")
     activation_fn(activation, beta)
+    check_param(param)
+    abc = preset(param, depth)
+    scales = abc.init_scales(width)
     keys = jax.random.split(jax.random.PRNGKey(seed), depth + 1)
     shapes = [(width, in_dim)] + [(width, width)] * (depth - 1)
     # drawn in float64 and cast, so that a seed gives the same network in every dtype
     draw = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-    Ws = tuple((sigma_w * jax.random.normal(k, s, dtype=draw)).astype(dtype) for k, s in zip(keys[:-1], shapes))
-    a = (sigma_a * jax.random.normal(keys[-1], (width,), dtype=draw)).astype(dtype)
-    return MLP(Ws=Ws, a=a, activation=activation, beta=float(beta))
+    Ws = tuple((sigma_w * g * jax.random.normal(k, s, dtype=draw)).astype(dtype)
+               for k, s, g in zip(keys[:-1], shapes, scales))
+    a = (sigma_a * scales[-1] * jax.random.normal(keys[-1], (width,), dtype=draw)).astype(dtype)
+    lrs = None if param == "ntk" else abc.lrs(width)
+    return MLP(Ws=Ws, a=a, activation=activation, beta=float(beta), lrs=lrs)
 
 
 def mlp_from_arrays(arrays: dict[str, np.ndarray], activation: str = "tanh", *, beta: float = 1.0,
@@ -186,8 +205,25 @@ def mlp_from_arrays(arrays: dict[str, np.ndarray], activation: str = "tanh", *, 
 
 
 def grad_f(net: MLP, x: Float[Array, " d"]) -> MLP:
-    """grad_theta f(x; theta): the parameter-space direction of one output (a pytree shaped like ``net``)."""
+    """grad_theta f(x; theta): the parameter-space gradient of one output (a pytree shaped like ``net``)."""
     return jax.grad(lambda nt: nt(x[None, :])[0])(net)
+
+
+def scale_by_lrs(net: MLP, g: MLP) -> MLP:
+    """eta . g: a parameter-space gradient turned into the flow's direction (d theta_l/dt = -eta_l grad_l L).
+
+    The identity when ``net.lrs`` is None (NTK parametrization).
+    """
+    if net.lrs is None:
+        return g
+    return eqx.tree_at(lambda t: (t.Ws, t.a), g, (tuple(net.lr(l) * W for l, W in enumerate(g.Ws)),
+                                                   net.lr(-1) * g.a))
+
+
+def flow_direction(net: MLP, x: Float[Array, " d"]) -> MLP:
+    """eta . grad_theta f(x): the direction K^(r+1)(.., b) differentiates K^(r) along (MATH.md section 2 with
+    the weighted inner product of :mod:`nth.param`)."""
+    return scale_by_lrs(net, grad_f(net, x))
 
 
 def _layer_factors(net: MLP, X: Float[Array, "n d"]) -> tuple[list[Array], list[Array]]:
@@ -201,17 +237,18 @@ def _layer_factors(net: MLP, X: Float[Array, "n d"]) -> tuple[list[Array], list[
 
 
 def ntk(net: MLP, X: Float[Array, "n d"], X2: Float[Array, "k d"] | None = None) -> Float[Array, "n k"]:
-    """The empirical NTK K^(2)(a, b) = <grad f_a, grad f_b> as the sum of per-layer terms (HY Eq. 7).
+    """The empirical NTK K^(2)(a, b) = <grad f_a, grad f_b>_eta as the sum of per-layer terms (HY Eq. 7).
 
     With delta^(l) = df/dh^(l) (the backpropagated vector), grad_{W^(l)} f = delta^(l) x^(l-1)^T and
     grad_a f = x^(H), so K^(2) = x^(H) x^(H)^T + sum_l (delta^(l) delta^(l)^T) * (x^(l-1) x^(l-1)^T)
-    (elementwise product): the Jacobian is never formed. With ``X2`` it is the cross kernel between the
+    (elementwise product), each layer weighted by its learning rate eta_l (``net.lrs``; 1 in NTK
+    parametrization): the Jacobian is never formed. With ``X2`` it is the cross kernel between the
     rows of X (first slot) and of X2 (second slot), e.g. K^(2)(x_test, X) of HY Eq. 22. Differentiable to
     any order in theta.
     """
     xs, deltas = _layer_factors(net, X)
     xs2, deltas2 = (xs, deltas) if X2 is None else _layer_factors(net, X2)
-    K = xs[-1] @ xs2[-1].T
+    K = net.lr(-1) * (xs[-1] @ xs2[-1].T)
     for l in range(net.depth):
-        K = K + (deltas[l] @ deltas2[l].T) * (xs[l] @ xs2[l].T)
+        K = K + net.lr(l) * (deltas[l] @ deltas2[l].T) * (xs[l] @ xs2[l].T)
     return K

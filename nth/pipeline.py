@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array
 
 from . import store
 from .compare import f_error, k2_error
@@ -24,13 +25,17 @@ from .errors import ConfigError, DataError
 from .corrections import METHODS as DG_METHODS
 from .corrections import dg_correction
 from .gradflow import FlowSolution, GDSolution, gradient_descent, gradient_flow, stable_lr
-from .hierarchy import default_horizon, truncated_nth
+from .hierarchy import NTHSolution, default_horizon, truncated_nth
+from .infinite import DEFAULT_ORDER, check_options as check_infinite_options, limiting_kernels
 from .kernels import KernelOperator, kernels
 from .plan import SolvePlan, plan_solve
 from .model import MLP, check_activation, init_mlp, mlp_from_arrays
+from .param import check_param, preset
 from .odeint import SOLVERS, check_tolerances
 
 DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
+#: Presets in the kernel regime at every depth (TP4 Table 1): they have the m = inf row.
+KERNEL_REGIME_PARAMS = ("ntk", "standard")
 DEFAULT_WIDTH, DEFAULT_DEPTH, DEFAULT_N, DEFAULT_D, DEFAULT_N_TEST = 1024, 2, 16, 8, 4
 #: The default horizon is where the frozen-NTK loss has fallen this much (the true loss then falls > 100x).
 DEFAULT_LOSS_FALL = 1000.0
@@ -98,6 +103,15 @@ class SolveConfig:
     matrix_free: bool = False
     chunk: int | None = None
     devices: int | None = None
+    param: str = "ntk"
+    infinite: bool | None = None
+    quadrature_order: int = DEFAULT_ORDER
+
+    @property
+    def use_inf(self) -> bool:
+        """The m = inf row (kernel gradient descent with Kbar^(2)): on by default in the kernel regime (ntk,
+        standard); it does not exist for feature-learning parametrizations (TP4 Theorem 3.8)."""
+        return self.param in KERNEL_REGIME_PARAMS if self.infinite is None else self.infinite
 
     @property
     def use_dg(self) -> bool:
@@ -140,6 +154,12 @@ class SolveConfig:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ConfigError(f"{name} = {v!r} must be a positive integer")
+        check_param(self.param)
+        if self.weights is None:
+            preset(self.param, self.depth or DEFAULT_DEPTH)  # meanfield refuses depth >= 2
+        if self.infinite and self.param not in KERNEL_REGIME_PARAMS:
+            preset(self.param, 1).limit_lrs()  # raises: no limiting kernel outside the kernel regime
+        check_infinite_options(self.activation, "auto", self.quadrature_order, self.beta)
         if self.weights is not None and (self.width is not None or self.depth is not None):
             raise ConfigError("width and depth are read from the weights file; do not pass --width/--depth "
                               "together with --weights")
@@ -229,10 +249,13 @@ def load_inputs(cfg: SolveConfig) -> tuple[Dataset, MLP]:
         data = load_npz(cfg.data, normalization=cfg.normalization)
     if cfg.weights is None:
         net = init_mlp(cfg.seed, data.d, cfg.width or DEFAULT_WIDTH, cfg.depth or DEFAULT_DEPTH,
-                       cfg.activation, sigma_w=cfg.sigma_w, sigma_a=cfg.sigma_a, beta=cfg.beta, dtype=dtype)
+                       cfg.activation, sigma_w=cfg.sigma_w, sigma_a=cfg.sigma_a, beta=cfg.beta, dtype=dtype,
+                       param=cfg.param)
     else:
         net = mlp_from_arrays(read_npz(cfg.weights, "weights"), cfg.activation, beta=cfg.beta, dtype=dtype,
                               source=str(cfg.weights))
+        if cfg.param != "ntk":  # the file holds theta; the parametrization sets the per-layer learning rates
+            net = dataclasses.replace(net, lrs=preset(cfg.param, net.depth).lrs(net.width))
         if net.in_dim != data.d:
             raise DataError(f"shape mismatch: weights file {cfg.weights!r} has W1 of shape "
                             f"({net.width}, {net.in_dim}), so inputs must have d = {net.in_dim}, but the data "
@@ -260,7 +283,7 @@ def dry_run(cfg: SolveConfig) -> str:
     plan = plan_run(cfg, data, net)
     head = (f"nth solve --p {cfg.p}: width {net.width}, depth {net.depth}, {net.num_params} parameters, n = "
             f"{data.n}, d = {data.d}, {0 if data.X_test is None else data.X_test.shape[0]} test inputs, {cfg.dtype}, device {jax.devices()[0].platform} x {len(jax.local_devices())}"
-            + (", K^(p) matrix-free" if cfg.matrix_free else ""))
+            + (", K^(p) matrix-free" if cfg.matrix_free else "") + f", {cfg.param} parametrization")
     return head + "\n" + plan.describe()
 
 
@@ -268,6 +291,31 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t = time.perf_counter()
     out = jax.block_until_ready(fn())
     return out, time.perf_counter() - t
+
+
+def infinite_kernels(cfg: SolveConfig, depth: int, X, Xt) -> tuple[Array, Array | None]:
+    """Kbar^(2)(X, X) and Kbar^(2)(X_test, X) of the configured network (nth.infinite), in the dtype of X.
+
+    Kbar uses ``cfg.sigma_w``/``cfg.sigma_a`` as the weights' distribution (also with a weights file).
+    """
+    kw = dict(depth=depth, activation=cfg.activation, sigma_w=cfg.sigma_w, sigma_a=cfg.sigma_a, beta=cfg.beta,
+              param=cfg.param, order=cfg.quadrature_order)
+    Kbar = limiting_kernels(X, **kw).ntk.astype(X.dtype)
+    return Kbar, None if Xt is None else limiting_kernels(Xt, X, **kw).ntk.astype(X.dtype)
+
+
+def infinite_prediction(cfg: SolveConfig, kbar: tuple[Array, Array | None], y, f0, ft0, ts) -> NTHSolution:
+    """The m = inf row: kernel gradient descent with the limiting NTK Kbar^(2) (TP2b; MATH.md section 5), started
+    from the network's own f(0), i.e. the p = 2 dynamics with K^(2)(0) -> Kbar^(2) (and Kbar(x, X) at test
+    inputs); ``kbar`` from :func:`infinite_kernels`.
+
+    Its error against true gradient flow falls only like m^(-1/2) (K^(2)(0) - Kbar^(2) = O(1/sqrt(m))), while
+    p = 2 with the finite K^(2)(0) falls like 1/m.
+    """
+    Kbar, Kbar_test = kbar
+    return truncated_nth({2: Kbar}, f0, y, ts, p=2, test_kernels=None if Kbar_test is None else {2: Kbar_test},
+                         f0_test=None if Kbar_test is None else ft0, rtol=cfg.rtol, atol=cfg.atol,
+                         max_steps=cfg.max_steps, solver=cfg.nth_solver)
 
 
 def _errors(pred, flow: FlowSolution, gd: GDSolution | None) -> dict[str, float]:
@@ -306,12 +354,15 @@ def run_solve(
     X, y = jnp.asarray(data.X, dtype=dtype), jnp.asarray(data.y, dtype=dtype)
     Xt = None if data.X_test is None or data.X_test.shape[0] == 0 else jnp.asarray(data.X_test, dtype=dtype)
     plan = plan_run(cfg, data, net).kernels  # every stage is planned (and refused) before any work
-    resolved = dataclasses.asdict(cfg) | {"width": net.width, "depth": net.depth, "n": data.n, "d": data.d,
+    resolved = dataclasses.asdict(cfg) | {"inf": cfg.use_inf, "width": net.width, "depth": net.depth, "n": data.n, "d": data.d,
                                            "n_test": 0 if Xt is None else int(Xt.shape[0]), "dg": cfg.use_dg,
                                            "num_params": net.num_params, "kernel_chunk": plan.chunk,
                                            "normalization_applied": data.normalization}
     wall: dict[str, float] = {}
-    say(f"network: width {net.width}, depth {net.depth}, {cfg.activation}, {net.num_params} parameters; "
+    abc = preset(cfg.param, net.depth)
+    resolved["tp4"] = abc.table_row()
+    say(f"network: width {net.width}, depth {net.depth}, {cfg.activation}, {net.num_params} parameters, "
+        f"{cfg.param} parametrization (r = {abc.r}, {abc.regime()}); "
         f"data: n = {data.n}, d = {data.d}, {0 if Xt is None else Xt.shape[0]} test points ({data.source}); "
         f"device: {jax.devices()[0].platform}")
     say(f"[1/4] kernels K^(2)..K^({cfg.p}) by forward mode (batches of {plan.chunk} direction tuples"
@@ -352,6 +403,10 @@ def run_solve(
         preds["dg"], wall["dg"] = _timed(lambda: dg_correction(
             ks, f0, y, ts, method=cfg.dg_method, test_kernels=kt, f0_test=ft0, rtol=cfg.rtol, atol=cfg.atol,
             max_steps=cfg.max_steps, solver=cfg.nth_solver))
+    if cfg.use_inf:
+        say("[+] m = inf: kernel gradient descent with the limiting NTK Kbar^(2) from the network's f(0)")
+        preds["inf"], wall["inf"] = _timed(lambda: infinite_prediction(
+            cfg, infinite_kernels(cfg, net.depth, X, Xt), y, f0, ft0, ts))
     errs = {label: _errors(pred, flow, gd) for label, pred in preds.items()}
     if gd is not None:
         errs["gd"] = _errors(gd, flow, None)
@@ -371,7 +426,16 @@ def run_solve(
 
 
 def _group(label: str) -> str:
-    return "/dg" if label == "dg" else f"/nth/{label}"
+    return f"/{label}" if label in ("dg", "inf") else f"/nth/{label}"
+
+
+def _wall_key(label: str) -> str:
+    return label if label in ("dg", "inf") else f"nth_{label}"
+
+
+def row_name(label: str) -> str:
+    """Table name of a prediction label: p=2.., dg, inf."""
+    return label if label in ("dg", "inf") else f"p={label[1:]}"
 
 
 def result_datasets(result: SolveResult, save_kernels: bool) -> tuple[dict[str, Any], dict[str, dict]]:
@@ -433,11 +497,11 @@ def format_table(result: SolveResult) -> str:
     for label, e in result.errors.items():
         if label == "gd":
             continue
-        name = "dg" if label == "dg" else f"p={label[1:]}"
+        name = row_name(label)
         row = f"{name:>7} {e['max_f_error']:>26.3e} {e['max_K2_error']:>18.3e}"
         row += f" {e.get('max_test_error', float('nan')):>11.3e}" * test
         row += f" {e.get('max_f_error_gd', float('nan')):>10.3e}" * gd
-        lines.append(row + f" {w['dg' if label == 'dg' else 'nth_' + label]:>9.2f}")
+        lines.append(row + f" {w[_wall_key(label)]:>9.2f}")
     if gd:
         e = result.errors["gd"]
         row = f"{'gd':>7} {e['max_f_error']:>26.3e} {e['max_K2_error']:>18.3e}"

@@ -1,4 +1,5 @@
-"""Figures from sweep files (matplotlib, imported only here): error vs width, trajectories, kernel sizes.
+"""Figures from sweep files (matplotlib, imported only here): error vs width, trajectories, kernel sizes, and
+the ntk vs muP dichotomy.
 
 Each function reads a sweep file written by :mod:`nth.sweep` and writes one PNG; ``nth plot`` and the
 scripts in ``scripts/`` are thin wrappers around them.
@@ -26,18 +27,18 @@ def _plt():
 
 def _labels(scalars: dict, prefix: str) -> list[str]:
     labels = sorted((k[len(prefix):] for k in scalars if k.startswith(prefix)),
-                    key=lambda s: (s == "dg", int(s[1:]) if s[1:].isdigit() else 99))
+                    key=lambda s: (s in ("dg", "inf"), s == "inf", int(s[1:]) if s[1:].isdigit() else 99))
     return labels
 
 
 def _name(label: str) -> str:
-    return "DG" if label == "dg" else f"p = {label[1:]}"
+    return {"dg": "DG", "inf": "m = inf (kernel GD, Kbar)"}.get(label, f"p = {label[1:]}")
 
 
 def _reference_slopes(ax, widths, anchors: dict[int, float]):
     """Dashed reference lines of the given slopes, each through (widths[0], anchor)."""
     w = np.asarray(widths, dtype=float)
-    for (s, anchor), ls in zip(anchors.items(), ("--", ":")):
+    for (s, anchor), ls in zip(anchors.items(), ("--", ":", "-.")):
         ax.plot(w, anchor * (w / w[0]) ** s, "k" + ls, lw=1, alpha=0.6, label=f"slope {s}")
 
 
@@ -68,7 +69,9 @@ def error_vs_width(path: str, out: str, *, quantity: str = "max_f_error") -> dic
         ax.scatter(np.repeat(widths, E.shape[1]), E.ravel(), s=6, color=line.get_color(), alpha=0.3)
     first = {lab: geometric_mean(sc[f"{quantity}_{lab}"][0]) for lab in labels}
     second = [first[lab] for lab in ("p4", "dg") if lab in first]
-    _reference_slopes(ax, widths, {-1: max(first.values()), -2: max(second) if second else min(first.values())})
+    refs = {-1: max(v for lab, v in first.items() if lab != "inf") if len(first) > ("inf" in first) else None,
+            -2: max(second) if second else None, -0.5: first.get("inf")}
+    _reference_slopes(ax, widths, {s: a for s, a in refs.items() if a is not None})
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("width m")
@@ -141,14 +144,49 @@ def kernel_sizes(path: str, out: str) -> dict[str, tuple[float, float, float]]:
     ax2.plot(widths, g, "o-", color="C4", label=f"max |K2(T) - K2(0)|: slope {s:.2f} [{lo:.2f}, {hi:.2f}]")
     _reference_slopes(ax2, widths, {-1: g[0]})
     ax2.set_title("NTK movement along true gradient flow", fontsize=9)
-    for ax in (ax1, ax2):
+    _finish_width_axes(plt, fig, (ax1, ax2), describe(sw), out)
+    return fits
+
+
+def _finish_width_axes(plt, fig, axes, title: str, out: str) -> None:
+    """Log-log width axes with grid and legend; title, save to ``out``, close."""
+    for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("width m")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(describe(sw), fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+def dichotomy(paths: dict[str, str], out: str, *, level: str = "p4") -> dict[str, dict[str, tuple[float, float, float]]]:
+    """TP4's dynamical dichotomy from one sweep per parametrization (``paths``: {param: sweep file}): the NTK's
+    movement max_t |K^(2)(t) - K^(2)(0)| along true gradient flow (left) and the error of the truncated NTH at
+    ``level`` (right) against width, with fitted slopes. In the kernel regime (ntk) both fall like 1/m (resp.
+    faster); under muP (feature learning) neither falls: the kernel moves at O(1) and the hierarchy does not
+    truncate. Returns {param: {"K2_movement": fit, level: fit}}."""
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
+    fits: dict[str, dict[str, tuple[float, float, float]]] = {}
+    for i, (param, path) in enumerate(paths.items()):
+        sw = load_sweep(path)
+        widths, sc = sw["widths"], sw["scalars"]
+        key = f"max_f_error_{level}"
+        if key not in sc:
+            raise ConfigError(f"{path!r} holds no {key!r} (a sweep with p >= {level[1:]} is needed)")
+        fits[param] = {}
+        for ax, k in ((ax1, "K2_movement"), (ax2, key)):
+            fits[param][k if k == "K2_movement" else level] = s, lo, hi = slope_with_ci(widths, sc[k])
+            g = geometric_mean(sc[k], axis=1)
+            ax.plot(widths, g, "o-", color=f"C{i}", label=f"{param}: slope {s:.2f} [{lo:.2f}, {hi:.2f}]")
+            if i == 0:  # NTK movement ~ 1/m; the level-q error ~ m^(-floor(q/2)) (MATH.md section 3)
+                _reference_slopes(ax, widths, {-1 if k == "K2_movement" else -(int(level[1:]) // 2): g[0]})
+        cfg = sw["config"]["base"]
+    ax1.set_title("NTK movement along true gradient flow", fontsize=9)
+    ax2.set_title(f"truncated NTH ({_name(level)}) error max_t |f - f_true|/sqrt(n)", fontsize=9)
+    _finish_width_axes(plt, fig, (ax1, ax2), f"kernel regime vs feature learning (TP4): {cfg['activation']}, depth "
+                       f"{cfg['depth']}, t in [0, {cfg['t_max']:g}], {sw['seeds'].size} seeds; geometric means", out)
     return fits

@@ -213,14 +213,19 @@ def run_sweep(cfg: SweepConfig, path: str, *, progress: bool = False, batch_seed
     return {"done": len(done), "ran": len(todo)}
 
 
+#: Per-run arrays larger than this (bytes) are stored gzip-compressed.
+COMPRESS_ABOVE = 65536
+
+
 def _commit_run(path: str, w: int, s: int, res: SolveResult) -> None:
     ds, attrs = _run_payload(res)
     attrs.update(width=w, seed=s, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     def add(h):
         g = h["runs"].create_group(run_name(w, s))
-        for k, v in ds.items():
-            g.create_dataset(k, data=v, compression="gzip", shuffle=True)
+        for k, v in ds.items():  # small arrays contiguous: a chunk index costs more than gzip saves on them
+            big = np.asarray(v).nbytes > COMPRESS_ABOVE
+            g.create_dataset(k, data=v, **({"compression": "gzip", "shuffle": True} if big else {}))
         for k, v in attrs.items():
             g.attrs[k] = v
 

@@ -4,7 +4,8 @@ The gradient of one output is rank one in every layer (HY Eq. 7; MATH.md section
 
     grad_{W^(l)} f(x) = delta^(l)(x) x^(l-1)(x)^T,        grad_a f(x) = x^(H)(x),
 
-so a weighted sum of output gradients, g = sum_q c_q grad f(x_q), is W^(l)-rank <= q. A :class:`Term` holds
+so a weighted sum of output gradients, g = sum_q c_q eta . grad f(x_q), is W^(l)-rank <= q (eta_l: the
+per-layer learning rates of an abc-parametrization, :mod:`nth.param`; 1 in NTK parametrization). A :class:`Term` holds
 such a direction by its factors (x^(l-1), delta^(l) at the q inputs) and a scalar step ``eps``; the weights
 theta + sum_j eps_j g_j are never formed. A matrix product with them costs
 
@@ -45,27 +46,27 @@ class Term(NamedTuple):
     c: Array
 
 
-def _matmul(Z: Array, W: Array, terms: tuple[Term, ...], l: int) -> Array:
-    """Z W^(l+1)^T at the moved weights W^(l+1) + sum_j eps_j ds_j[l]^T diag(c_j) xs_j[l]."""
+def _matmul(Z: Array, W: Array, terms: tuple[Term, ...], l: int, lr: float) -> Array:
+    """Z W^(l+1)^T at the moved weights W^(l+1) + eta_(l+1) sum_j eps_j ds_j[l]^T diag(c_j) xs_j[l]."""
     out = Z @ W.T
     for t in terms:
-        out = out + t.eps * ((Z @ t.xs[l].T) * t.c) @ t.ds[l]
+        out = out + (lr * t.eps) * ((Z @ t.xs[l].T) * t.c) @ t.ds[l]
     return out
 
 
-def _rmatmul(D: Array, W: Array, terms: tuple[Term, ...], l: int) -> Array:
+def _rmatmul(D: Array, W: Array, terms: tuple[Term, ...], l: int, lr: float) -> Array:
     """D W^(l+1) at the moved weights (the backward pass)."""
     out = D @ W
     for t in terms:
-        out = out + t.eps * ((D @ t.ds[l].T) * t.c) @ t.xs[l]
+        out = out + (lr * t.eps) * ((D @ t.ds[l].T) * t.c) @ t.xs[l]
     return out
 
 
 def moved_output_weights(net: MLP, terms: tuple[Term, ...]) -> Array:
-    """a + sum_j eps_j sum_q c_jq x^(H)(x_jq): the output layer at the moved weights."""
+    """a + eta_a sum_j eps_j sum_q c_jq x^(H)(x_jq): the output layer at the moved weights."""
     a = net.a
     for t in terms:
-        a = a + t.eps * (t.c @ t.xs[-1])
+        a = a + (net.lr(-1) * t.eps) * (t.c @ t.xs[-1])
     return a
 
 
@@ -78,13 +79,13 @@ def factors(net: MLP, terms: tuple[Term, ...], X: Float[Array, "n d"]) -> tuple[
     scale = jnp.sqrt(net.width).astype(X.dtype)
     xs, hs = [X], []
     for l, W in enumerate(net.Ws):
-        h = _matmul(xs[-1], W, terms, l)
+        h = _matmul(xs[-1], W, terms, l, net.lr(l))
         hs.append(h)
         xs.append(net.sigma(h) / scale)
     a = moved_output_weights(net, terms)
     ds = [a[None, :] * net.sigma_prime(hs[-1]) / scale]
     for l in range(net.depth - 1, 0, -1):
-        ds.insert(0, _rmatmul(ds[0], net.Ws[l], terms, l) * net.sigma_prime(hs[l - 1]) / scale)
+        ds.insert(0, _rmatmul(ds[0], net.Ws[l], terms, l, net.lr(l)) * net.sigma_prime(hs[l - 1]) / scale)
     return tuple(xs), tuple(ds)
 
 
@@ -110,20 +111,21 @@ def _sym_gram_jvp(primals, tangents):
 def ntk_at(net: MLP, terms: tuple[Term, ...], X1: Float[Array, "k d"], X: Float[Array, "n d"] | None) -> Array:
     """K^(2)(X1, X) at the moved weights from per-layer factors (HY Eq. 7); X = None means X1 (symmetric).
 
-    K^(2) = x^(H) x^(H)^T + sum_l (delta^(l) delta^(l)^T) * (x^(l-1) x^(l-1)^T): the Jacobian is never formed.
+    K^(2) = eta_a x^(H) x^(H)^T + sum_l eta_l (delta^(l) delta^(l)^T) * (x^(l-1) x^(l-1)^T): the Jacobian is
+    never formed.
     In the symmetric case every Gram matrix and its derivatives use :func:`sym_gram` (symmetry of K^(r) in
     its first two slots, MATH.md section 3).
     """
     xs1, ds1 = factors(net, terms, X1)
     if X is None:
-        K = sym_gram(xs1[-1])
+        K = net.lr(-1) * sym_gram(xs1[-1])
         for l in range(net.depth):
-            K = K + sym_gram(ds1[l]) * sym_gram(xs1[l])
+            K = K + net.lr(l) * sym_gram(ds1[l]) * sym_gram(xs1[l])
         return K
     xs, ds = factors(net, terms, X)
-    K = xs1[-1] @ xs[-1].T
+    K = net.lr(-1) * (xs1[-1] @ xs[-1].T)
     for l in range(net.depth):
-        K = K + (ds1[l] @ ds[l].T) * (xs1[l] @ xs[l].T)
+        K = K + net.lr(l) * (ds1[l] @ ds[l].T) * (xs1[l] @ xs[l].T)
     return K
 
 

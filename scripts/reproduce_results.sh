@@ -14,3 +14,5 @@ run tanh_d2      --widths 256,512,1024,2048 --seeds 5 --p 4 --depth 2 --n 8 --d 
 nth plot error-vs-width results/sweep_tanh_d1.h5 --quantity max_test_error
 python scripts/lr_sweep.py --fractions 0.0005,0.005,0.05,0.5 > results/lr_sweep.txt
 python scripts/results_table.py results/sweep_*.h5 > results/exponents.md
+scripts/inf_vs_p2.sh
+scripts/dichotomy.sh

@@ -10,7 +10,7 @@ from nth.compare import slope_with_ci
 from nth.plot import describe
 from nth.sweep import load_sweep
 
-EXPECTED = {"p2": -1, "p3": -1, "p4": -2, "p5": -2, "p6": -3, "dg": -2, "dg_vs_p4": -2,
+EXPECTED = {"inf": -0.5, "p2": -1, "p3": -1, "p4": -2, "p5": -2, "p6": -3, "dg": -2, "dg_vs_p4": -2,
             "K2": 0, "K3": -1, "K4": -1, "K5": -2, "K6": -2, "K2_movement": -1}
 
 
@@ -23,7 +23,8 @@ def rows(path):
         keys = [k for k in sc if k.startswith(quantity + "_")]
         for key in sorted(keys, key=lambda k: (k.endswith("_dg"), k)):
             label = key[len(quantity) + 1:]
-            out.append((f"{title}, {'DG' if label == 'dg' else 'p = ' + label[1:]}", slope_with_ci(w, sc[key]),
+            name = {"dg": "DG", "inf": "m = inf (kernel GD)"}.get(label, "p = " + label[1:])
+            out.append((f"{title}, {name}", slope_with_ci(w, sc[key]),
                         EXPECTED.get(label)))
     if "dg_vs_p4" in sc:
         out.append(("DG - (p = 4), f", slope_with_ci(w, sc["dg_vs_p4"]), EXPECTED["dg_vs_p4"]))

@@ -73,6 +73,9 @@ def test_default_problem_end_to_end(tmp_path):
     with h5py.File(out) as h:  # the predictions improve with the level where the theory says they should
         assert h["/nth/p4"].attrs["max_f_error"] < 0.1 * h["/nth/p2"].attrs["max_f_error"]
         assert h["/dg"].attrs["max_f_error"] < 0.1 * h["/nth/p2"].attrs["max_f_error"]
+        # the m = inf row (kernel GD with Kbar^(2)) is further off than the finite frozen kernel (MATH.md s5)
+        assert h["/inf/f"].shape == (41, 16) and h["/inf"].attrs["max_f_error"] > h["/nth/p2"].attrs["max_f_error"]
+    assert cfg["param"] == "ntk" and cfg["inf"] and cfg["tp4"]["r"] == "1/2" and cfg["tp4"]["kernel_regime"]
 
 
 def test_user_data_and_weights(tmp_path, capsys):
@@ -145,3 +148,31 @@ def test_float32_run_adjusts_tolerances_and_flags_the_floor(tmp_path, capsys):
     assert 1e-7 < float32_floor(256) < float32_floor(4096) < 1e-6
     warn = float32_warnings({"p4": {"max_f_error": 2e-6}, "p2": {"max_f_error": 1e-3}}, 4096)
     assert len(warn) == 1 and warn[0].startswith("p4") and "float64" in warn[0]
+
+
+def test_params_kernel_and_mup_commands(tmp_path, capsys):
+    """`nth params` prints TP4 Table 1; `nth kernel --infinite` prints and writes Kbar^(2), NNGP and the finite
+    gap, and never replaces a file without --force; `nth solve --param mup` records the TP4 quantities and has
+    no inf row."""
+    assert main(["params", "--depth", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "meanfield" in out and "feature learning" in out and "kernel regime" in out
+    path = tmp_path / "k.h5"
+    args = ["kernel", "--infinite", "--width", "256", "--depth", "1", "--n", "5", "--d", "3", "--activation", "erf",
+            "--out", str(path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Kbar^(2) (m = inf, closed form)" in out and "/ sqrt(m)" in out
+    with h5py.File(path) as h:
+        assert h["/infinite/ntk"].shape == (5, 5) and h["/finite/K2"].shape == (5, 5)
+        assert json.loads(h.attrs["config"])["activation"] == "erf" and "version_jax" in h.attrs
+    assert main(args) == 2 and "exists" in capsys.readouterr().err
+    assert main(["kernel", "--infinite", "--param", "mup"]) == 2
+    assert "no limiting kernel" in capsys.readouterr().err
+    out = tmp_path / "mup.h5"
+    assert main(["solve", "--p", "3", "--param", "mup", "--width", "64", "--depth", "2", "--n", "5", "--d", "3",
+                 "--t-max", "2", "--num-times", "3", "--out", str(out), "--quiet"]) == 0
+    with h5py.File(out) as h:
+        cfg = json.loads(h.attrs["config"])
+        assert cfg["tp4"]["regime"] == "feature learning" and cfg["tp4"]["eta_exponents"] == ["1", "1", "0"]
+        assert "/inf" not in h

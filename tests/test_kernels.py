@@ -10,6 +10,27 @@ import nth
 from nth.kernels import kernel_fn
 
 
+@pytest.mark.parametrize("param", ["mup", "standard"])
+def test_weighted_ntk_equals_weighted_jacobian_gram(param):
+    """abc-parametrizations: K^(2) = J diag(eta) J^T with eta_l = m^(2(s_l - a_l) - c) built here from TP4's
+    exponents (layer order W^(1), W^(2), a), and the output layer's initial scale is m^(s - a - b)."""
+    from nth.param import preset
+
+    X = jnp.asarray(nth.default_problem(n=6, d=4, seed=2).X)
+    m, H = 9, 2
+    net = nth.init_mlp(3, 4, m, H, "tanh", param=param)
+    ref = nth.init_mlp(3, 4, m, H, "tanh")
+    abc = preset(param, H)
+    s = [0.0, 0.5, 0.5]
+    e = [2 * (s[l] - float(abc.a[l])) - float(abc.c) for l in range(H + 1)]
+    sizes = [m * 4, m * m, m]
+    eta = jnp.concatenate([jnp.full(k, float(m) ** e_l) for k, e_l in zip(sizes, e)])
+    J = flat_jacobian(net, X)
+    assert rel_err(nth.ntk(net, X), (J * eta) @ J.T) < 1e-13
+    g_out = s[2] - float(abc.a[2]) - float(abc.b[2])
+    assert rel_err(net.a, ref.a * float(m) ** g_out) < 1e-15
+
+
 @pytest.mark.parametrize("depth", [1, 3])
 def test_structured_ntk_equals_jacobian_gram(depth):
     data = nth.default_problem(n=6, d=4, seed=2)
@@ -114,14 +135,16 @@ def test_test_point_kernels(tiny):
     assert rel_err(test[3], ref) < 1e-10
 
 
-@pytest.mark.parametrize("activation,depth,p", [("tanh", 1, 5), ("gelu", 2, 4), ("softplus", 3, 4)])
-def test_structured_kernels_equal_naive_and_previous(activation, depth, p):
+@pytest.mark.parametrize("activation,depth,p,param", [("tanh", 1, 5, "ntk"), ("gelu", 2, 4, "ntk"),
+                                                      ("softplus", 3, 4, "ntk"), ("tanh", 1, 4, "mup")])
+def test_structured_kernels_equal_naive_and_previous(activation, depth, p, param):
     """Issue-5 equality: the structured kernels (rank-one directions, sym Gram) equal the naive full-Jacobian
-    + nested jacfwd baseline and the previous nested-JVP implementation, to 1e-12 relative, up to K^(5)."""
+    + nested jacfwd baseline and the previous nested-JVP implementation, to 1e-12 relative, up to K^(5); also
+    with muP's per-layer learning rates (weighted inner product)."""
     from nth.baselines import naive_kernels, nested_jvp_kernels
 
     X = jnp.asarray(nth.default_problem(n=5, d=3, seed=4).X)
-    net = nth.init_mlp(1, 3, 6, depth, activation, sigma_w=1.2, beta=1.5)
+    net = nth.init_mlp(1, 3, 6, depth, activation, sigma_w=1.2, beta=1.5, param=param)
     got = nth.kernels(net, X, p, chunk=3)
     naive = naive_kernels(net, X, p)
     prev = nested_jvp_kernels(net, X, p, chunk=2) if depth == 1 else naive  # (b) once: its compile is slow

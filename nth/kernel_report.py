@@ -1,0 +1,137 @@
+"""``nth kernel`` as a library call: the empirical K^(2)(0) of a seeded network and/or the limiting NTK Kbar^(2)
+and NNGP kernel of the same architecture (MATH.md section 5), their gap, and an optional HDF5 file."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import store
+from .data import Dataset, default_problem, digits_problem, load_npz
+from .errors import ConfigError
+from .infinite import DEFAULT_ORDER, LimitingKernels, check_options, limiting_kernels
+from .model import init_mlp, ntk
+from .param import check_param
+
+DEFAULT_WIDTH = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelRequest:
+    """What ``nth kernel`` computes: Kbar^(2) and NNGP with ``infinite``, K^(2)(0) with a ``width`` (default
+    1024 when not ``infinite``)."""
+
+    infinite: bool = False
+    width: int | None = None
+    seed: int = 0
+    depth: int = 2
+    activation: str = "tanh"
+    beta: float = 1.0
+    sigma_w: float = 1.0
+    sigma_a: float = 1.0
+    param: str = "ntk"
+    method: str = "auto"
+    order: int = DEFAULT_ORDER
+    n: int = 16
+    d: int = 8
+    data_seed: int = 0
+    data: str | None = None
+
+    @property
+    def finite_width(self) -> int | None:
+        return self.width if self.width is not None or self.infinite else DEFAULT_WIDTH
+
+    def validate(self) -> None:
+        for name in ("depth", "n", "d") + (("width",) if self.width is not None else ()):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} = {v!r} must be a positive integer")
+        for name in ("sigma_w", "sigma_a"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"{name} = {v!r} must be a finite positive number")
+        check_param(self.param)
+        check_options(self.activation, self.method, self.order, self.beta)
+
+
+@dataclasses.dataclass
+class KernelReport:
+    data: Dataset
+    limiting: LimitingKernels | None
+    K2: np.ndarray | None
+    wall: dict[str, float]
+
+
+def compute_kernels(req: KernelRequest) -> KernelReport:
+    """The kernels of ``req`` (every check runs first)."""
+    req.validate()
+    if req.data is None:
+        data = default_problem(req.n, req.d, seed=req.data_seed)
+    elif req.data == "digits":
+        data = digits_problem(seed=req.data_seed)
+    else:
+        data = load_npz(req.data)
+    X = jnp.asarray(data.X)
+    wall: dict[str, float] = {}
+    lim = K2 = None
+    if req.infinite:
+        t = time.perf_counter()
+        lim = jax.block_until_ready(limiting_kernels(
+            X, depth=req.depth, activation=req.activation, sigma_w=req.sigma_w, sigma_a=req.sigma_a, beta=req.beta,
+            param=req.param, method=req.method, order=req.order))
+        wall["limiting"] = time.perf_counter() - t
+    if req.finite_width is not None:
+        t = time.perf_counter()
+        net = init_mlp(req.seed, data.d, req.finite_width, req.depth, req.activation, sigma_w=req.sigma_w,
+                       sigma_a=req.sigma_a, beta=req.beta, param=req.param)
+        K2 = np.asarray(ntk(net, X))
+        wall["empirical"] = time.perf_counter() - t
+    return KernelReport(data=data, limiting=lim, K2=K2, wall=wall)
+
+
+def _describe(name: str, K: np.ndarray) -> str:
+    ev = np.linalg.eigvalsh((K + K.T) / 2)
+    return (f"{name:<44} shape {K.shape}, diagonal mean {np.mean(np.diag(K)):.6g}, eigenvalues "
+            f"[{ev[0]:.4g}, {ev[-1]:.4g}]")
+
+
+def kernel_report(req: KernelRequest, out: str | os.PathLike | None = None, *, force: bool = False) -> str:
+    """Compute the kernels of ``req``, write them to ``out`` (atomically; config and versions as attributes) and
+    return the text ``nth kernel`` prints."""
+    if out is not None:
+        store.check_output_path(out, force)
+    rep = compute_kernels(req)
+    lines = [f"{rep.data.source}: n = {rep.data.n}, d = {rep.data.d}; depth {req.depth}, {req.activation}, "
+             f"sigma_w {req.sigma_w:g}, sigma_a {req.sigma_a:g}, {req.param} parametrization"]
+    ds: dict[str, np.ndarray] = {"/data/X": rep.data.X}
+    if rep.limiting is not None:
+        nngp, kbar = np.asarray(rep.limiting.nngp), np.asarray(rep.limiting.ntk)
+        how = req.method if req.method != "auto" else ("closed form" if req.activation in ("erf", "relu")
+                                                       else f"Gauss-Hermite order {req.order}")
+        lines += [_describe("NNGP (m = inf)", nngp), _describe(f"Kbar^(2) (m = inf, {how})", kbar)]
+        ds.update({"/infinite/nngp": nngp, "/infinite/ntk": kbar})
+    if rep.K2 is not None:
+        lines.append(_describe(f"K^(2)(0) (m = {req.finite_width}, seed {req.seed})", rep.K2))
+        ds["/finite/K2"] = rep.K2
+    if rep.limiting is not None and rep.K2 is not None:
+        kbar = np.asarray(rep.limiting.ntk)
+        gap = np.linalg.norm(rep.K2 - kbar) / np.linalg.norm(kbar)
+        lines.append(f"|K^(2)(0) - Kbar^(2)|_F / |Kbar^(2)|_F = {gap:.4g} (O(1/sqrt(m)); "
+                     f"{gap * math.sqrt(req.finite_width):.3g} / sqrt(m))")
+    show = next(K for K in (None if rep.limiting is None else np.asarray(rep.limiting.ntk), rep.K2) if K is not None)
+    k = min(4, show.shape[0])
+    lines.append(f"top-left {k} x {k} block of " + ("Kbar^(2)" if rep.limiting is not None else "K^(2)(0)") + ":")
+    lines += ["  " + " ".join(f"{v:10.6f}" for v in row) for row in show[:k, :k]]
+    lines.append("wall time: " + ", ".join(f"{k_} {v:.2f} s" for k_, v in rep.wall.items()))
+    if out is not None:
+        attrs = {"/": {"config": dataclasses.asdict(req), "device": jax.devices()[0].platform, "seed": req.seed,
+                       "data_seed": req.data_seed}
+                 | {f"version_{k_}": v for k_, v in store.package_versions().items()}}
+        lines.append(f"wrote {store.write_h5(out, ds, attrs, force=force)}")
+    return "\n".join(lines)
