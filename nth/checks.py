@@ -1,10 +1,19 @@
-"""Input checks shared by the data and weight loaders: messages name the array, the count and the place."""
+"""Input checks shared by the loaders and configurations: messages name the value, the count and the place."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .errors import DataError
+from .errors import ConfigError, DataError
+
+
+def check_scales(**values: float) -> None:
+    """Raise ConfigError for the first of ``values`` (e.g. sigma_w=1.0) that is not a finite positive number."""
+    for name, val in values.items():
+        if not (isinstance(val, (int, float, np.number)) and math.isfinite(val) and val > 0):
+            raise ConfigError(f"{name} = {val!r} must be a finite positive number")
 
 
 def check_finite(name: str, arr: np.ndarray, source: str, what: str = "values") -> None:

@@ -30,7 +30,6 @@ points per pair after a Cholesky factorization of the 2 x 2 covariance) for ever
 from __future__ import annotations
 
 import functools
-import math
 
 import equinox as eqx
 import jax
@@ -38,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .checks import check_scales
 from .errors import ConfigError
 from .model import activation_fn, check_activation
 from .param import check_param, preset
@@ -157,9 +157,7 @@ def limiting_kernels(
     check_param(param)
     if not isinstance(depth, (int, np.integer)) or depth < 1:
         raise ConfigError(f"depth = {depth!r} must be a positive integer")
-    for name, val in (("sigma_w", sigma_w), ("sigma_a", sigma_a)):
-        if not (math.isfinite(val) and val > 0):
-            raise ConfigError(f"{name} = {val!r} must be a finite positive number")
+    check_scales(sigma_w=sigma_w, sigma_a=sigma_a)
     eta = preset(param, int(depth)).limit_lrs()
     X = jnp.asarray(X, dtype=jnp.float64)
     X2 = X if X2 is None else jnp.asarray(X2, dtype=jnp.float64)
@@ -184,18 +182,16 @@ def _recursion(X, X2, fn, depth, sw, sa, eta) -> tuple[Array, Array]:
     dot = X @ X2.T
     s11, s22, s12 = sw**2 * jnp.sum(X**2, 1), sw**2 * jnp.sum(X2**2, 1), sw**2 * dot
     theta = eta[0] * dot
-    k, n = dot.shape
 
-    def pairs(a, b, c):  # broadcast the diagonals against the cross block
+    def pairs(a, b, c):  # E, Ed on the cross block, the diagonals broadcast against it
         return fn(jnp.broadcast_to(a[:, None], c.shape), c, jnp.broadcast_to(b[None, :], c.shape))
 
-    for l in range(depth):
+    def diag(s):  # E[sigma(u)^2] with u ~ N(0, s)
+        return fn(s[:, None], s[:, None], s[:, None])[0][:, 0]
+
+    for l in range(1, depth):
         E, Ed = pairs(s11, s22, s12)
-        E11 = fn(s11[:, None], s11[:, None], s11[:, None])[0][:, 0]
-        E22 = fn(s22[:, None], s22[:, None], s22[:, None])[0][:, 0]
-        if l < depth - 1:
-            theta = eta[l + 1] * E + sw**2 * Ed * theta
-            s11, s22, s12 = sw**2 * E11, sw**2 * E22, sw**2 * E
-        else:
-            return sa**2 * E, eta[-1] * E + sa**2 * Ed * theta
-    raise AssertionError("unreachable")
+        theta = eta[l] * E + sw**2 * Ed * theta
+        s11, s22, s12 = sw**2 * diag(s11), sw**2 * diag(s22), sw**2 * E
+    E, Ed = pairs(s11, s22, s12)
+    return sa**2 * E, eta[-1] * E + sa**2 * Ed * theta

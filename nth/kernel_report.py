@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import store
+from .checks import check_scales
 from .data import Dataset, default_problem, digits_problem, load_npz
 from .errors import ConfigError
 from .infinite import DEFAULT_ORDER, LimitingKernels, check_options, limiting_kernels
@@ -52,10 +53,7 @@ class KernelRequest:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} = {v!r} must be a positive integer")
-        for name in ("sigma_w", "sigma_a"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ConfigError(f"{name} = {v!r} must be a finite positive number")
+        check_scales(sigma_w=self.sigma_w, sigma_a=self.sigma_a)
         check_param(self.param)
         check_options(self.activation, self.method, self.order, self.beta)
 

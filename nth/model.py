@@ -23,7 +23,7 @@ import jax.scipy.special as jsp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .checks import check_finite
+from .checks import check_finite, check_scales
 from .errors import ConfigError, DataError
 from .param import check_param, preset
 
@@ -151,9 +151,7 @@ def init_mlp(
     for name, val, lo in (("width", width, 1), ("depth", depth, 1), ("input dimension d", in_dim, 1)):
         if not isinstance(val, (int, np.integer)) or val < lo:
             raise ConfigError(f"{name} = {val!r} must be an integer >= {lo}")
-    for name, val in (("sigma_w", sigma_w), ("sigma_a", sigma_a)):
-        if not (math.isfinite(val) and val > 0):
-            raise ConfigError(f"{name} = {val!r} must be a finite positive number")
+    check_scales(sigma_w=sigma_w, sigma_a=sigma_a)
     activation_fn(activation, beta)
     check_param(param)
     abc = preset(param, depth)

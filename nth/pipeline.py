@@ -19,6 +19,7 @@ import numpy as np
 from jaxtyping import Array
 
 from . import store
+from .checks import check_scales
 from .compare import f_error, k2_error
 from .data import NORMALIZATIONS, Dataset, default_problem, digits_problem, load_npz, read_npz
 from .errors import ConfigError, DataError
@@ -166,10 +167,7 @@ class SolveConfig:
         if self.data is not None and (self.n is not None or self.d is not None):
             raise ConfigError("n and d are read from the data; do not pass --n/--d together with --data "
                               "(for digits, set the size with --digits-per-class)")
-        for name in ("sigma_w", "sigma_a"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ConfigError(f"{name} = {v!r} must be a finite positive number")
+        check_scales(sigma_w=self.sigma_w, sigma_a=self.sigma_a)
         if self.t_max is not None and not (math.isfinite(self.t_max) and self.t_max > 0):
             raise ConfigError(f"t_max = {self.t_max!r} must be a finite positive time")
         if not isinstance(self.num_times, int) or self.num_times < 2:
