@@ -47,13 +47,8 @@ def parse_bytes(text: str) -> int:
     return int(value)
 
 
-def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
-    """Options shared by ``nth solve`` and ``nth sweep`` (a sweep sets width and seed per run)."""
-    s.add_argument("--p", type=int, default=4, help="truncation level p >= 2 (default 4)")
-    g = s.add_argument_group("network")
-    if not sweep:
-        g.add_argument("--width", type=int, help="hidden width m (default 1024)")
-    g.add_argument("--depth", type=int, help="number of hidden layers H (default 2)")
+def _add_architecture(g) -> None:
+    """Activation, initial scales and parametrization: shared by solve, sweep and kernel."""
     g.add_argument("--activation", default="tanh", choices=ACTIVATIONS,
                    help="activation (default tanh; relu only with --p 2)")
     g.add_argument("--beta", type=float, default=1.0, help="softplus sharpness (default 1)")
@@ -62,6 +57,16 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
     g.add_argument("--param", default="ntk", choices=PRESETS,
                    help="abc-parametrization (TP4 Table 1; default ntk): per-layer learning rates and init scales, "
                    "see 'nth params'")
+
+
+def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
+    """Options shared by ``nth solve`` and ``nth sweep`` (a sweep sets width and seed per run)."""
+    s.add_argument("--p", type=int, default=4, help="truncation level p >= 2 (default 4)")
+    g = s.add_argument_group("network")
+    if not sweep:
+        g.add_argument("--width", type=int, help="hidden width m (default 1024)")
+    g.add_argument("--depth", type=int, help="number of hidden layers H (default 2)")
+    _add_architecture(g)
     if not sweep:
         g.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
         g.add_argument("--weights", help=".npz with W1 (m x d), W2..WH (m x m), a (m,): width/depth from the file")
@@ -144,11 +149,7 @@ def _add_kernel(sub) -> None:
                    "--infinite)")
     s.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
     s.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="hidden layers H (default 2)")
-    s.add_argument("--activation", default="tanh", choices=ACTIVATIONS, help="activation (default tanh)")
-    s.add_argument("--beta", type=float, default=1.0, help="softplus sharpness (default 1)")
-    s.add_argument("--sigma-w", type=float, default=1.0, help="weight init std (default 1)")
-    s.add_argument("--sigma-a", type=float, default=1.0, help="output-layer init std (default 1)")
-    s.add_argument("--param", default="ntk", choices=PRESETS, help="abc-parametrization (default ntk)")
+    _add_architecture(s)
     s.add_argument("--method", default="auto", choices=("auto", "closed", "quadrature"),
                    help="Gaussian expectations: closed form (erf, relu), quadrature, or auto (default)")
     s.add_argument("--quadrature-order", type=int, default=DEFAULT_ORDER,

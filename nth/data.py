@@ -155,3 +155,14 @@ def load_npz(path: str, normalization: str = "sphere") -> Dataset:
                         f"'X_test' (k x d); found {sorted(arrays)}")
     return make_dataset(arrays["X"], arrays["y"], arrays.get("X_test"), normalization=normalization,
                         source=str(path))
+
+
+def load_problem(source: str | None, *, n: int = 16, d: int = 8, seed: int = 0, n_test: int = 0,
+                 digits_per_class: int = 10, normalization: str = "sphere") -> Dataset:
+    """The dataset a command names: the built-in problem (``source`` None; ``n``, ``d``, ``seed``, ``n_test``),
+    ``"digits"`` (``digits_per_class``, ``n_test``, ``seed``), or an ``.npz`` file (``normalization``)."""
+    if source is None:
+        return default_problem(n, d, seed=seed, n_test=n_test)
+    if source == "digits":
+        return digits_problem(digits_per_class, n_test=n_test, seed=seed)
+    return load_npz(source, normalization=normalization)

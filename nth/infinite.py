@@ -42,9 +42,8 @@ from .errors import ConfigError
 from .model import activation_fn, check_activation
 from .param import check_param, preset
 
-#: Default Gauss-Hermite order per dimension. At order 64 the erf kernels are within 1e-9 of the closed
-#: forms (tests); tanh, sigmoid, gelu and softplus converge at the same rate or faster (see the order study in
-#: results/README.md).
+#: Default Gauss-Hermite order per dimension. At order 64 the erf kernels are about 3e-8 from the closed forms
+#: (depth 1-3, sigma_w = 1.3; 6e-3 at order 16), tanh 6e-8 from order 256, sigmoid, gelu and softplus 1e-15.
 DEFAULT_ORDER = 64
 METHODS = ("auto", "closed", "quadrature")
 CLOSED_FORMS = ("erf", "relu")
@@ -99,12 +98,9 @@ def _quadrature_expectations(sig, dsig, z, w, s11, s12, s22):
 
 
 def _expectations_fn(activation: str, beta: float, method: str, order: int):
-    if method == "auto":
-        method = "closed" if activation in CLOSED_FORMS else "quadrature"
-    if method == "closed":
-        if activation not in CLOSED_FORMS:
-            raise ConfigError(f"no closed-form Gaussian expectations for activation {activation!r} (only for "
-                              f"{', '.join(CLOSED_FORMS)}); use method 'quadrature' or 'auto'")
+    """(s11, s12, s22) -> (E[sigma(u) sigma(v)], E[sigma'(u) sigma'(v)]) for options already checked by
+    :func:`check_options`."""
+    if method == "closed" or (method == "auto" and activation in CLOSED_FORMS):
         return _erf_expectations if activation == "erf" else _relu_expectations
     sig = activation_fn(activation, beta)
 
@@ -134,8 +130,8 @@ def check_options(activation: str, method: str, order: int, beta: float = 1.0) -
 
 
 def limiting_kernels(
-    X: Float[Array, "n d"],
-    X2: Float[Array, "k d"] | None = None,
+    X: Float[Array, "k d"],
+    X2: Float[Array, "n d"] | None = None,
     *,
     depth: int,
     activation: str = "tanh",

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import store
 from .checks import check_scales
-from .data import Dataset, default_problem, digits_problem, load_npz
+from .data import Dataset, load_problem
 from .errors import ConfigError
 from .infinite import DEFAULT_ORDER, LimitingKernels, check_options, limiting_kernels
 from .model import init_mlp, ntk
@@ -69,12 +69,7 @@ class KernelReport:
 def compute_kernels(req: KernelRequest) -> KernelReport:
     """The kernels of ``req`` (every check runs first)."""
     req.validate()
-    if req.data is None:
-        data = default_problem(req.n, req.d, seed=req.data_seed)
-    elif req.data == "digits":
-        data = digits_problem(seed=req.data_seed)
-    else:
-        data = load_npz(req.data)
+    data = load_problem(req.data, n=req.n, d=req.d, seed=req.data_seed)
     X = jnp.asarray(data.X)
     wall: dict[str, float] = {}
     lim = K2 = None

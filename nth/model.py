@@ -208,7 +208,8 @@ def grad_f(net: MLP, x: Float[Array, " d"]) -> MLP:
 
 
 def scale_by_lrs(net: MLP, g: MLP) -> MLP:
-    """eta . g: a parameter-space gradient turned into the flow's direction (d theta_l/dt = -eta_l grad_l L).
+    """eta . g: a parameter-space gradient turned into the flow's direction, d theta_l/dt = -eta_l grad_l L
+    (MATH.md section 2 under the abc-parametrizations of :mod:`nth.param`, TP4 Table 1).
 
     The identity when ``net.lrs`` is None (NTK parametrization).
     """

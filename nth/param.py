@@ -107,21 +107,24 @@ class ABC:
         """Per-layer multipliers m^(g_l) of the initial standard deviations sigma_w, ..., sigma_w, sigma_a."""
         return tuple(float(width) ** float(g) for g in self.init_exponents())
 
+    @property
+    def has_kernel_limit(self) -> bool:
+        """Kernel regime (TP4 Theorem 3.8) with an O(1) output layer at initialization and no learning rate that
+        grows with width: training follows a deterministic limiting kernel (NTK and standard here)."""
+        return self.kernel_regime and self.init_exponents()[-1] == 0 and all(e <= 0 for e in self.lr_exponents())
+
     def limit_lrs(self) -> tuple[float, ...]:
         """lim_(m -> inf) eta_l: the per-layer weights of the limiting kernel Kbar^(2) (0 or 1 per layer).
 
-        Defined in the kernel regime with an O(1) output layer at initialization (NTK and standard here);
-        elsewhere the kernel has no deterministic limit that training follows (TP4 Theorem 3.8).
+        Raises ConfigError unless :attr:`has_kernel_limit` (elsewhere the kernel has no deterministic limit that
+        training follows, TP4 Theorem 3.8).
         """
-        if not self.kernel_regime or self.init_exponents()[-1] != 0:
+        if not self.has_kernel_limit:
             raise ConfigError(
                 f"parametrization {self.name!r} ({self.regime()}, r = {self.r}) has no limiting kernel that training "
                 "follows (TP4 Theorem 3.8: only nontrivial stable parametrizations with r > 0 are in the kernel "
                 "regime); use param 'ntk' or 'standard'")
-        es = self.lr_exponents()
-        if any(e > 0 for e in es):
-            raise ConfigError(f"parametrization {self.name!r}: learning-rate exponents {es} grow with width")
-        return tuple(1.0 if e == 0 else 0.0 for e in es)
+        return tuple(1.0 if e == 0 else 0.0 for e in self.lr_exponents())
 
     def table_row(self) -> dict[str, object]:
         """The TP4 Table 1 quantities and nth's mapping, as plain values (for printing and HDF5 attributes)."""
@@ -163,7 +166,7 @@ def preset(name: str, depth: int) -> ABC:
                               "use param 'mup', which coincides with it at depth 1 and extends it to any depth")
         a, b, c = (z, Fraction(1)), (z, z), Fraction(-1)
     else:
-        raise ConfigError(f"param {name!r} is not known; accepted: {', '.join(PRESETS)}")
+        check_param(name)
     return ABC(name=name, a=a, b=b, c=c)
 
 

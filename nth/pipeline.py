@@ -21,7 +21,7 @@ from jaxtyping import Array
 from . import store
 from .checks import check_scales
 from .compare import f_error, k2_error
-from .data import NORMALIZATIONS, Dataset, default_problem, digits_problem, load_npz, read_npz
+from .data import NORMALIZATIONS, Dataset, load_problem, read_npz
 from .errors import ConfigError, DataError
 from .corrections import METHODS as DG_METHODS
 from .corrections import dg_correction
@@ -35,8 +35,6 @@ from .param import check_param, preset
 from .odeint import SOLVERS, check_tolerances
 
 DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
-#: Presets in the kernel regime at every depth (TP4 Table 1): they have the m = inf row.
-KERNEL_REGIME_PARAMS = ("ntk", "standard")
 DEFAULT_WIDTH, DEFAULT_DEPTH, DEFAULT_N, DEFAULT_D, DEFAULT_N_TEST = 1024, 2, 16, 8, 4
 #: The default horizon is where the frozen-NTK loss has fallen this much (the true loss then falls > 100x).
 DEFAULT_LOSS_FALL = 1000.0
@@ -112,7 +110,8 @@ class SolveConfig:
     def use_inf(self) -> bool:
         """The m = inf row (kernel gradient descent with Kbar^(2)): on by default in the kernel regime (ntk,
         standard); it does not exist for feature-learning parametrizations (TP4 Theorem 3.8)."""
-        return self.param in KERNEL_REGIME_PARAMS if self.infinite is None else self.infinite
+        # the regime of a preset does not depend on depth; depth 1 is where every preset exists
+        return preset(self.param, 1).has_kernel_limit if self.infinite is None else self.infinite
 
     @property
     def use_dg(self) -> bool:
@@ -158,7 +157,7 @@ class SolveConfig:
         check_param(self.param)
         if self.weights is None:
             preset(self.param, self.depth or DEFAULT_DEPTH)  # meanfield refuses depth >= 2
-        if self.infinite and self.param not in KERNEL_REGIME_PARAMS:
+        if self.infinite:
             preset(self.param, 1).limit_lrs()  # raises: no limiting kernel outside the kernel regime
         check_infinite_options(self.activation, "auto", self.quadrature_order, self.beta)
         if self.weights is not None and (self.width is not None or self.depth is not None):
@@ -238,13 +237,9 @@ class SolveResult:
 def load_inputs(cfg: SolveConfig) -> tuple[Dataset, MLP]:
     """Data (built-in or file) and the network (seeded or from a weights file), checked against each other."""
     dtype = DTYPES[cfg.dtype]
-    n_test = DEFAULT_N_TEST if cfg.n_test is None else cfg.n_test
-    if cfg.data is None:
-        data = default_problem(cfg.n or DEFAULT_N, cfg.d or DEFAULT_D, seed=cfg.data_seed, n_test=n_test)
-    elif cfg.data == "digits":
-        data = digits_problem(cfg.digits_per_class, n_test=n_test, seed=cfg.data_seed)
-    else:
-        data = load_npz(cfg.data, normalization=cfg.normalization)
+    data = load_problem(cfg.data, n=cfg.n or DEFAULT_N, d=cfg.d or DEFAULT_D, seed=cfg.data_seed,
+                        n_test=DEFAULT_N_TEST if cfg.n_test is None else cfg.n_test,
+                        digits_per_class=cfg.digits_per_class, normalization=cfg.normalization)
     if cfg.weights is None:
         net = init_mlp(cfg.seed, data.d, cfg.width or DEFAULT_WIDTH, cfg.depth or DEFAULT_DEPTH,
                        cfg.activation, sigma_w=cfg.sigma_w, sigma_a=cfg.sigma_a, beta=cfg.beta, dtype=dtype,

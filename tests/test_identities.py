@@ -24,21 +24,18 @@ def setup(request):
     net = nth.init_mlp(5, 4, 48, 2, "tanh", param=request.param)
     ks = nth.kernels(net, X, 4)
     delta = net(X) - y
-    return net, X, y, ks, delta
+    return net, X, y, ks, delta, request.param
 
-
-def _param(net):
-    return {None: "ntk", 48.0: "mup", 1 / 48: "standard"}[None if net.lrs is None else net.lrs[0]]
 
 
 @pytest.mark.parametrize("r", [2, 3])
 def test_contraction_equals_chain_rule_derivative(setup, r):
-    net, X, y, ks, delta = setup
+    net, X, y, ks, delta, param = setup
     n = X.shape[0]
-    eta = {"ntk": (1.0, 1.0, 1.0), "mup": (48.0, 48.0, 1.0), "standard": (1 / 48, 1.0, 1.0)}  # TP4 Table 1
-    assert net.lrs is None or net.lrs == pytest.approx(eta[_param(net)])
+    # eta_l of (W^(1), W^(2), a) at m = 48, written out from TP4 Table 1 (nth.param's mapping)
+    e = {"ntk": (1.0, 1.0, 1.0), "mup": (48.0, 48.0, 1.0), "standard": (1 / 48, 1.0, 1.0)}[param]
+    assert net.lrs is None or net.lrs == pytest.approx(e)
     g = jax.grad(nth.loss)(net, X, y)
-    e = eta[_param(net)]
     theta_dot = type(g)(Ws=tuple(-e[l] * W for l, W in enumerate(g.Ws)), a=-e[-1] * g.a, activation=g.activation,
                         beta=g.beta, lrs=g.lrs)
     dK = jax.jvp(lambda nt: kernel_fn(r)(nt, X, X), (net,), (theta_dot,))[1]
@@ -49,7 +46,7 @@ def test_contraction_equals_chain_rule_derivative(setup, r):
 def test_contraction_equals_derivative_along_integrated_flow(setup, r):
     """Fourth-order one-sided difference of K^(r)(theta(t)) on the Diffrax trajectory, t = 0..4h. Under muP
     the kernels move at O(1) rates, so h = 0.01 (the difference error falls 16x per halving of h: 2e-7 here)."""
-    net, X, y, ks, delta = setup
+    net, X, y, ks, delta, _ = setup
     n = X.shape[0]
     h = 0.01
     flow = nth.gradient_flow(net, X, y, jnp.arange(5) * h, rtol=1e-13, atol=1e-15, save_params=True)
