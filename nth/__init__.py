@@ -2,47 +2,83 @@
 
 Importing nth enables JAX's 64-bit mode (``jax_enable_x64``): every correctness comparison in this field
 needs float64, and float32 stays available per run (``dtype=``).
+
+Data flows models -> kernels -> dynamics -> engine -> io -> cli / plot (docs/math.md is the mathematical
+reference the code cites).
 """
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from .corrections import DGSolution, dg_correction  # noqa: E402
-from .compare import f_error, fit_slope, geometric_mean, k2_error  # noqa: E402
-from .data import Dataset, default_problem, load_npz, make_dataset  # noqa: E402
+from .compare import f_error as f_error, fit_slope as fit_slope  # noqa: E402
+from .compare import geometric_mean as geometric_mean, k2_error as k2_error, slope_with_ci as slope_with_ci  # noqa: E402
+from .data import Dataset as Dataset, default_problem as default_problem  # noqa: E402
+from .data import load_npz as load_npz, make_dataset as make_dataset  # noqa: E402
+from .dynamics import (  # noqa: E402
+    DGSolution as DGSolution,
+    FlowSolution as FlowSolution,
+    GDSolution as GDSolution,
+    NTHSolution as NTHSolution,
+    SolverSettings as SolverSettings,
+    default_horizon as default_horizon,
+    dg_correction as dg_correction,
+    gradient_descent as gradient_descent,
+    gradient_flow as gradient_flow,
+    hy_p3_reduced as hy_p3_reduced,
+    linearized_closed_form as linearized_closed_form,
+    loss as loss,
+    stable_lr as stable_lr,
+    truncated_nth as truncated_nth,
+)
+from .engine import SolveConfig as SolveConfig, SolveResult as SolveResult  # noqa: E402
+from .engine import solve as solve, solve_seeds as solve_seeds  # noqa: E402
 from .errors import (  # noqa: E402
-    ConfigError,
-    DataError,
-    MemoryBudgetError,
-    NTHError,
-    OutputExistsError,
-    SolverError,
+    ConfigError as ConfigError,
+    DataError as DataError,
+    MemoryBudgetError as MemoryBudgetError,
+    NTHError as NTHError,
+    OutputExistsError as OutputExistsError,
+    SolverError as SolverError,
 )
-from .gradflow import FlowSolution, GDSolution, gradient_descent, gradient_flow, loss, stable_lr  # noqa: E402
-from .hierarchy import (  # noqa: E402
-    NTHSolution,
-    default_horizon,
-    hy_p3_reduced,
-    linearized_closed_form,
-    truncated_nth,
+from .io import SweepConfig as SweepConfig, load_sweep as load_sweep, read_h5 as read_h5  # noqa: E402
+from .io import run_solve as run_solve, run_sweep as run_sweep, write_h5 as write_h5  # noqa: E402
+from .io import write_result as write_result  # noqa: E402
+from .kernel import (  # noqa: E402
+    IMPLEMENTATIONS as IMPLEMENTATIONS,
+    KernelOperator as KernelOperator,
+    KernelPlan as KernelPlan,
+    LimitingKernels as LimitingKernels,
+    kernel_fn as kernel_fn,
+    kernels as kernels,
+    limiting_kernels as limiting_kernels,
+    ntk as ntk,
+    plan_kernels as plan_kernels,
 )
-from .infinite import LimitingKernels, limiting_kernels  # noqa: E402
-from .kernels import KernelOperator, KernelPlan, kernel, kernel_fn, kernels, plan_kernels  # noqa: E402
-from .model import ACTIVATIONS, MLP, flow_direction, grad_f, init_mlp, mlp_from_arrays, ntk, scale_by_lrs  # noqa: E402
-from .param import ABC, PRESETS, preset  # noqa: E402
-from .pipeline import SolveConfig, SolveResult, run_solve, write_result  # noqa: E402
-from .store import read_h5, write_h5  # noqa: E402
-
-__all__ = [
-    "ABC", "LimitingKernels", "PRESETS", "flow_direction", "limiting_kernels", "preset", "scale_by_lrs",
-    "ACTIVATIONS", "MLP", "ConfigError", "DGSolution", "DataError", "Dataset", "FlowSolution", "GDSolution",
-    "KernelOperator", "KernelPlan", "dg_correction", "gradient_descent", "hy_p3_reduced", "stable_lr",
-    "MemoryBudgetError", "NTHError", "NTHSolution", "OutputExistsError", "SolveConfig", "SolveResult",
-    "SolverError", "default_horizon", "default_problem", "f_error", "fit_slope", "geometric_mean", "grad_f",
-    "gradient_flow", "init_mlp", "k2_error", "kernel", "kernel_fn", "kernels", "linearized_closed_form",
-    "load_npz", "loss", "make_dataset", "mlp_from_arrays", "ntk", "plan_kernels", "read_h5", "run_solve",
-    "truncated_nth", "write_h5", "write_result",
-]
+from .models import (  # noqa: E402
+    ABC as ABC,
+    ACTIVATIONS as ACTIVATIONS,
+    ARCHS as ARCHS,
+    CNN as CNN,
+    MLP as MLP,
+    PRESETS as PRESETS,
+    AbstractActivation as AbstractActivation,
+    AbstractModel as AbstractModel,
+    ModelSpec as ModelSpec,
+    ResNet as ResNet,
+    Wrapped as Wrapped,
+    activation as activation,
+    as_model as as_model,
+    cast_model as cast_model,
+    flow_direction as flow_direction,
+    grad_f as grad_f,
+    init_cnn as init_cnn,
+    init_mlp as init_mlp,
+    init_resnet as init_resnet,
+    mlp_from_arrays as mlp_from_arrays,
+    num_params as num_params,
+    partition as partition,
+    preset as preset,
+)

@@ -1,5 +1,5 @@
-"""Command line: ``nth solve`` (a thin layer over :func:`nth.pipeline.run_solve`), ``nth sweep``, ``nth plot``,
-``nth kernel``, ``nth params`` and ``nth bench``."""
+"""Command line: ``nth solve`` (a thin layer over :func:`nth.run_solve`), ``nth sweep``, ``nth plot``,
+``nth kernel`` and ``nth params``."""
 
 from __future__ import annotations
 
@@ -11,23 +11,13 @@ import sys
 import time
 
 from . import __version__
+from .dynamics import SOLVERS
+from .engine import DTYPES, SolveConfig, dry_run
+from .engine._config import DEFAULT_D, DEFAULT_N
 from .errors import ConfigError, NTHError
-from .infinite import DEFAULT_ORDER
-from .model import ACTIVATIONS
-from .odeint import SOLVERS
-from .param import PRESETS
-from .pipeline import (
-    DEFAULT_D,
-    DEFAULT_DEPTH,
-    DEFAULT_N,
-    DTYPES,
-    dry_run,
-    SolveConfig,
-    default_out_path,
-    format_table,
-    run_solve,
-    stderr_log,
-)
+from .io import default_out_path, format_table, run_solve, stderr_log
+from .kernel import IMPLEMENTATIONS
+from .models import ACTIVATIONS, ARCHS, DEFAULT_DEPTH, DEFAULT_ORDER, PRESETS
 
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -48,8 +38,11 @@ def parse_bytes(text: str) -> int:
 
 
 def _add_architecture(g) -> None:
-    """Activation, initial scales and parametrization: shared by solve, sweep and kernel."""
-    g.add_argument("--activation", default="tanh", choices=ACTIVATIONS,
+    """Architecture, activation, initial scales and parametrization: shared by solve, sweep and kernel."""
+    g.add_argument("--arch", default="mlp", choices=ARCHS,
+                   help="built-in architecture: mlp (default), cnn (width = channels), resnet (blocks of width m)")
+    g.add_argument("--kernel-size", type=int, default=3, help="cnn filter size (default 3)")
+    g.add_argument("--activation", default="tanh", choices=tuple(ACTIVATIONS),
                    help="activation (default tanh; relu only with --p 2)")
     g.add_argument("--beta", type=float, default=1.0, help="softplus sharpness (default 1)")
     g.add_argument("--sigma-w", type=float, default=1.0, help="weight init std (default 1)")
@@ -64,9 +57,14 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
     s.add_argument("--p", type=int, default=4, help="truncation level p >= 2 (default 4)")
     g = s.add_argument_group("network")
     if not sweep:
-        g.add_argument("--width", type=int, help="hidden width m (default 1024)")
-    g.add_argument("--depth", type=int, help="number of hidden layers H (default 2)")
+        g.add_argument("--width", type=int, help="width m: hidden units, cnn channels, resnet block width (default 1024)")
+    g.add_argument("--depth", type=int, help="hidden layers / conv layers / residual blocks (default 2)")
     _add_architecture(g)
+    g.add_argument("--model", help="your own model: FILE.py:make_model or package.module:make_model, where "
+                   "make_model(width, key) returns an Equinox module mapping inputs (n, ...) to outputs (n,)")
+    g.add_argument("--kernel-impl", default="auto", choices=("auto",) + tuple(IMPLEMENTATIONS),
+                   help="kernel implementation: auto (structured for the mlp, jvp otherwise), structured, or jvp "
+                   "(nested JVPs through the model's forward pass)")
     if not sweep:
         g.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
         g.add_argument("--weights", help=".npz with W1 (m x d), W2..WH (m x m), a (m,): width/depth from the file")
@@ -75,8 +73,8 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
     g.add_argument("--d", type=int, help="input dimension of the built-in problem (default 8)")
     g.add_argument("--n-test", type=int, help="test inputs of the built-in problems (default 4)")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the built-in problems (default 0)")
-    g.add_argument("--data", help="'digits' (two classes of scikit-learn's digits), or an .npz with X (n x d), "
-                   "y (n,), optional X_test (k x d)")
+    g.add_argument("--data", help="'digits' (two classes of scikit-learn's digits; 8x8 images for --arch cnn), or "
+                   "an .npz with X (n x d, or n x ... for a cnn or --model), y (n,), optional X_test")
     g.add_argument("--digits-per-class", type=int, default=10, help="training images per class for --data digits "
                    "(default 10)")
     g.add_argument("--normalization", default="sphere", choices=("sphere", "none"),
@@ -142,7 +140,7 @@ def _add_kernel(sub) -> None:
                        "limiting Kbar^(2) and NNGP kernel",
                        description="Print (and optionally write) the NTK of the built-in problem or --data: the "
                        "empirical K^(2)(0) of a seeded network, and with --infinite the limiting NTK Kbar^(2) and "
-                       "NNGP kernel of the same architecture (MATH.md section 5), with their relative gap.")
+                       "NNGP kernel of the same architecture (docs/math.md section 5), with their relative gap.")
     s.add_argument("--infinite", action="store_true", help="limiting kernels (layer recursion; closed forms for "
                    "erf and relu, Gauss-Hermite quadrature otherwise)")
     s.add_argument("--width", type=int, help="also the empirical K^(2)(0) at this width (default 1024 without "
@@ -212,15 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kernel(sub)
     pp = sub.add_parser("params", help="TP4 Table 1: abc-parametrizations, their classification and nth's mapping")
     pp.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="hidden layers L (default 2)")
-    b = sub.add_parser("bench", help="benchmark suite: kernels against the naive and previous implementations, "
-                       "flow, matrix-free, batched seeds; writes results/BENCHMARKS.md")
-    b.add_argument("--out", default="results/BENCHMARKS.md", help="markdown file to write ('' for none)")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> SolveConfig:
     get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
-    return SolveConfig(p=args.p, width=get("width"), depth=args.depth, activation=args.activation, beta=args.beta,
+    return SolveConfig(p=args.p, arch=args.arch, model=args.model, kernel_size=args.kernel_size,
+                       kernel_impl=args.kernel_impl, width=get("width"), depth=args.depth, activation=args.activation,
+                       beta=args.beta,
                        sigma_w=args.sigma_w, sigma_a=args.sigma_a, n=args.n, d=args.d, seed=get("seed", 0),
                        data_seed=args.data_seed, data=args.data, weights=get("weights"),
                        normalization=args.normalization, t_max=args.t_max, num_times=args.num_times,
@@ -245,11 +242,11 @@ def _solve(args) -> int:
 
 
 def _sweep(args) -> int:
-    from .sweep import SweepConfig, run_sweep
+    from .io import SweepConfig, run_sweep
 
     base = config_from_args(args)
     # resolve the defaults that the file should record explicitly
-    base = dataclasses.replace(base, depth=base.depth or DEFAULT_DEPTH,
+    base = dataclasses.replace(base, depth=base.depth or (DEFAULT_DEPTH if base.model is None else None),
                                n=base.n or (DEFAULT_N if base.data is None else None),
                                d=base.d or (DEFAULT_D if base.data is None else None))
     cfg = SweepConfig(widths=args.widths, num_seeds=args.seeds, base=base)
@@ -289,9 +286,10 @@ def _plot(args) -> int:
 
 
 def _kernel(args) -> int:
-    from .kernel_report import KernelRequest, kernel_report
+    from .io._kernel_report import KernelRequest, kernel_report
 
-    req = KernelRequest(infinite=args.infinite, width=args.width, seed=args.seed, depth=args.depth,
+    req = KernelRequest(infinite=args.infinite, width=args.width, seed=args.seed, arch=args.arch,
+                        kernel_size=args.kernel_size, depth=args.depth,
                         activation=args.activation, beta=args.beta, sigma_w=args.sigma_w, sigma_a=args.sigma_a,
                         param=args.param, method=args.method, order=args.quadrature_order, n=args.n, d=args.d,
                         data_seed=args.data_seed, data=args.data)
@@ -300,23 +298,16 @@ def _kernel(args) -> int:
 
 
 def _params(args) -> int:
-    from .param import format_table as params_table
+    from .models._param import format_table as params_table
 
     print(params_table(args.depth))
-    return 0
-
-
-def _bench(args) -> int:
-    from .bench import run
-
-    print(run(args.out))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"solve": _solve, "sweep": _sweep, "plot": _plot, "bench": _bench, "kernel": _kernel,
+        return {"solve": _solve, "sweep": _sweep, "plot": _plot, "kernel": _kernel,
                 "params": _params}[args.command](args)
     except NTHError as e:
         print(f"nth: error: {e}", file=sys.stderr)

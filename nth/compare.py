@@ -1,4 +1,4 @@
-"""Error measures between a prediction and the true gradient flow, and log-log slope fits (MATH.md section 3)."""
+"""Error measures between a prediction and the true gradient flow, and log-log slope fits (docs/math.md section 3)."""
 
 from __future__ import annotations
 
@@ -19,15 +19,15 @@ def k2_error(K_pred: Float[np.ndarray, "T n n"], K_true: Float[np.ndarray, "T n 
 
 
 def geometric_mean(x, axis=None):
-    """Geometric mean: the right average of errors that vary by decades across seeds (MATH.md section 3)."""
+    """Geometric mean: the right average of errors that vary by decades across seeds (docs/math.md section 3)."""
     return np.exp(np.mean(np.log(np.asarray(x, dtype=np.float64)), axis=axis))
 
 
 def fit_slope(widths, errors) -> tuple[float, float]:
     """Least-squares slope of log(error) against log(width), and its standard error."""
     x, y = np.log(np.asarray(widths, dtype=float)), np.log(np.asarray(errors, dtype=float))
-    if x.size < 2:
-        raise ValueError("a slope needs at least two widths")
+    if np.unique(x).size < 2:
+        raise ValueError(f"a slope needs at least two distinct widths; got {np.asarray(widths).tolist()}")
     A = np.vstack([x, np.ones_like(x)]).T
     coef, res, *_ = np.linalg.lstsq(A, y, rcond=None)
     dof = x.size - 2
@@ -43,13 +43,16 @@ def slope_with_ci(widths, errors, *, level: float = 0.95, resamples: int = 2000,
     """Slope of the geometric mean over seeds against width (log-log), with a bootstrap confidence interval.
 
     ``errors`` is (W, S): seeds are resampled with replacement independently at every width, which carries
-    the seed-to-seed spread (about two decades, MATH.md section 3) into the interval. NaN entries (missing
-    runs) are ignored. Returns (slope, low, high).
+    the seed-to-seed spread (about two decades, docs/math.md section 3) into the interval. NaN entries (missing
+    runs) and non-positive errors (no logarithm) are ignored, and a width left with none is dropped; fewer than
+    two widths left raise ValueError. Returns (slope, low, high).
     """
     E = np.asarray(errors, dtype=np.float64)
     widths = np.asarray(widths, dtype=np.float64)
-    keep = [i for i in range(E.shape[0]) if np.isfinite(E[i]).any()]
-    widths, rows = widths[keep], [E[i][np.isfinite(E[i]) & (E[i] > 0)] for i in keep]
+    # a log-log fit uses the finite positive errors; a width without any is left out
+    usable = [E[i][np.isfinite(E[i]) & (E[i] > 0)] for i in range(E.shape[0])]
+    keep = [i for i, r in enumerate(usable) if r.size]
+    widths, rows = widths[keep], [usable[i] for i in keep]
     slope = fit_slope(widths, [geometric_mean(r) for r in rows])[0]
     rng = np.random.default_rng(seed)
     boot = np.empty(resamples)

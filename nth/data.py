@@ -1,7 +1,7 @@
 """Training data: the built-in default problem, user ``.npz`` files, and input normalization.
 
 Inputs are normalized as HY Assumption 2.2 asks (c < |x|_2 <= 1/c); the default projects every input onto
-the unit sphere (MATH.md section 1). The normalization applied is kept on the :class:`Dataset`.
+the unit sphere (docs/math.md section 1). The normalization applied is kept on the :class:`Dataset`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ NORMALIZATIONS = ("sphere", "none")
 
 
 class Dataset(eqx.Module):
-    """Training inputs ``X`` (n, d), targets ``y`` (n,), optional test inputs ``X_test`` (k, d)."""
+    """Training inputs ``X`` (n, ...), targets ``y`` (n,), optional test inputs ``X_test`` (k, ...): vectors
+    (n, d) for the MLP and the ResNet, any shape for a CNN or the user's own model."""
 
-    X: Float[np.ndarray, "n d"]
+    X: Float[np.ndarray, "n *in"]
     y: Float[np.ndarray, " n"]
-    X_test: Float[np.ndarray, "k d"] | None = None
+    X_test: Float[np.ndarray, "k *in"] | None = None
     normalization: str = eqx.field(static=True, default="sphere")
     source: str = eqx.field(static=True, default="default")
 
@@ -32,37 +33,48 @@ class Dataset(eqx.Module):
 
     @property
     def d(self) -> int:
-        return int(self.X.shape[1])
+        """Entries of one input (its dimension, for vectors)."""
+        return int(np.prod(self.X.shape[1:]))
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.X.shape[1:])
+
+    @property
+    def k(self) -> int:
+        return 0 if self.X_test is None else int(self.X_test.shape[0])
 
 
 def normalize_inputs(X: np.ndarray, how: str, name: str = "X", source: str = "data") -> np.ndarray:
-    """Apply the input normalization ``how`` (HY Assumption 2.2): ``sphere`` maps x -> x / |x|_2."""
+    """Apply the input normalization ``how`` (HY Assumption 2.2): ``sphere`` maps x -> x / |x|_2 (the norm over all
+    entries of one input, whatever its shape)."""
     if how == "none":
         return X
     if how != "sphere":
         raise DataError(f"normalization {how!r} is not known; accepted: {', '.join(NORMALIZATIONS)}")
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    norms = np.linalg.norm(X.reshape(X.shape[0], -1), axis=1).reshape((-1,) + (1,) * (X.ndim - 1))
     if (norms == 0).any():
-        i = int(np.argwhere(norms[:, 0] == 0)[0, 0])
+        i = int(np.argwhere(norms.ravel() == 0)[0, 0])
         raise DataError(f"{source}: row {i} of '{name}' is zero and cannot be projected onto the unit sphere "
                         "(HY Assumption 2.2 needs |x| > 0); remove it or use normalization 'none'")
     return X / norms
 
 
 def make_dataset(X, y, X_test=None, *, normalization: str = "sphere", source: str = "arrays") -> Dataset:
-    """Validate and normalize user arrays: ``X`` (n, d) with n >= 1, ``y`` (n,), ``X_test`` (k, d)."""
+    """Validate and normalize user arrays: ``X`` (n, ...) with n >= 1, ``y`` (n,), ``X_test`` (k, ...) shaped like X's
+    rows."""
     try:
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
     except (TypeError, ValueError) as e:
         raise DataError(f"{source}: 'X' and 'y' must be numeric arrays ({e})") from None
-    if X.ndim != 2:
-        raise DataError(f"{source}: 'X' has shape {X.shape}; expected (n, d)")
-    n, d = X.shape
+    if X.ndim < 2:
+        raise DataError(f"{source}: 'X' has shape {X.shape}; expected (n, d) or (n, ...) with one row per input")
+    n = X.shape[0]
     if n == 0:
         raise DataError(f"{source}: 'X' has n = 0 rows; at least one training point is needed")
-    if d == 0:
-        raise DataError(f"{source}: 'X' has d = 0 columns; inputs need at least one dimension")
+    if X[0].size == 0:
+        raise DataError(f"{source}: 'X' has shape {X.shape}; inputs need at least one entry")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.shape != (n,):
@@ -73,8 +85,9 @@ def make_dataset(X, y, X_test=None, *, normalization: str = "sphere", source: st
     Xt = None
     if X_test is not None:
         Xt = np.asarray(X_test, dtype=np.float64)
-        if Xt.ndim != 2 or Xt.shape[1] != d:
-            raise DataError(f"{source}: 'X_test' has shape {Xt.shape}; expected (k, {d}) to match 'X'")
+        if Xt.shape[1:] != X.shape[1:]:
+            want = ", ".join(map(str, X.shape[1:]))
+            raise DataError(f"{source}: 'X_test' has shape {Xt.shape}; expected (k, {want}) to match 'X'")
         check_finite("X_test", Xt, source, "inputs")
         Xt = normalize_inputs(Xt, normalization, "X_test", source)
     X = normalize_inputs(X, normalization, "X", source)
@@ -104,11 +117,12 @@ def default_problem(n: int = 16, d: int = 8, seed: int = 0, n_test: int = 0) -> 
 
 
 def digits_problem(per_class: int = 10, classes: tuple[int, int] = (0, 1), n_test: int = 0,
-                   seed: int = 0) -> Dataset:
+                   seed: int = 0, images: bool = False) -> Dataset:
     """Two classes of scikit-learn's bundled 8x8 digits (no download): ``per_class`` training images of each,
     targets -1 (first class) and +1 (second), pixels projected onto the unit sphere of R^64 (HY Assumption
     2.2), like DG's two-class MNIST experiments. ``n_test`` further images (alternating classes) are the
-    test inputs. Images are drawn without replacement with ``seed``.
+    test inputs. Images are drawn without replacement with ``seed``. ``images``: inputs of shape (8, 8) (for a
+    convolutional net) instead of vectors of 64 pixels.
     """
     try:
         from sklearn.datasets import load_digits
@@ -129,10 +143,13 @@ def digits_problem(per_class: int = 10, classes: tuple[int, int] = (0, 1), n_tes
                         f"{need} is too many")
     train = np.concatenate([idx[0][:per_class], idx[1][:per_class]])
     test = np.stack([idx[0][per_class:need], idx[1][per_class:need]], axis=1).ravel()[:n_test]
-    X = digits.data[train]
+    shape = (8, 8) if images else (64,)
+    X = digits.data[train].reshape((-1,) + shape)
     y = np.where(digits.target[train] == classes[1], 1.0, -1.0)
-    return make_dataset(X, y, digits.data[test] if n_test else None, normalization="sphere",
-                        source=f"digits(classes={classes}, per_class={per_class}, n_test={n_test}, seed={seed})")
+    Xt = digits.data[test].reshape((-1,) + shape) if n_test else None
+    return make_dataset(X, y, Xt, normalization="sphere",
+                        source=f"digits(classes={classes}, per_class={per_class}, n_test={n_test}, seed={seed}"
+                        + (", 8x8 images)" if images else ")"))
 
 
 def read_npz(path: str, kind: str = "data") -> dict[str, np.ndarray]:
@@ -147,22 +164,23 @@ def read_npz(path: str, kind: str = "data") -> dict[str, np.ndarray]:
 
 
 def load_npz(path: str, normalization: str = "sphere") -> Dataset:
-    """Load ``X`` (n, d), ``y`` (n,) and optional ``X_test`` (k, d) from an ``.npz`` file."""
+    """Load ``X`` (n, ...), ``y`` (n,) and optional ``X_test`` (k, ...) from an ``.npz`` file."""
     arrays = read_npz(path, "data")
     missing = [k for k in ("X", "y") if k not in arrays]
     if missing:
-        raise DataError(f"data file {path!r} lacks {missing}; it must hold 'X' (n x d), 'y' (n,) and optionally "
-                        f"'X_test' (k x d); found {sorted(arrays)}")
+        raise DataError(f"data file {path!r} lacks {missing}; it must hold 'X' (n x d, or n x ... for a cnn or "
+                        f"your own model), 'y' (n,) and optionally 'X_test' (k x ...); found {sorted(arrays)}")
     return make_dataset(arrays["X"], arrays["y"], arrays.get("X_test"), normalization=normalization,
                         source=str(path))
 
 
 def load_problem(source: str | None, *, n: int = 16, d: int = 8, seed: int = 0, n_test: int = 0,
-                 digits_per_class: int = 10, normalization: str = "sphere") -> Dataset:
+                 digits_per_class: int = 10, normalization: str = "sphere", images: bool = False) -> Dataset:
     """The dataset a command names: the built-in problem (``source`` None; ``n``, ``d``, ``seed``, ``n_test``),
-    ``"digits"`` (``digits_per_class``, ``n_test``, ``seed``), or an ``.npz`` file (``normalization``)."""
+    ``"digits"`` (``digits_per_class``, ``n_test``, ``seed``; 8x8 ``images`` for a cnn), or an ``.npz`` file
+    (``normalization``)."""
     if source is None:
         return default_problem(n, d, seed=seed, n_test=n_test)
     if source == "digits":
-        return digits_problem(digits_per_class, n_test=n_test, seed=seed)
+        return digits_problem(digits_per_class, n_test=n_test, seed=seed, images=images)
     return load_npz(source, normalization=normalization)

@@ -1,7 +1,7 @@
 """Figures from sweep files (matplotlib, imported only here): error vs width, trajectories, kernel sizes, and
 the ntk vs muP dichotomy.
 
-Each function reads a sweep file written by :mod:`nth.sweep` and writes one PNG; ``nth plot`` and the
+Each function reads a sweep file written by :mod:`nth.io` (either layout) and writes one PNG; ``nth plot`` and the
 scripts in ``scripts/`` are thin wrappers around them.
 """
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from .compare import geometric_mean, slope_with_ci
 from .errors import ConfigError
-from .sweep import load_sweep
+from .io import load_sweep
 
 
 def _plt():
@@ -43,9 +43,14 @@ def _reference_slopes(ax, widths, anchors: dict[int, float]):
 
 
 def describe(sweep: dict) -> str:
+    """One line naming the architecture, data, horizon and seeds of a sweep (both file layouts)."""
     cfg = sweep["config"]["base"]
     data = cfg["data"] or f"synthetic n={cfg['n'] or 16}, d={cfg['d'] or 8}"
-    return f"{cfg['activation']}, depth {cfg['depth']}, {data}, t in [0, {cfg['t_max']:g}], {sweep['seeds'].size} seeds"
+    if cfg.get("model"):
+        arch = f"model {cfg['model']}"
+    else:
+        arch = f"{cfg.get('arch', 'mlp')}, {cfg['activation']}, depth {cfg['depth']}"
+    return f"{arch}, {data}, t in [0, {cfg['t_max']:g}], {sweep['seeds'].size} seeds"
 
 
 def error_vs_width(path: str, out: str, *, quantity: str = "max_f_error") -> dict[str, tuple[float, float, float]]:
@@ -182,7 +187,7 @@ def dichotomy(paths: dict[str, str], out: str, *, level: str = "p4") -> dict[str
             fits[param][k if k == "K2_movement" else level] = s, lo, hi = slope_with_ci(widths, sc[k])
             g = geometric_mean(sc[k], axis=1)
             ax.plot(widths, g, "o-", color=f"C{i}", label=f"{param}: slope {s:.2f} [{lo:.2f}, {hi:.2f}]")
-            if i == 0:  # NTK movement ~ 1/m; the level-q error ~ m^(-floor(q/2)) (MATH.md section 3)
+            if i == 0:  # NTK movement ~ 1/m; the level-q error ~ m^(-floor(q/2)) (docs/math.md section 3)
                 _reference_slopes(ax, widths, {-1 if k == "K2_movement" else -(int(level[1:]) // 2): g[0]})
         cfg = sw["config"]["base"]
     ax1.set_title("NTK movement along true gradient flow", fontsize=9)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nth.compare import f_error, fit_slope, geometric_mean
-from nth.pipeline import SolveConfig, run_solve
+from nth import SolveConfig, run_solve
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--widths", default="256,512,1024,2048,4096")

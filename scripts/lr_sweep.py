@@ -13,7 +13,7 @@ import argparse
 import jax.numpy as jnp
 
 import nth
-from nth.gradflow import stable_lr
+from nth import stable_lr
 
 
 def main():

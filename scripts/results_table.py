@@ -8,7 +8,7 @@ import sys
 
 from nth.compare import slope_with_ci
 from nth.plot import describe
-from nth.sweep import load_sweep
+from nth.io import load_sweep
 
 EXPECTED = {"inf": -0.5, "p2": -1, "p3": -1, "p4": -2, "p5": -2, "p6": -3, "dg": -2, "dg_vs_p4": -2,
             "K2": 0, "K3": -1, "K4": -1, "K5": -2, "K6": -2, "K2_movement": -1}

@@ -15,7 +15,7 @@ import time
 
 
 import nth
-from nth.pipeline import sweep_errors
+from nth.engine import sweep_errors
 
 
 def main():

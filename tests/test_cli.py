@@ -136,7 +136,7 @@ def test_dry_run_prints_the_plan_and_refuses_what_would_not_fit(tmp_path, capsys
 def test_float32_run_adjusts_tolerances_and_flags_the_floor(tmp_path, capsys):
     """float32: tolerances raised to what float32 can meet (recorded in the file), and errors within 10x of the
     measured float32 floor flagged as unresolved (results/float32_floor.txt)."""
-    from nth.pipeline import float32_floor, float32_warnings
+    from nth.engine import float32_floor, float32_warnings
 
     out = tmp_path / "f32.h5"
     assert main(["solve", "--p", "2", "--width", "64", "--depth", "1", "--n", "4", "--d", "3", "--t-max", "5",

@@ -1,4 +1,4 @@
-"""DG O(1/m) corrections (MATH.md section 4), the HY p = 3 reduced system, and finite learning rate."""
+"""DG O(1/m) corrections (docs/math.md section 4), the HY p = 3 reduced system, and finite learning rate."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -6,9 +6,7 @@ import pytest
 from conftest import rel_err
 
 import nth
-from nth.corrections import dg_correction
-from nth.gradflow import gradient_descent, stable_lr
-from nth.hierarchy import hy_p3_reduced
+from nth.dynamics import dg_correction, gradient_descent, hy_p3_reduced, stable_lr
 
 
 @pytest.fixture(scope="module")

@@ -38,9 +38,24 @@ def test_save_all_returns_every_evolving_kernel(problem):
     assert sol.K[3].shape == (5, 8, 8, 8)
     assert rel_err(sol.K[2], sol.K2) == 0.0
     assert rel_err(sol.K[3][0], ks[3]) < 1e-14
-    # the loss is (1/2n)|f - y|^2 and the p = 4 trajectory leaves t = 0 at the exact rate -K^(2) Delta / n
+    # the loss is (1/2n)|f - y|^2
     np.testing.assert_allclose(sol.loss, 0.5 * np.mean((np.asarray(sol.f) - np.asarray(y)) ** 2, axis=1),
                                rtol=1e-12)
+    # the p = 4 trajectory leaves t = 0 at the exact rates df/dt = -K^(2) Delta / n, dK^(2)/dt = -K^(3)[Delta] / n
+    # and dK^(3)/dt = -K^(4)[Delta] / n (HY Eq. 15), by a second-order one-sided difference (error O(h^2))
+    h = 1e-4
+    short = nth.truncated_nth(ks, f0, y, [0.0, h, 2 * h], p=4, save_all=True,
+                              solver=nth.SolverSettings(rtol=1e-13, atol=1e-15))
+    delta = np.asarray(f0 - y)
+    n = delta.shape[0]
+
+    def rate(a):
+        a = np.asarray(a)
+        return (-3 * a[0] + 4 * a[1] - a[2]) / (2 * h)
+
+    assert rel_err(rate(short.f), -np.asarray(ks[2]) @ delta / n) < 1e-6
+    assert rel_err(rate(short.K[2]), -np.asarray(ks[3]) @ delta / n) < 1e-6
+    assert rel_err(rate(short.K[3]), -np.asarray(ks[4]) @ delta / n) < 1e-6
 
 
 def test_higher_levels_agree_at_short_times(problem):
@@ -58,7 +73,7 @@ def test_higher_levels_agree_at_short_times(problem):
 def test_max_steps_raises_readable_error(problem):
     net, X, y, ks, f0 = problem
     with pytest.raises(nth.SolverError, match=r"(?s)truncated NTH \(p = 4\).*max_steps"):
-        nth.truncated_nth(ks, f0, y, np.linspace(0, 100, 3), p=4, max_steps=3)
+        nth.truncated_nth(ks, f0, y, np.linspace(0, 100, 3), p=4, solver=nth.SolverSettings(max_steps=3))
 
 
 def test_bad_arguments(problem):
@@ -70,7 +85,7 @@ def test_bad_arguments(problem):
     with pytest.raises(nth.ConfigError, match="non-decreasing"):
         nth.truncated_nth(ks, f0, y, [0.0, 2.0, 1.0], p=2)
     with pytest.raises(nth.ConfigError, match="rtol"):
-        nth.truncated_nth(ks, f0, y, [0.0, 1.0], p=2, rtol=-1.0)
+        nth.truncated_nth(ks, f0, y, [0.0, 1.0], p=2, solver=nth.SolverSettings(rtol=-1.0))
 
 
 def test_default_horizon_reaches_the_requested_fall(problem):

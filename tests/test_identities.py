@@ -1,20 +1,21 @@
-"""The NTH identity of MATH.md section 2 (HY Eq. 10): along true gradient flow,
+"""The NTH identity of docs/math.md section 2 (HY Eq. 10): along true gradient flow,
 
     d/dt K^(r)(a1..ar) = -(1/n) sum_b K^(r+1)(a1..ar, b) Delta_b.
 
 Checked two ways at t = 0 for r = 2, 3: against the chain rule through theta-dot = -eta . grad L, and
 against a finite-difference derivative of K^(r)(theta(t)) along the Diffrax-integrated gradient flow; in NTK
 parametrization and in muP and standard parametrization (per-layer learning rates eta_l, weighted inner
-product; nth.param).
+product; nth.models._param).
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import pytest
 from conftest import rel_err
 
 import nth
-from nth.kernels import kernel_fn
+from nth.kernel import kernel_fn
 
 
 @pytest.fixture(scope="module", params=["ntk", "mup", "standard"])
@@ -32,12 +33,11 @@ def setup(request):
 def test_contraction_equals_chain_rule_derivative(setup, r):
     net, X, y, ks, delta, param = setup
     n = X.shape[0]
-    # eta_l of (W^(1), W^(2), a) at m = 48, written out from TP4 Table 1 (nth.param's mapping)
+    # eta_l of (W^(1), W^(2), a) at m = 48, written out from TP4 Table 1 (nth.models._param's mapping)
     e = {"ntk": (1.0, 1.0, 1.0), "mup": (48.0, 48.0, 1.0), "standard": (1 / 48, 1.0, 1.0)}[param]
     assert net.lrs is None or net.lrs == pytest.approx(e)
     g = jax.grad(nth.loss)(net, X, y)
-    theta_dot = type(g)(Ws=tuple(-e[l] * W for l, W in enumerate(g.Ws)), a=-e[-1] * g.a, activation=g.activation,
-                        beta=g.beta, lrs=g.lrs)
+    theta_dot = eqx.tree_at(lambda t: (t.Ws, t.a), g, (tuple(-e[l] * W for l, W in enumerate(g.Ws)), -e[-1] * g.a))
     dK = jax.jvp(lambda nt: kernel_fn(r)(nt, X, X), (net,), (theta_dot,))[1]
     assert rel_err(-(ks[r + 1] @ delta) / n, dK) < 1e-10
 
@@ -49,7 +49,8 @@ def test_contraction_equals_derivative_along_integrated_flow(setup, r):
     net, X, y, ks, delta, _ = setup
     n = X.shape[0]
     h = 0.01
-    flow = nth.gradient_flow(net, X, y, jnp.arange(5) * h, rtol=1e-13, atol=1e-15, save_params=True)
+    flow = nth.gradient_flow(net, X, y, jnp.arange(5) * h, save_params=True,
+                             solver=nth.SolverSettings(solver="dopri8", rtol=1e-13, atol=1e-15))
     Kt = [kernel_fn(r)(jax.tree_util.tree_map(lambda a: a[i], flow.params), X, X) for i in range(5)]
     dK = (-25 * Kt[0] + 48 * Kt[1] - 36 * Kt[2] + 16 * Kt[3] - 3 * Kt[4]) / (12 * h)
     assert rel_err(-(ks[r + 1] @ delta) / n, dK) < 1e-6

@@ -1,4 +1,4 @@
-"""The infinite-width side (MATH.md section 5): limiting NNGP/NTK by the layer recursion, closed forms vs
+"""The infinite-width side (docs/math.md section 5): limiting NNGP/NTK by the layer recursion, closed forms vs
 quadrature, convergence of the empirical K^(2)(0) to Kbar^(2), and the kernel-GD row ``inf``."""
 
 import jax
@@ -8,7 +8,8 @@ import pytest
 from conftest import rel_err
 
 import nth
-from nth.infinite import DEFAULT_ORDER, limiting_kernels
+from nth.kernel import limiting_kernels
+from nth.models import DEFAULT_ORDER
 from nth.errors import ConfigError
 
 SW, SA = 1.3, 0.8
@@ -87,16 +88,14 @@ def _direct(g, lo=-12.0):
 
 def test_relu_closed_form_equals_direct_integration():
     """The arc-cosine expectations against adaptive 2-D integration of the Gaussian density."""
-    from nth.infinite import _relu_expectations
-
     E = _direct(lambda x: x, lo=0.0)
     Ed = _direct(lambda x: 1.0, lo=0.0)
-    gotE, gotEd = _relu_expectations(jnp.asarray(S11), jnp.asarray(S12), jnp.asarray(S22))
+    gotE, gotEd = nth.activation("relu").closed_form(jnp.asarray(S11), jnp.asarray(S12), jnp.asarray(S22))
     assert abs(float(gotE) - E) < 1e-9 and abs(float(gotEd) - Ed) < 1e-9
 
 
 def _numpy_activation(name, beta):
-    """The activation and its derivative written out in numpy (independent of nth.model)."""
+    """The activation and its derivative written out in numpy (independent of nth.models)."""
     from scipy.special import erf, expit
 
     if name == "tanh":
@@ -114,19 +113,18 @@ def test_quadrature_equals_direct_integration_for_every_smooth_activation(activa
     """Gauss-Hermite E[s s] and E[s' s'] against adaptive 2-D integration of numpy activations (an independent
     reference): within 1e-7 at the default order (tanh' is the slowest, 2.7e-8 off at order 64) and 1e-12 at
     order 256, so the rule converges to the right value."""
-    from nth.infinite import _expectations_fn
-
     sig, dsig = _numpy_activation(activation, 1.5)
     ref = _direct(sig), _direct(dsig)
     for order, tol in ((DEFAULT_ORDER, 1e-7), (256, 1e-12)):
-        got = _expectations_fn(activation, 1.5, "quadrature", order)(*(jnp.asarray([[v]]) for v in (S11, S12, S22)))
+        got = nth.activation(activation, beta=1.5).expectations(*(jnp.asarray([[v]]) for v in (S11, S12, S22)),
+                                                              method="quadrature", order=order)
         assert max(abs(float(g[0, 0]) - r) for g, r in zip(got, ref)) < tol, (order, got, ref)
 
 
 @pytest.mark.parametrize("activation,depth", [("tanh", 1), ("erf", 1), ("tanh", 2), ("erf", 2)])
 def test_empirical_ntk_converges_to_limit_like_inverse_sqrt_width(activation, depth):
     """|K^(2)(0) - Kbar^(2)|_F / |Kbar|_F, geometric mean over 24 seeds per width, falls like m^(-1/2)
-    (MATH.md sections 3 and 5). Seeds are distinct at every width."""
+    (docs/math.md sections 3 and 5). Seeds are distinct at every width."""
     X = jnp.asarray(nth.default_problem(n=16, d=4, seed=0).X)
     lim = limiting_kernels(X, depth=depth, activation=activation).ntk
     ntk = jax.jit(nth.ntk)

@@ -1,5 +1,6 @@
-"""K^(r) by nested forward mode against brute-force references (MATH.md section 2, HY Eqs. 4-10)."""
+"""K^(r) by nested forward mode against brute-force references (docs/math.md section 2, HY Eqs. 4-10)."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,14 +8,14 @@ import pytest
 from conftest import flat_jacfwd, flat_jacobian, rel_err
 
 import nth
-from nth.kernels import kernel_fn
+from nth.kernel import kernel_fn
 
 
 @pytest.mark.parametrize("param", ["mup", "standard"])
 def test_weighted_ntk_equals_weighted_jacobian_gram(param):
     """abc-parametrizations: K^(2) = J diag(eta) J^T with eta_l = m^(2(s_l - a_l) - c) built here from TP4's
     exponents (layer order W^(1), W^(2), a), and the output layer's initial scale is m^(s - a - b)."""
-    from nth.param import preset
+    from nth.models import preset
 
     X = jnp.asarray(nth.default_problem(n=6, d=4, seed=2).X)
     m, H = 9, 2
@@ -61,7 +62,7 @@ def test_K4_equals_bruteforce(tiny):
     ref = jnp.einsum("abcp,dp->abcd", flat_jacfwd(lambda nt: k3(nt, X, X), net, (n, n, n)), J)
     got = nth.kernels(net, X, 4, chunk=3)[4]
     assert rel_err(got, ref) < 1e-10
-    # symmetric in the first two slots only (MATH.md section 3): the last two differ at O(1)
+    # symmetric in the first two slots only (docs/math.md section 3): the last two differ at O(1)
     assert rel_err(got.transpose(1, 0, 2, 3), got) < 1e-12
     assert rel_err(got.transpose(0, 1, 3, 2), got) > 1e-2
 
@@ -90,14 +91,15 @@ def test_memory_budget_refusal_is_predicted_before_allocation(tiny):
     with pytest.raises(nth.MemoryBudgetError, match=r"K\^\(4\).*memory budget") as e:
         nth.kernels(net, X, 4, memory_budget=1000)
     assert "--memory-budget" in str(e.value) and "reduce" in str(e.value).lower()
-    # the prediction is exact for the kernels themselves
-    plan = nth.plan_kernels(128, 4, width=100, depth=1, in_dim=3, dtype=jnp.float64, memory_budget=2**40)
+    # the prediction is exact for the kernels themselves, and made from shapes alone (an abstract model)
+    shapes = eqx.filter_eval_shape(lambda: nth.init_mlp(0, 3, 100, 1))
+    plan = nth.plan_kernels(shapes, 128, 4, memory_budget=2**40)
     assert plan.kernel_bytes[4] == 128**4 * 8 == 2 * 2**30
     # matrix-free stores K^(2)..K^(p-1) only, so a budget that refuses the dense K^(4) can accept it
     budget = 2**31
     with pytest.raises(nth.MemoryBudgetError, match="matrix-free"):
-        nth.plan_kernels(128, 4, width=100, depth=1, in_dim=3, memory_budget=budget)
-    mf = nth.plan_kernels(128, 4, width=100, depth=1, in_dim=3, memory_budget=budget, matrix_free=True)
+        nth.plan_kernels(shapes, 128, 4, memory_budget=budget)
+    mf = nth.plan_kernels(shapes, 128, 4, memory_budget=budget, matrix_free=True)
     assert 4 not in mf.kernel_bytes and mf.total_bytes < budget
 
 
@@ -135,22 +137,27 @@ def test_test_point_kernels(tiny):
     assert rel_err(test[3], ref) < 1e-10
 
 
-@pytest.mark.parametrize("activation,depth,p,param", [("tanh", 1, 5, "ntk"), ("gelu", 2, 4, "ntk"),
-                                                      ("softplus", 3, 4, "ntk"), ("tanh", 1, 4, "mup")])
-def test_structured_kernels_equal_naive_and_previous(activation, depth, p, param):
-    """Issue-5 equality: the structured kernels (rank-one directions, sym Gram) equal the naive full-Jacobian
-    + nested jacfwd baseline and the previous nested-JVP implementation, to 1e-12 relative, up to K^(5); also
-    with muP's per-layer learning rates (weighted inner product)."""
-    from nth.baselines import naive_kernels, nested_jvp_kernels
+@pytest.mark.parametrize("activation,depth,p,param,previous", [
+    ("tanh", 1, 5, "ntk", True), ("gelu", 2, 4, "ntk", False), ("softplus", 3, 4, "ntk", False),
+    ("tanh", 1, 4, "mup", True)])
+def test_kernel_implementations_agree(activation, depth, p, param, previous):
+    """Every kernel implementation gives the same K^(2)..K^(p), to 1e-12 relative, up to K^(5), also with muP's
+    per-layer learning rates (weighted inner product): nth's "structured" (rank-one directions) and "jvp"
+    (nested JVPs through the forward pass) against the naive full-Jacobian + nested jacfwd baseline, and, where
+    ``previous``, the previous nested-JVP implementation (its compile is slow beyond depth 1)."""
+    from benchmarks.baselines import naive_kernels, nested_jvp_kernels
 
     X = jnp.asarray(nth.default_problem(n=5, d=3, seed=4).X)
     net = nth.init_mlp(1, 3, 6, depth, activation, sigma_w=1.2, beta=1.5, param=param)
     got = nth.kernels(net, X, p, chunk=3)
+    generic = nth.kernels(net, X, p, chunk=3, implementation="jvp")
     naive = naive_kernels(net, X, p)
-    prev = nested_jvp_kernels(net, X, p, chunk=2) if depth == 1 else naive  # (b) once: its compile is slow
+    prev = nested_jvp_kernels(net, X, p, chunk=2) if previous else None
     for r in range(2, p + 1):
         assert rel_err(got[r], naive[r]) < 1e-12
-        assert rel_err(got[r], prev[r]) < 1e-12
+        assert rel_err(generic[r], naive[r]) < 1e-12
+        if prev is not None:
+            assert rel_err(prev[r], naive[r]) < 1e-12
 
 
 @pytest.mark.parametrize("first,p", [(False, 4), (True, 4)])

@@ -11,8 +11,7 @@ import sys
 SCRIPT = r"""
 import jax, jax.numpy as jnp, numpy as np
 import nth
-from nth.batched import run_solve_seeds
-from nth.pipeline import SolveConfig
+from nth.engine import SolveConfig, solve_seeds
 
 assert len(jax.devices()) == 4, jax.devices()
 X = jnp.asarray(nth.default_problem(n=6, d=3, seed=1).X)
@@ -26,15 +25,16 @@ for first in (None, Xt):
         print(f"kernel r={r} first={first is not None} rel {err:.2e}")
         assert err < 1e-13, err
 # each batch of direction tuples really is split over the four devices
-from nth.kernels import _batch, _mesh
+from nth.kernel._engine import _batch, _mesh
+from nth.kernel import implementation
 mesh = _mesh(4)
 P = jax.sharding.PartitionSpec
 idx = jax.device_put(jnp.arange(8, dtype=jnp.int32)[:, None] % 6, jax.sharding.NamedSharding(mesh, P("tuples")))
-out = _batch(*jax.device_put((net, X, X), jax.sharding.NamedSharding(mesh, P())), idx, True)
+out = _batch(implementation(net), *jax.device_put((net, X, X), jax.sharding.NamedSharding(mesh, P())), idx, True, False)
 assert len(out.sharding.device_set) == 4 and out.sharding.spec == P("tuples"), out.sharding
 cfg = SolveConfig(p=3, width=64, depth=1, n=6, d=3, t_max=10.0, num_times=6, n_test=2)
-a = run_solve_seeds(cfg, [0, 1, 2], devices=1)
-b = run_solve_seeds(cfg, [0, 1, 2], devices=4)
+a = solve_seeds(cfg, [0, 1, 2], devices=1)
+b = solve_seeds(cfg, [0, 1, 2], devices=4)
 for ra, rb in zip(a, b):
     for label, e in ra.errors.items():
         for k, v in e.items():

@@ -8,7 +8,7 @@ import pytest
 
 import nth
 from nth.errors import ConfigError
-from nth.param import ABC, format_table, preset
+from nth.models._param import ABC, format_table, preset
 
 # TP4 Table 1, transcribed: r, 2a_(L+1) + c, a_(L+1) + b_(L+1) + r, nontrivial, stable, feature learning, kernel regime
 TABLE1 = {
@@ -84,7 +84,8 @@ def test_params_table_text_and_refusals():
 
 def _movement(param, m, seed, X, y):
     net = nth.init_mlp(seed, X.shape[1], m, 1, "tanh", param=param)
-    flow = nth.gradient_flow(net, X, y, jnp.linspace(0.0, 4.0, 3), rtol=1e-8, atol=1e-10)
+    flow = nth.gradient_flow(net, X, y, jnp.linspace(0.0, 4.0, 3),
+                             solver=nth.SolverSettings(solver="dopri8", rtol=1e-8, atol=1e-10))
     return float(jnp.abs(flow.K2 - flow.K2[0]).max())
 
 

@@ -1,4 +1,4 @@
-"""Agreement with true gradient flow and its width scaling (MATH.md sections 3-4, HY Thm 2.6, DG Eq. 89).
+"""Agreement with true gradient flow and its width scaling (docs/math.md sections 3-4, HY Thm 2.6, DG Eq. 89).
 
 Same initial weights for every prediction and the reference; 4 widths spanning a factor 8, 5 seeds; errors
 averaged geometrically over seeds; 4 test inputs besides the 8 training points. Depth 1 and n = 8 keep the
@@ -8,7 +8,7 @@ whole sweep near a minute on two CPU cores.
 import pytest
 
 import nth
-from nth.pipeline import sweep_errors
+from nth.engine import sweep_errors
 
 WIDTHS = [512, 1024, 2048, 4096]
 SEEDS = [0, 1, 2, 3, 4]
@@ -53,7 +53,7 @@ def test_dg_error_falls_like_one_over_width_squared(sweep):
 
 
 def test_dg_and_p4_differ_at_second_order(sweep):
-    """DG and the p = 4 truncation agree to O(1/m^2) (MATH.md section 4)."""
+    """DG and the p = 4 truncation agree to O(1/m^2) (docs/math.md section 4)."""
     assert slope(sweep, "dg_vs_p4") < -1.6
 
 

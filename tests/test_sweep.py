@@ -12,7 +12,7 @@ import pytest
 
 import nth
 from nth.cli import main
-from nth.sweep import finished_runs, load_sweep
+from nth.io import finished_runs, load_sweep
 
 ARGS = ["--widths", "24,32,40", "--seeds", "3", "--p", "3", "--depth", "1", "--n", "4", "--d", "3", "--n-test", "2",
         "--t-max", "5", "--num-times", "3"]
@@ -20,7 +20,7 @@ ARGS = ["--widths", "24,32,40", "--seeds", "3", "--p", "3", "--depth", "1", "--n
 
 def run_attrs(path):
     with h5py.File(path, "r") as h:
-        return {name: (g.attrs["created"], g["true_f"][()].tobytes()) for name, g in h["runs"].items()}
+        return {name: (g.attrs["created"], g["true/f"][()].tobytes()) for name, g in h["runs"].items()}
 
 
 def test_killed_sweep_resumes_without_loss_or_duplication(tmp_path):
@@ -53,6 +53,48 @@ def test_killed_sweep_resumes_without_loss_or_duplication(tmp_path):
     sw = load_sweep(str(out))
     assert sw["scalars"]["max_f_error_p2"].shape == (3, 3) and np.isfinite(sw["scalars"]["max_f_error_p2"]).all()
     assert sw["runs"][(40, 2)]["p3_f_test"].shape == (3, 2)
+
+
+def test_sweep_runs_are_laid_out_like_solve_files(tmp_path):
+    """One schema (nth.io._schema): a sweep's run group holds the datasets and attributes of a solve file's root,
+    and the same numbers as `nth solve` for that width and seed."""
+    out, solo = tmp_path / "sweep.h5", tmp_path / "solo.h5"
+    common = ["--p", "4", "--depth", "1", "--n", "4", "--d", "3", "--n-test", "2", "--t-max", "5", "--num-times", "3",
+              "--quiet"]
+    assert main(["sweep", "--widths", "16", "--seeds", "2", *common, "--out", str(out)]) == 0
+    assert main(["solve", "--width", "16", "--seed", "1", *common, "--out", str(solo)]) == 0
+    with h5py.File(out) as sw, h5py.File(solo) as so:
+        assert sw.attrs["format"] == "nth-sweep-2" and sw.attrs["schema_version"] == so.attrs["schema_version"] == 2
+        run = sw["runs/m16_s1"]
+        names = lambda g: sorted(n for n in _datasets(g) if not n.startswith(("data/", "kernels/")))  # noqa: E731
+        assert names(run) == names(so) and "nth/p4/f_test" in names(run) and "dg/K2_late" in names(run)
+        for name in names(so):
+            np.testing.assert_allclose(run[name][()], so[name][()], rtol=1e-12, atol=1e-15, err_msg=name)
+        for group in ("nth/p2", "dg", "inf", "true"):
+            assert set(run[group].attrs) == set(so[group].attrs), group
+        np.testing.assert_array_equal(sw["data/X"][()], so["data/X"][()])
+
+
+def _datasets(group):
+    out = []
+    group.visititems(lambda name, obj: out.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def test_first_layout_sweep_files_stay_readable(tmp_path):
+    """Sweep files written before the schema-2 layout (nth-sweep-1, e.g. the committed results/sweep_tanh_d1.h5)
+    load into the same form and plot; nth refuses to add runs to them."""
+    path = os.path.join(os.path.dirname(__file__), "..", "results", "sweep_tanh_d2.h5")
+    sw = load_sweep(path)
+    assert sw["format"] == "nth-sweep-1" and sw["scalars"]["max_f_error_p4"].shape == (4, 5)
+    assert np.isfinite(sw["scalars"]["max_f_error_p4"]).all()
+    run = sw["runs"][(256, 0)]
+    assert run["p4_f"].shape == run["true_f"].shape and run["t"].ndim == 1
+    png = tmp_path / "old.png"
+    assert main(["plot", "error-vs-width", path, "--out", str(png)]) == 0 and png.stat().st_size > 10_000
+    copy = tmp_path / "old.h5"
+    copy.write_bytes(open(path, "rb").read())
+    assert main(["sweep", "--widths", "256", "--seeds", "1", "--out", str(copy), "--quiet"]) == 2
 
 
 def test_resume_refuses_different_arguments(tmp_path, capsys):

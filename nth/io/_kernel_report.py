@@ -1,5 +1,6 @@
-"""``nth kernel`` as a library call: the empirical K^(2)(0) of a seeded network and/or the limiting NTK Kbar^(2)
-and NNGP kernel of the same architecture (MATH.md section 5), their gap, and an optional HDF5 file."""
+"""``nth kernel`` as a library call: the empirical K^(2)(0) of a seeded network (any built-in architecture) and/or
+the limiting NTK Kbar^(2) and NNGP kernel of the MLP (docs/math.md section 5), their gap, and an optional HDF5
+file in the schema of :mod:`nth.io._schema`."""
 
 from __future__ import annotations
 
@@ -12,13 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import store
-from .checks import check_scales
-from .data import Dataset, load_problem
-from .errors import ConfigError
-from .infinite import DEFAULT_ORDER, LimitingKernels, check_options, limiting_kernels
-from .model import init_mlp, ntk
-from .param import check_param
+from ..data import Dataset, load_problem
+from ..errors import ConfigError
+from ..kernel import LimitingKernels, check_infinite_options, limiting_kernels, ntk
+from ..models import DEFAULT_ORDER, ModelSpec
+from ._hdf5 import check_output_path, write_h5
+from ._schema import data_datasets, file_attrs
 
 DEFAULT_WIDTH = 1024
 
@@ -31,6 +31,8 @@ class KernelRequest:
     infinite: bool = False
     width: int | None = None
     seed: int = 0
+    arch: str = "mlp"
+    kernel_size: int = 3
     depth: int = 2
     activation: str = "tanh"
     beta: float = 1.0
@@ -53,9 +55,17 @@ class KernelRequest:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} = {v!r} must be a positive integer")
-        check_scales(sigma_w=self.sigma_w, sigma_a=self.sigma_a)
-        check_param(self.param)
-        check_options(self.activation, self.method, self.order, self.beta)
+        self.spec.validate(2)
+        if self.infinite:
+            if self.arch != "mlp":
+                raise ConfigError(f"--infinite: the limiting kernels' layer recursion exists for the mlp only, not "
+                                  f"the {self.arch}")
+            check_infinite_options(self.activation, self.method, self.order, self.beta)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec(arch=self.arch, depth=self.depth, activation=self.activation, beta=self.beta,
+                         sigma_w=self.sigma_w, sigma_a=self.sigma_a, param=self.param, kernel_size=self.kernel_size)
 
 
 @dataclasses.dataclass
@@ -69,7 +79,7 @@ class KernelReport:
 def compute_kernels(req: KernelRequest) -> KernelReport:
     """The kernels of ``req`` (every check runs first)."""
     req.validate()
-    data = load_problem(req.data, n=req.n, d=req.d, seed=req.data_seed)
+    data = load_problem(req.data, n=req.n, d=req.d, seed=req.data_seed, images=req.arch == "cnn")
     X = jnp.asarray(data.X)
     wall: dict[str, float] = {}
     lim = K2 = None
@@ -81,9 +91,8 @@ def compute_kernels(req: KernelRequest) -> KernelReport:
         wall["limiting"] = time.perf_counter() - t
     if req.finite_width is not None:
         t = time.perf_counter()
-        net = init_mlp(req.seed, data.d, req.finite_width, req.depth, req.activation, sigma_w=req.sigma_w,
-                       sigma_a=req.sigma_a, beta=req.beta, param=req.param)
-        K2 = np.asarray(ntk(net, X))
+        model = req.spec.build(seed=req.seed, width=req.finite_width, in_shape=data.in_shape)
+        K2 = np.asarray(ntk(model, X))
         wall["empirical"] = time.perf_counter() - t
     return KernelReport(data=data, limiting=lim, K2=K2, wall=wall)
 
@@ -98,11 +107,13 @@ def kernel_report(req: KernelRequest, out: str | os.PathLike | None = None, *, f
     """Compute the kernels of ``req``, write them to ``out`` (atomically; config and versions as attributes) and
     return the text ``nth kernel`` prints."""
     if out is not None:
-        store.check_output_path(out, force)
+        check_output_path(out, force)
     rep = compute_kernels(req)
-    lines = [f"{rep.data.source}: n = {rep.data.n}, d = {rep.data.d}; depth {req.depth}, {req.activation}, "
-             f"sigma_w {req.sigma_w:g}, sigma_a {req.sigma_a:g}, {req.param} parametrization"]
-    ds: dict[str, np.ndarray] = {"/data/X": rep.data.X}
+    lines = [f"{rep.data.source}: n = {rep.data.n}, inputs {rep.data.in_shape}; {req.arch}, depth {req.depth}, "
+             f"{req.activation}, sigma_w {req.sigma_w:g}, sigma_a {req.sigma_a:g}"
+             + (f", {req.param} parametrization" if req.arch == "mlp" else "")]
+    data_ds, data_attrs = data_datasets(rep.data)
+    ds: dict[str, np.ndarray] = {"/" + k: v for k, v in data_ds.items()}
     if rep.limiting is not None:
         nngp, kbar = np.asarray(rep.limiting.nngp), np.asarray(rep.limiting.ntk)
         how = req.method if req.method != "auto" else ("closed form" if req.activation in ("erf", "relu")
@@ -123,8 +134,7 @@ def kernel_report(req: KernelRequest, out: str | os.PathLike | None = None, *, f
     lines += ["  " + " ".join(f"{v:10.6f}" for v in row) for row in show[:k, :k]]
     lines.append("wall time: " + ", ".join(f"{k_} {v:.2f} s" for k_, v in rep.wall.items()))
     if out is not None:
-        attrs = {"/": {"config": dataclasses.asdict(req), "device": jax.devices()[0].platform, "seed": req.seed,
-                       "data_seed": req.data_seed}
-                 | {f"version_{k_}": v for k_, v in store.package_versions().items()}}
-        lines.append(f"wrote {store.write_h5(out, ds, attrs, force=force)}")
+        attrs = {"/": file_attrs(dataclasses.asdict(req) | {"arch_options": req.spec.describe()}),
+                 **{"/" + k: v for k, v in data_attrs.items()}}
+        lines.append(f"wrote {write_h5(out, ds, attrs, force=force)}")
     return "\n".join(lines)

@@ -1,11 +1,16 @@
-"""``nth bench``: the benchmark suite. Every number is a ratio against a baseline timed in the same run.
+"""The benchmark suite (``python benchmarks/bench.py``). Every number is a ratio against a baseline timed in the
+same run.
 
 Implementations of K^(2)..K^(4) compared on the same inputs (the problem of :func:`nth.default_problem`,
 depth-2 tanh MLP, float64):
 
-- ``structured``: nth's kernels (rank-one directions, mixed partials of the structured K^(2); nth.kernels);
-- (a) ``naive``: full flattened Jacobian + nested jax.jacfwd, as hand-written NTH code does (nth.baselines);
-- (b) ``previous``: nth's first implementation, nested jax.jvp along dense grad f pytrees (nth.baselines).
+- ``structured``: nth's MLP path (rank-one directions, mixed partials of the structured K^(2));
+- ``jvp``: nth's generic engine on the same MLP (nested JVPs through the forward pass; what every other
+  architecture and the user's own model get);
+- (a) ``naive``: full flattened Jacobian + nested jax.jacfwd, as hand-written NTH code does (baselines.py);
+- (b) ``previous``: nth's first implementation, nested jax.jvp along dense grad f pytrees (baselines.py);
+- with ``--against REV``: ``structured`` of the nth at git revision REV (checked out into a temporary
+  worktree and imported in its own process), so a change's speed is measured against its predecessor.
 
 Each implementation runs in its own process, so that its peak resident memory (ru_maxrss, minus the
 process's memory before the first kernel; on a GPU the device's peak_bytes_in_use) belongs to it alone; the
@@ -32,8 +37,12 @@ import time
 import numpy as np
 
 TARGET = {"n": 16, "m": 512, "depth": 2, "p": 4}
-N_SCALING = {"structured": (8, 16, 32), "previous": (8, 16, 32), "naive": (8, 16)}
-M_SCALING = {"structured": (256, 512, 1024, 2048), "previous": (256, 512, 1024, 2048), "naive": (256, 512)}
+N_SCALING = {"structured": (8, 16, 32), "jvp": (8, 16, 32), "previous": (8, 16, 32), "naive": (8, 16),
+             "at_rev": ()}
+M_SCALING = {"structured": (256, 512, 1024, 2048), "jvp": (256, 512, 1024), "previous": (256, 512, 1024, 2048),
+             "naive": (256, 512), "at_rev": ()}
+#: Timed calls per case; the run time is their minimum (the target case of structured vs at_rev needs it).
+REPEATS = 5
 FLOW_WIDTHS = (512, 1024, 2048)
 SEED_WIDTHS = (512, 2048)
 
@@ -63,10 +72,13 @@ def _timed(fn):
 
 def _kernel_impl(name: str):
     import nth
-    from nth.baselines import naive_kernels, nested_jvp_kernels
 
-    if name == "structured":
+    if name in ("structured", "at_rev"):
         return lambda net, X, p: nth.kernels(net, X, p)
+    if name == "jvp":
+        return lambda net, X, p: nth.kernels(net, X, p, implementation="jvp")
+    from baselines import naive_kernels, nested_jvp_kernels
+
     if name == "previous":
         return lambda net, X, p: nested_jvp_kernels(net, X, p)
     return naive_kernels
@@ -99,13 +111,13 @@ def _child_kernels(name: str, outdir: str) -> list[dict]:
         if name == "naive":
             # a second call would repeat n identical columns of K^(4) (minutes): time K^(2), K^(3) and one
             # compiled column instead
-            from nth.baselines import naive_column
+            from baselines import naive_column
 
             _, t23 = _timed(lambda: impl(net, X, 3))
             _, tcol = _timed(lambda: naive_column(net, X, TARGET["p"], 0))
             row["run_s"] = t23 + n * tcol
         else:
-            _, row["run_s"] = _timed(lambda: impl(net, X, TARGET["p"]))
+            row["run_s"] = min(_timed(lambda: impl(net, X, TARGET["p"]))[1] for _ in range(REPEATS))
         if not rows:
             row["rss_mb"] = _rss_mb() - base
             row["device_peak_mb"] = _device_peak_mb()
@@ -118,8 +130,9 @@ def _child_pipeline() -> list[dict]:
     import jax.numpy as jnp
 
     import nth
-    from nth.batched import run_solve_seeds
-    from nth.pipeline import SolveConfig, run_solve
+    from nth import SolveConfig
+    from nth import solve as run_solve
+    from nth import solve_seeds as run_solve_seeds
 
     rows = []
     data = nth.default_problem(n=16, d=8)
@@ -163,8 +176,12 @@ def _child_pipeline() -> list[dict]:
     return rows
 
 
-def _spawn(args: list[str]) -> list[dict]:
-    proc = subprocess.run([sys.executable, "-m", "nth.bench"] + args, capture_output=True, text=True)
+def _spawn(args: list[str], pythonpath: str | None = None) -> list[dict]:
+    env = dict(os.environ)
+    if pythonpath:  # import nth from there (a worktree of another revision)
+        env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__)] + args, capture_output=True, text=True,
+                          env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark child {args} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -189,25 +206,44 @@ def _machine() -> str:
             f"{os.cpu_count()} cores; jax {jax.__version__}, Python {platform.python_version()}")
 
 
-def run(out: str) -> str:
+def _worktree(rev: str, where: str) -> str:
+    """A checkout of ``rev`` under ``where`` (git worktree, detached); its path."""
+    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.abspath(__file__)), check=True).stdout.strip()
+    path = os.path.join(where, "rev")
+    subprocess.run(["git", "worktree", "add", "--detach", path, rev], cwd=root, check=True, capture_output=True)
+    return path
+
+
+def run(out: str, against: str | None = None) -> str:
     t0 = time.perf_counter()
+    impls = ("structured", "jvp", "previous", "naive")
     with tempfile.TemporaryDirectory() as tmp:
-        kern = {name: _spawn(["--child", name, tmp]) for name in ("structured", "previous", "naive")}
+        kern = {name: _spawn(["--child", name, tmp]) for name in impls}
+        if against:
+            tree = _worktree(against, tmp)
+            try:
+                kern["at_rev"] = _spawn(["--child", "at_rev", tmp], pythonpath=tree)
+                kern["structured_again"] = _spawn(["--child", "structured", tmp])  # the pair brackets at_rev
+            finally:
+                subprocess.run(["git", "worktree", "remove", "--force", tree], capture_output=True,
+                               cwd=os.path.dirname(os.path.abspath(__file__)))
         pipe = _spawn(["--child", "pipeline", tmp])
         ref = np.load(os.path.join(tmp, "naive.npz"))
         diffs = {}
-        for name in ("structured", "previous"):
+        for name in ("structured", "jvp", "previous") + (("at_rev",) if against else ()):
             got = np.load(os.path.join(tmp, f"{name}.npz"))
             diffs[name] = max(float(np.abs(got[k] - ref[k]).max() / np.abs(ref[k]).max()) for k in ref.files)
     tgt = {name: rows[0] for name, rows in kern.items()}
     lines = ["# nth benchmarks", "", f"Machine: {_machine()}.", "",
-             f"Generated by `nth bench` (`python scripts/bench.py`) in {time.perf_counter() - t0:.0f} s. All "
+             f"Generated by `python benchmarks/bench.py{' --against ' + against if against else ''}` in {time.perf_counter() - t0:.0f} s. All "
              "times in seconds, float64 unless stated; ratios are against baselines timed in the same run.", "",
              f"## K^(2)..K^(4) at n = {TARGET['n']}, m = {TARGET['m']}, depth {TARGET['depth']} (tanh, d = 8)", "",
              "| implementation | compile [s] | run [s] | speed-up vs (a) naive | vs (b) previous | peak memory [MiB] "
              "| max rel. diff vs (a) |", "|---|---|---|---|---|---|---|"]
-    names = {"structured": "nth (structured)", "previous": "(b) previous nth", "naive": "(a) naive jacrev/jacfwd"}
-    for name in ("structured", "previous", "naive"):
+    names = {"structured": "nth structured (MLP path)", "jvp": "nth jvp (generic engine)",
+             "previous": "(b) previous nth", "naive": "(a) naive jacrev/jacfwd"}
+    for name in impls:
         r = tgt[name]
         comp = r["first_s"] - r["run_s"]
         mem = r["device_peak_mb"] if r.get("device_peak_mb") is not None else r["rss_mb"]
@@ -219,13 +255,25 @@ def run(out: str) -> str:
               "K^(4) (repeating its whole K^(4) would take minutes).", "",
               "## Cost against n and m (run time, compiled; fitted exponent of time ~ n^a, m^b)", "",
               "| implementation | n series (m = 512): times | a | m series (n = 16): times | b |", "|---|---|---|---|---|"]
-    for name in ("structured", "previous", "naive"):
+    for name in impls:
         rows = kern[name]
         ns = sorted({r["n"]: r["run_s"] for r in rows if r["m"] == TARGET["m"]}.items())
         ms = sorted({r["m"]: r["run_s"] for r in rows if r["n"] == TARGET["n"]}.items())
         fmt = lambda s: ", ".join(f"{k}: {v:.3g}" for k, v in s)  # noqa: E731
         lines.append(f"| {names[name]} | {fmt(ns)} | {_exponent(*zip(*ns)):.2f} | {fmt(ms)} | "
                      f"{_exponent(*zip(*ms)):.2f} |")
+    gen = tgt["jvp"]["run_s"] / tgt["structured"]["run_s"]
+    lines += ["", f"Generic engine on the MLP: {gen:.1f}x the structured path's run time at the target size (the price "
+              "of not knowing the architecture: it forms the parameter Jacobians inside every nested JVP)."]
+    if against:
+        now = min(tgt["structured"]["run_s"], tgt["structured_again"]["run_s"])
+        then = tgt["at_rev"]["run_s"]
+        lines += ["", f"## Structured K^(2)..K^(4) against revision {against} (same machine, same run)", "",
+                  "| code | run [s] (min of " + str(REPEATS) + ") | max rel. diff vs (a) |", "|---|---|---|",
+                  f"| this revision (two processes, before and after) | {tgt['structured']['run_s']:.3f}, "
+                  f"{tgt['structured_again']['run_s']:.3f} | {diffs['structured']:.1e} |",
+                  f"| {against} | {then:.3f} | {diffs['at_rev']:.1e} |", "",
+                  f"This revision takes {now / then:.2f}x the time of {against} (best of each)."]
     flow = [r for r in pipe if r["case"] == "flow"]
     lines += ["", "## True gradient flow (Dopri8, rtol 1e-10, n = 16, depth 2, t = 20)", "",
               "| width | compile [s] | run [s] | steps | run per step [ms] |", "|---|---|---|---|---|"]
@@ -280,11 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "--child":
         _child_main(argv[1:])
         return 0
-    ap = argparse.ArgumentParser(prog="nth bench", description=__doc__,
+    ap = argparse.ArgumentParser(prog="benchmarks/bench.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/BENCHMARKS.md", help="markdown table to write ('' for none)")
+    ap.add_argument("--against", help="also time the structured kernels of this git revision (e.g. a commit hash)")
     a = ap.parse_args(argv)
-    print(run(a.out))
+    print(run(a.out, a.against))
     return 0
 
 

@@ -5,15 +5,12 @@ the copy, the copy is flushed to disk and renamed over the original. A crash, Ct
 therefore loses at most the run in progress, and never leaves a half-written group. ``run_sweep`` with
 the same arguments skips the runs the file already holds; different arguments are refused.
 
-Sweep file layout (``nth-sweep`` version 1):
-
-    /                        attrs: format, sweep_config (JSON), widths, seeds, versions, device, created
-    /runs/m{width}_s{seed}   attrs: width, seed, wall_time, loss_fall, kernel_mean_abs_K{r} (r = 2..p),
-                                    K2_movement = max |K2_true(T) - K2_true(0)|, and for each prediction
-                                    label (p2..p{p}, dg): max_f_error_<label>, max_K2_error_<label>,
-                                    max_test_error_<label>; dg_vs_p4 when both exist
-        t (T,), true_f (T, n), true_K2 (T, n, n), [true_f_test (T, k)],
-        <label>_f (T, n), <label>_K2 (T, n, n), [<label>_f_test (T, k)]
+Layout (``nth-sweep-2``, schema version 2 of :mod:`nth.io._schema`): the data once under ``/data``, and every
+run under ``/runs/m{width}_s{seed}`` laid out exactly like a solve file's root (``true/f``, ``nth/p4/f``,
+``dg/f``, ... with their error attributes; the run's summary scalars as the group's attributes). Root
+attributes: ``format``, ``schema_version``, ``sweep_config`` (JSON), ``widths``, ``seeds``, package versions,
+device, creation time. Files of the first layout (``nth-sweep-1``: flat per-run names such as ``true_f``,
+``p4_f``, errors as ``max_f_error_p4`` attributes) are still read by :func:`load_sweep`.
 """
 
 from __future__ import annotations
@@ -23,20 +20,18 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from typing import Any
 
 import h5py
-import jax
 import numpy as np
 
-from . import store
-from .compare import f_error
-from .errors import ConfigError
-from .pipeline import SolveConfig, SolveResult, run_solve
+from ..engine import SolveConfig, SolveResult, solve_seeds
+from ..errors import ConfigError
+from ._schema import COMPRESS_ABOVE, created_now, data_datasets, file_attrs, prediction_group, run_datasets
 
-FORMAT = "nth-sweep-1"
+FORMAT = "nth-sweep-2"
+FORMATS_READ = ("nth-sweep-1", FORMAT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +39,7 @@ class SweepConfig:
     """A sweep: the widths, the seeds 0..num_seeds-1, and the solve configuration shared by every run.
 
     ``base.width`` and ``base.seed`` are ignored (set per run). ``t_max`` must be fixed so that every width
-    is compared on the same horizon (MATH.md section 3); it defaults to 20.
+    is compared on the same horizon (docs/math.md section 3); it defaults to 20.
     """
 
     widths: tuple[int, ...]
@@ -80,27 +75,16 @@ def run_name(width: int, seed: int) -> str:
     return f"m{width}_s{seed}"
 
 
-def _run_payload(res: SolveResult) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Datasets and attributes of one run's group."""
-    fl = res.flow
-    ds: dict[str, np.ndarray] = {"t": fl.ts, "true_f": fl.f, "true_K2": fl.K2}
-    if fl.f_test is not None:
-        ds["true_f_test"] = fl.f_test
-    attrs: dict[str, Any] = {"loss_fall": res.loss_fall, "wall_time": sum(res.wall_times.values()),
-                             "K2_movement": float(np.abs(np.asarray(fl.K2[-1] - fl.K2[0])).max())}
-    for r, K in res.kernels.items():
-        attrs[f"kernel_mean_abs_K{r}"] = float(np.abs(K).mean())
-    for label, pred in res.predictions.items():
-        ds[f"{label}_f"], ds[f"{label}_K2"] = pred.f, pred.K2
-        if pred.f_test is not None:
-            ds[f"{label}_f_test"] = pred.f_test
-        for k, v in res.errors[label].items():
-            attrs[f"{k}_{label}"] = v
-    if res.warnings:
-        attrs["warnings"] = "\n".join(res.warnings)
-    if "dg" in res.predictions and "p4" in res.predictions:
-        attrs["dg_vs_p4"] = float(f_error(res.predictions["dg"].f, res.predictions["p4"].f).max())
-    return {k: np.asarray(v) for k, v in ds.items()}, attrs
+def _write_group(h: h5py.Group, datasets: dict[str, np.ndarray], attrs: dict[str, dict]) -> None:
+    """Datasets (relative paths) and attributes (relative group -> dict) under ``h``; big arrays gzip-compressed
+    (small ones contiguous: a chunk index costs more than gzip saves on them)."""
+    for k, v in datasets.items():
+        big = np.asarray(v).nbytes > COMPRESS_ABOVE
+        h.create_dataset(k, data=v, **({"compression": "gzip", "shuffle": True} if big else {}))
+    for g, kv in attrs.items():
+        obj = h if g == "" else (h[g] if g in h else h.create_group(g))
+        for k, v in kv.items():
+            obj.attrs[k] = v
 
 
 def _commit(path: str, edit: Callable[[h5py.File], None], create_attrs: dict[str, Any] | None = None) -> None:
@@ -152,6 +136,9 @@ def open_sweep(cfg: SweepConfig, path: str) -> set[str]:
                 fmt, saved = h.attrs.get("format"), h.attrs.get("sweep_config")
         except OSError as e:
             raise ConfigError(f"{path!r} exists but is not a readable HDF5 file ({e}); choose another --out") from None
+        if fmt == "nth-sweep-1":
+            raise ConfigError(f"{path!r} is a sweep file of the first layout (nth-sweep-1): nth reads it but does not "
+                              "add runs to it; choose another --out")
         if fmt != FORMAT or saved is None:
             raise ConfigError(f"{path!r} exists and is not an nth sweep file; choose another --out")
         old, new = json.loads(saved), json.loads(cfg.to_json())
@@ -165,10 +152,8 @@ def open_sweep(cfg: SweepConfig, path: str) -> set[str]:
                               f"{[(old['base'].get(k, old.get(k)), new['base'].get(k, new.get(k))) for k in diff]}); "
                               "resume it with the same arguments or choose another --out")
         return finished_runs(path)
-    attrs = {"format": FORMAT, "sweep_config": cfg.to_json(), "widths": np.asarray(cfg.widths),
-             "seeds": np.arange(cfg.num_seeds), "device": jax.devices()[0].platform,
-             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    attrs.update({f"version_{k}": v for k, v in store.package_versions().items()})
+    attrs = file_attrs() | {"format": FORMAT, "sweep_config": cfg.to_json(), "widths": np.asarray(cfg.widths),
+                            "seeds": np.arange(cfg.num_seeds)}
     _commit(path, lambda h: None, create_attrs=attrs)
     return set()
 
@@ -177,32 +162,27 @@ def run_sweep(cfg: SweepConfig, path: str, *, progress: bool = False, batch_seed
               on_run: Callable[[str, SolveResult], None] | None = None) -> dict[str, int]:
     """Run every (width, seed) of ``cfg`` that ``path`` does not hold yet, committing each as it finishes.
 
-    With ``batch_seeds`` the missing seeds of a width run as one vmapped batch (:mod:`nth.batched`), sharded
-    across ``devices`` when there are several; each is still committed as its own run.
-    Returns {"done": runs already in the file, "ran": runs computed now}.
+    With ``batch_seeds`` the missing seeds of a width run as one computation (:func:`nth.engine.solve_seeds`),
+    each still committed as its own run. Returns {"done": runs already in the file, "ran": runs computed now}.
     """
     cfg.validate()
     path = os.fspath(path)
     done = open_sweep(cfg, path)
     todo = [(w, s) for w in cfg.widths for s in range(cfg.num_seeds) if run_name(w, s) not in done]
+    groups = [(w, [s for ww, s in todo if ww == w]) for w in cfg.widths]
+    if batch_seeds:
+        jobs = [(w, seeds) for w, seeds in groups if seeds]
+    else:
+        jobs = [(w, [s]) for w, s in todo]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(cfg.widths) * cfg.num_seeds, initial=len(done), unit="run", desc="sweep")
-    if batch_seeds:
-        from .batched import run_solve_seeds
-
-        groups = [(w, [s for ww, s in todo if ww == w]) for w in cfg.widths]
-        jobs = ((w, seeds, lambda w=w, seeds=seeds: run_solve_seeds(cfg.run_config(w, seeds[0]), seeds,
-                                                                    devices=devices or cfg.base.devices))
-                for w, seeds in groups if seeds)
-    else:
-        jobs = ((w, [s], lambda w=w, s=s: [run_solve(cfg.run_config(w, s))]) for w, s in todo)
-    for w, seeds, job in jobs:
+    for w, seeds in jobs:
         if bar is not None:
             bar.set_postfix(width=w, seeds=",".join(map(str, seeds)))
-        for s, res in zip(seeds, job()):
+        for s, res in zip(seeds, solve_seeds(cfg.run_config(w, seeds[0]), seeds, devices=devices)):
             _commit_run(path, w, s, res)
             if on_run:
                 on_run(run_name(w, s), res)
@@ -213,41 +193,74 @@ def run_sweep(cfg: SweepConfig, path: str, *, progress: bool = False, batch_seed
     return {"done": len(done), "ran": len(todo)}
 
 
-#: Per-run arrays larger than this (bytes) are stored gzip-compressed.
-COMPRESS_ABOVE = 65536
-
-
 def _commit_run(path: str, w: int, s: int, res: SolveResult) -> None:
-    ds, attrs = _run_payload(res)
-    attrs.update(width=w, seed=s, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    ds, attrs = run_datasets(res)
+    attrs[""]["created"] = created_now()
 
     def add(h):
-        g = h["runs"].create_group(run_name(w, s))
-        for k, v in ds.items():  # small arrays contiguous: a chunk index costs more than gzip saves on them
-            big = np.asarray(v).nbytes > COMPRESS_ABOVE
-            g.create_dataset(k, data=v, **({"compression": "gzip", "shuffle": True} if big else {}))
-        for k, v in attrs.items():
-            g.attrs[k] = v
+        if "data" not in h:
+            data_ds, data_attrs = data_datasets(res.data)
+            _write_group(h, data_ds, data_attrs)
+        _write_group(h["runs"].create_group(run_name(w, s)), ds, attrs)
 
     _commit(path, add)
 
 
+#: How a run's datasets of layout 2 map onto the flat names of layout 1 (what load_sweep returns for both).
+def _flat_name(path: str) -> str | None:
+    parts = path.split("/")
+    if parts[0] == "true":
+        return "t" if parts[1] == "t" else f"true_{parts[1]}"
+    if parts[0] == "nth":
+        return f"{parts[1]}_{parts[2]}"
+    if parts[0] in ("dg", "inf"):
+        return f"{parts[0]}_{parts[1]}"
+    return None
+
+
+def _run_v2(g: h5py.Group, labels: list[str]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    scalars = {k: v for k, v in g.attrs.items()}
+    for label in labels:
+        grp = prediction_group(label)
+        if grp in g:
+            scalars.update({f"{k}_{label}": v for k, v in g[grp].attrs.items()})
+    arrays: dict[str, np.ndarray] = {}
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and (flat := _flat_name(name)) is not None:
+            arrays[flat] = obj[()]
+
+    g.visititems(visit)
+    return scalars, arrays
+
+
 def load_sweep(path: str) -> dict[str, Any]:
-    """Read a sweep file: widths (W,), seeds (S,), config, and every per-run scalar as a (W, S) array
-    (NaN where a run is missing); ``runs`` maps (width, seed) to that run's datasets."""
-    with h5py.File(path, "r") as h:
-        if h.attrs.get("format") != FORMAT:
+    """Read a sweep file of either layout: widths (W,), seeds (S,), config, and every per-run scalar as a (W, S)
+    array (NaN where a run is missing; errors as ``max_f_error_<label>`` etc.); ``runs`` maps (width, seed) to
+    that run's arrays under flat names (``t``, ``true_f``, ``p4_f``, ``dg_K2``, ...)."""
+    try:
+        h = h5py.File(path, "r")
+    except OSError as e:
+        raise ConfigError(f"{path!r} is not a readable HDF5 file ({e})") from None
+    with h:
+        fmt = h.attrs.get("format")
+        if fmt not in FORMATS_READ:
             raise ConfigError(f"{path!r} is not an nth sweep file")
         cfg = json.loads(h.attrs["sweep_config"])
         widths, seeds = list(cfg["widths"]), list(range(cfg["num_seeds"]))
+        labels = [f"p{q}" for q in range(2, cfg["base"]["p"] + 1)] + ["dg", "inf"]
         scalars: dict[str, np.ndarray] = {}
         runs: dict[tuple[int, int], dict[str, np.ndarray]] = {}
         for name, g in h["runs"].items():
             w, s = int(g.attrs["width"]), int(g.attrs["seed"])
             i, j = widths.index(w), seeds.index(s)
-            for k, v in g.attrs.items():
+            if fmt == FORMAT:
+                attrs, arrays = _run_v2(g, labels)
+            else:
+                attrs, arrays = dict(g.attrs), {k: g[k][()] for k in g}
+            for k, v in attrs.items():
                 if np.ndim(v) == 0 and isinstance(v, (int, float, np.number)) and k not in ("width", "seed"):
                     scalars.setdefault(k, np.full((len(widths), len(seeds)), np.nan))[i, j] = float(v)
-            runs[(w, s)] = {k: g[k][()] for k in g}
+            runs[(w, s)] = arrays
     return {"config": cfg, "widths": np.asarray(widths), "seeds": np.asarray(seeds), "scalars": scalars,
-            "runs": runs, "path": path}
+            "runs": runs, "path": path, "format": fmt}

@@ -1,11 +1,11 @@
 """Parameter-space directions grad f as per-layer rank-one factors, and passes at weights moved along them.
 
-The gradient of one output is rank one in every layer (HY Eq. 7; MATH.md section 1):
+The gradient of one output is rank one in every layer (HY Eq. 7; docs/math.md section 1):
 
     grad_{W^(l)} f(x) = delta^(l)(x) x^(l-1)(x)^T,        grad_a f(x) = x^(H)(x),
 
 so a weighted sum of output gradients, g = sum_q c_q eta . grad f(x_q), is W^(l)-rank <= q (eta_l: the
-per-layer learning rates of an abc-parametrization, :mod:`nth.param`; 1 in NTK parametrization). A :class:`Term` holds
+per-layer learning rates of an abc-parametrization, :mod:`nth.models._param`; 1 in NTK parametrization). A :class:`Term` holds
 such a direction by its factors (x^(l-1), delta^(l) at the q inputs) and a scalar step ``eps``; the weights
 theta + sum_j eps_j g_j are never formed. A matrix product with them costs
 
@@ -13,25 +13,21 @@ theta + sum_j eps_j g_j are never formed. A matrix product with them costs
 
 i.e. the base product plus O(N q m) per term, instead of a dense m x m tangent per direction. Everything
 here is ordinary JAX code, differentiable in ``eps`` (and in theta) to any order: the kernels module takes
-mixed partial derivatives in the steps to get K^(3), K^(4), ... (MATH.md section 2).
+mixed partial derivatives in the steps to get K^(3), K^(4), ... (docs/math.md section 2).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .model import MLP
+from ._base import Direction
+from ._derivatives import nested_derivative, sym_gram
 
-
-class Direction(NamedTuple):
-    """g = sum_q c_q grad_theta f(X_q): a parameter-space direction given by inputs and coefficients."""
-
-    X: Float[Array, "q d"]
-    c: Float[Array, " q"]
+#: The MLP of :mod:`nth.models._mlp` (which imports this module for its structured path).
+MLP = Any
 
 
 class Term(NamedTuple):
@@ -95,26 +91,13 @@ def term(net: MLP, terms: tuple[Term, ...], direction: Direction, eps: Array) ->
     return Term(eps=eps, xs=xs, ds=ds, c=direction.c)
 
 
-@jax.custom_jvp
-def sym_gram(A: Array) -> Array:
-    """A A^T, whose tangent dA A^T + A dA^T = S + S^T is formed from one product S = dA A^T."""
-    return A @ A.T
-
-
-@sym_gram.defjvp
-def _sym_gram_jvp(primals, tangents):
-    (A,), (dA,) = primals, tangents
-    S = dA @ A.T
-    return A @ A.T, S + S.T
-
-
 def ntk_at(net: MLP, terms: tuple[Term, ...], X1: Float[Array, "k d"], X: Float[Array, "n d"] | None) -> Array:
     """K^(2)(X1, X) at the moved weights from per-layer factors (HY Eq. 7); X = None means X1 (symmetric).
 
     K^(2) = eta_a x^(H) x^(H)^T + sum_l eta_l (delta^(l) delta^(l)^T) * (x^(l-1) x^(l-1)^T): the Jacobian is
     never formed.
     In the symmetric case every Gram matrix and its derivatives use :func:`sym_gram` (symmetry of K^(r) in
-    its first two slots, MATH.md section 3).
+    its first two slots, docs/math.md section 3).
     """
     xs1, ds1 = factors(net, terms, X1)
     if X is None:
@@ -129,21 +112,6 @@ def ntk_at(net: MLP, terms: tuple[Term, ...], X1: Float[Array, "k d"], X: Float[
     return K
 
 
-def mixed_partial(F, k: int, dtype) -> Array:
-    """d^k F / d eps_1 ... d eps_k at eps = 0, for F taking a tuple of k scalar steps (nested JVPs).
-
-    Each step is its own scalar, so JAX propagates a tangent only where that step enters.
-    """
-    if k == 0:
-        return F(())
-    zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
-
-    def outer(e_last):
-        return mixed_partial(lambda rest: F(rest + (e_last,)), k - 1, dtype)
-
-    return jax.jvp(outer, (zero,), (one,))[1]
-
-
 def directional_ntk(net: MLP, X1: Float[Array, "k d"], X: Float[Array, "n d"] | None,
                     directions: tuple[Direction, ...]) -> Float[Array, "k n"]:
     """D^j K^(2)(X1, X)[g_3, ..., g_(j+2)] along the given directions, nested as the hierarchy nests them.
@@ -155,12 +123,5 @@ def directional_ntk(net: MLP, X1: Float[Array, "k d"], X: Float[Array, "n d"] | 
     is taken at 0. With a weighted direction sum_q c_q grad f(x_q) in the last slot, the result is K^(r)
     contracted with c in that slot (the matrix-free top level).
     """
-    dtype = net.a.dtype
-
-    def F(eps):
-        terms: tuple[Term, ...] = ()
-        for j in reversed(range(len(directions))):
-            terms = terms + (term(net, terms, directions[j], eps[j]),)
-        return ntk_at(net, terms, X1, X)
-
-    return mixed_partial(F, len(directions), dtype)
+    return nested_derivative((), lambda terms, d, eps: terms + (term(net, terms, d, eps),),
+                             lambda terms: ntk_at(net, terms, X1, X), directions, net.a.dtype)

@@ -1,4 +1,4 @@
-"""The truncated neural tangent hierarchy (HY Eq. 15; MATH.md section 2).
+"""The truncated neural tangent hierarchy (HY Eq. 15; docs/math.md section 2).
 
 With residual Delta = f - y and the 1/n-averaged loss, the exact hierarchy reads
 
@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .errors import ConfigError
-from .kernels import KernelOperator
-from .odeint import integrate
+from ..errors import ConfigError
+from ..kernel import KernelOperator
+from ._odeint import NTH_SOLVER, SolverSettings, integrate
 
 
 class NTHSolution(eqx.Module):
@@ -37,7 +37,7 @@ class NTHSolution(eqx.Module):
     loss: Float[Array, " T"]
     K: dict[int, Array] | None
     f_test: Float[Array, "T k"] | None
-    stats: dict[str, int] = eqx.field(static=True)
+    stats: dict[str, int] | list[dict[str, int]] = eqx.field(static=True)
 
 
 def _split(state, args):
@@ -75,7 +75,8 @@ def _save_all(t, state, args):
     return _save(t, state, args), train[1:]
 
 
-def _check_inputs(kernels: Mapping[int, Array], f0, y, p: int | None) -> tuple[int, Array, Array]:
+def _check_inputs(kernels: Mapping[int, Array], f0, y, p: int | None, stacked: bool = False
+                  ) -> tuple[int, Array, Array]:
     if not kernels or 2 not in kernels:
         raise ConfigError("kernels must map r -> K^(r) and include r = 2 (as returned by nth.kernels)")
     avail = max(kernels)
@@ -86,14 +87,16 @@ def _check_inputs(kernels: Mapping[int, Array], f0, y, p: int | None) -> tuple[i
         raise ConfigError(f"level p = {p} needs K^(2)..K^({p}); kernels hold r = {sorted(kernels)}. "
                           f"Compute them with nth.kernels(net, X, p={p}).")
     K2 = jnp.asarray(kernels[2])
-    n = K2.shape[0]
+    lead = K2.shape[:1] if stacked else ()
+    n = K2.shape[-1]
     f0 = jnp.asarray(f0, dtype=K2.dtype)
     y = jnp.asarray(y, dtype=K2.dtype)
-    if f0.shape != (n,) or y.shape != (n,):
-        raise ConfigError(f"f0 {f0.shape} and y {y.shape} must both have shape ({n},) to match K^(2) {K2.shape}")
+    if f0.shape != lead + (n,) or y.shape != (n,):
+        raise ConfigError(f"f0 {f0.shape} and y {y.shape} must have shapes {lead + (n,)} and ({n},) to match "
+                          f"K^(2) {K2.shape}")
     for r in range(2, p + 1):
-        if kernels[r].shape != (n,) * r:
-            raise ConfigError(f"K^({r}) has shape {kernels[r].shape}; expected {(n,) * r}")
+        if kernels[r].shape != lead + (n,) * r:
+            raise ConfigError(f"K^({r}) has shape {kernels[r].shape}; expected {lead + (n,) * r}")
         if isinstance(kernels[r], KernelOperator) and r != p:
             raise ConfigError(f"K^({r}) is matrix-free but only the top level (p = {p}) can be: a lower level "
                               "evolves and needs its dense value")
@@ -104,16 +107,19 @@ def _top(K, dtype):
     return K if isinstance(K, KernelOperator) else jnp.asarray(K, dtype=dtype)
 
 
-def _check_test_inputs(test_kernels, f0_test, p: int, n: int, dtype) -> tuple[tuple[Array, ...], Array]:
+def _check_test_inputs(test_kernels, f0_test, p: int, n: int, dtype, stacked: bool = False
+                       ) -> tuple[tuple[Array, ...], Array]:
     if test_kernels is None or f0_test is None:
         raise ConfigError("test-point predictions need both test_kernels (nth.kernels(..., first=X_test)) and "
                           "f0_test (the network's outputs at X_test)")
     f0_test = jnp.asarray(f0_test, dtype=dtype)
-    k = f0_test.shape[0] if f0_test.ndim == 1 else -1
+    lead = f0_test.shape[:1] if stacked else ()
+    k = f0_test.shape[-1] if f0_test.ndim == 1 + stacked else -1
     for r in range(2, p + 1):
-        if r not in test_kernels or test_kernels[r].shape != (k,) + (n,) * (r - 1):
+        want = lead + (k,) + (n,) * (r - 1)
+        if r not in test_kernels or test_kernels[r].shape != want:
             got = None if r not in test_kernels else test_kernels[r].shape
-            raise ConfigError(f"test kernel K^({r})(x, X^{r - 1}) has shape {got}; expected {(k,) + (n,) * (r - 1)}"
+            raise ConfigError(f"test kernel K^({r})(x, X^{r - 1}) has shape {got}; expected {want}"
                               f" for f0_test of shape {f0_test.shape}")
     return tuple(_top(test_kernels[r], dtype) for r in range(2, p + 1)), f0_test
 
@@ -127,12 +133,10 @@ def truncated_nth(
     p: int | None = None,
     test_kernels: Mapping[int, Float[Array, "..."]] | None = None,
     f0_test: Float[Array, " k"] | None = None,
-    rtol: float = 1e-10,
-    atol: float = 1e-12,
-    max_steps: int = 100_000,
-    solver: str = "tsit5",
+    solver: SolverSettings = NTH_SOLVER,
     save_all: bool = False,
-    progress: bool = False,
+    stacked: bool = False,
+    labels: list[str] | None = None,
 ) -> NTHSolution:
     """Solve the truncated NTH at level ``p`` (HY Eq. 15) from t = 0, saving at times ``ts``.
 
@@ -142,19 +146,20 @@ def truncated_nth(
     ``p`` defaults to the highest level available. With ``test_kernels`` (r -> K^(r)(x, X^(r-1)) at test
     inputs x, from ``nth.kernels(..., first=X_test)``) and ``f0_test``, the test outputs are evolved jointly,
     driven by the training residuals (HY Eq. 22). Diffrax adaptive ``solver`` (default Tsit5) with a PID
-    controller on the max norm of the state; ``rtol``, ``atol``, ``max_steps`` as in Diffrax. Returns f(t),
-    K^(2)(t) and the loss (1/2n)|f - y|^2 at ``ts``, and every K^(r)(t) when ``save_all``. Solver
-    failures raise :class:`~nth.errors.SolverError`.
+    controller on the max norm of the state (``solver``: :class:`~nth.SolverSettings`, default Tsit5 at rtol
+    1e-10, atol 1e-12). Returns f(t), K^(2)(t) and the loss (1/2n)|f - y|^2 at ``ts``, and every K^(r)(t)
+    when ``save_all``. With ``stacked`` every kernel and f0 carry a leading seed axis (y, ts shared) and the
+    seeds are solved together. Solver failures raise :class:`~nth.errors.SolverError`.
     """
-    p, f0, y = _check_inputs(kernels, f0, y, p)
+    p, f0, y = _check_inputs(kernels, f0, y, p, stacked)
     state = (f0,) + tuple(jnp.asarray(kernels[r], dtype=f0.dtype) for r in range(2, p))
     Kp = _top(kernels[p], f0.dtype)
     Kp_test = None
     if test_kernels is not None or f0_test is not None:
-        Kt, ft0 = _check_test_inputs(test_kernels, f0_test, p, f0.shape[0], f0.dtype)
+        Kt, ft0 = _check_test_inputs(test_kernels, f0_test, p, y.shape[0], f0.dtype, stacked)
         state, Kp_test = state + (ft0,) + Kt[:-1], Kt[-1]
-    ys, stats = integrate(_nth_rhs, state, (y, Kp, Kp_test), ts, save_fn=_save_all if save_all else _save,
-                          rtol=rtol, atol=atol, max_steps=max_steps, solver=solver, progress=progress,
+    ys, stats = integrate(_nth_rhs, state, (y, Kp, Kp_test), ts, solver, save_fn=_save_all if save_all else _save,
+                          batch_axes=(None, 0, None if Kp_test is None else 0) if stacked else None, labels=labels,
                           what=f"truncated NTH (p = {p})",
                           advice=" At small width a truncated hierarchy can itself diverge over long horizons "
                           "(the evolved K^(2)(t) loses positive definiteness); a larger width or a shorter t_max "
@@ -162,7 +167,7 @@ def truncated_nth(
     (f, K2, loss, f_test), Kt = ys if save_all else (ys, None)
     K = None if Kt is None else {r: Kt[i] for i, r in enumerate(range(2, p))}
     if p == 2:  # K^(2) is frozen: broadcast it over time
-        K2 = jnp.broadcast_to(Kp, (len(ts),) + Kp.shape)
+        K2 = jnp.broadcast_to(Kp[:, None] if stacked else Kp, Kp.shape[:stacked] + (len(ts),) + Kp.shape[stacked:])
     return NTHSolution(p=p, ts=jnp.asarray(ts, dtype=f0.dtype), f=f, K2=K2, loss=loss, K=K,
                        f_test=None if Kp_test is None else f_test, stats=stats)
 
@@ -184,12 +189,9 @@ def hy_p3_reduced(
     y: Float[Array, " n"],
     ts: Float[Array, " T"],
     *,
-    rtol: float = 1e-10,
-    atol: float = 1e-12,
-    max_steps: int = 100_000,
-    solver: str = "tsit5",
+    solver: SolverSettings = NTH_SOLVER,
 ) -> Float[Array, "T n"]:
-    """The p = 3 truncation in closed variables (HY Section 4 item 3; MATH.md section 2): f(t) at ``ts``.
+    """The p = 3 truncation in closed variables (HY Section 4 item 3; docs/math.md section 2): f(t) at ``ts``.
 
     With R(t) = int_0^t Delta, K^(2)(t) = K^(2)(0) - (1/n) K^(3)(0)[R], hence
         d Delta_a/dt = -(1/n) sum_b K^(2)(0)(a,b) Delta_b + (1/n^2) sum_{b,c} K^(3)(0)(a,b,c) Delta_b R_c,
@@ -198,9 +200,8 @@ def hy_p3_reduced(
     """
     _, f0, y = _check_inputs(kernels, f0, y, 3)
     args = (jnp.asarray(kernels[2], dtype=f0.dtype), jnp.asarray(kernels[3], dtype=f0.dtype))
-    (delta,), _ = integrate(_hy_p3_rhs, (f0 - y, jnp.zeros_like(f0)), args, ts,
-                            save_fn=_save_delta, rtol=rtol, atol=atol, max_steps=max_steps,
-                            solver=solver, what="HY p = 3 reduced system")
+    (delta,), _ = integrate(_hy_p3_rhs, (f0 - y, jnp.zeros_like(f0)), args, ts, solver, save_fn=_save_delta,
+                            what="HY p = 3 reduced system")
     return delta + y[None, :]
 
 

@@ -1,5 +1,5 @@
-"""Reference implementations of K^(r) that ``nth bench`` times the structured kernels against (and the
-equality tests compare with). Not used by the solver.
+"""Reference implementations of K^(r) that the benchmark suite (benchmarks/bench.py) times nth's kernel
+implementations against, and the equality tests compare with. Not part of the package.
 
 (a) :func:`naive_kernels`: what hand-written NTH code does. The parameters are flattened into one vector
     theta (P entries); K^(2) = J J^T from the full Jacobian J = jax.jacrev(f)(theta) (n x P), and every
@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from .model import MLP, flow_direction, ntk, scale_by_lrs
+import nth
+from nth.models import MLP, Direction, flow_direction
 
 
 def _flat(net: MLP):
@@ -33,7 +34,7 @@ def _naive_level(net: MLP, X, r: int):
     of J diag(eta) (MATH.md section 2 with the weighted inner product of :mod:`nth.param`).
     """
     theta0, build = _flat(net)
-    eta, _ = _flat(scale_by_lrs(net, jax.tree_util.tree_map(jnp.ones_like, net)))
+    eta, _ = _flat(net.apply_learning_rates(jax.tree_util.tree_map(jnp.ones_like, net)))
 
     def jac(th):
         return jax.jacrev(lambda t: build(t)(X))(th) * eta  # (n, P): rows eta . grad f_b
@@ -72,10 +73,20 @@ def naive_kernels(net: MLP, X, p: int) -> dict[int, jax.Array]:
     return out
 
 
+def _direction(net: MLP, xb):
+    """eta . grad f(xb) as a dense parameter pytree (an MLP-shaped tangent)."""
+    return flow_direction(net, Direction(xb[None], jnp.ones((1,), xb.dtype)))
+
+
+def _dense_ntk(net: MLP, X1, X):
+    """K^(2) from per-layer factors (HY Eq. 7), differentiated along dense tangents by the previous implementation."""
+    return nth.ntk(net, X1, X)
+
+
 def _nest(prev, chunk: int):
     def level(net: MLP, X1, X):
         def one(xb):
-            return jax.jvp(lambda nt: prev(nt, X1, X), (net,), (flow_direction(net, xb),))[1]
+            return jax.jvp(lambda nt: prev(nt, X1, X), (net,), (_direction(net, xb),))[1]
 
         return jnp.moveaxis(jax.lax.map(one, X, batch_size=chunk), 0, -1)
 
@@ -84,16 +95,16 @@ def _nest(prev, chunk: int):
 
 @eqx.filter_jit
 def _top_chunk(net: MLP, X1, X, Xb, r: int, chunk: int):
-    prev = ntk
+    prev = _dense_ntk
     for _ in range(r - 3):
         prev = _nest(prev, chunk)
-    out = jax.vmap(lambda xb: jax.jvp(lambda nt: prev(nt, X1, X), (net,), (flow_direction(net, xb),))[1])(Xb)
+    out = jax.vmap(lambda xb: jax.jvp(lambda nt: prev(nt, X1, X), (net,), (_direction(net, xb),))[1])(Xb)
     return jnp.moveaxis(out, 0, -1)
 
 
 def nested_jvp_kernels(net: MLP, X, p: int, chunk: int = 4) -> dict[int, jax.Array]:
     """Baseline (b): nested jax.jvp along dense grad f_b pytrees, outer slot in chunks (nth 0.1)."""
-    out = {2: eqx.filter_jit(ntk)(net, X)}
+    out = {2: eqx.filter_jit(_dense_ntk)(net, X, X)}
     n = X.shape[0]
     for r in range(3, p + 1):
         parts = []

@@ -1,30 +1,9 @@
-"""HDF5 results files: the schema, atomic writing, and reading back.
+"""HDF5 files written atomically, and read back.
 
 A file is written to a temporary file beside the target, flushed, and only then moved into place, so an
 error or interruption never leaves a partial file under the target name. An existing file is never
 replaced unless ``force=True`` (the final link refuses to clobber, so a file that appears while a run is
-computing is protected too).
-
-Schema (version 1), one file per ``nth solve`` run; T save times, n training points, k test points, d dims:
-
-    /                 attrs: schema_version, config (JSON), seed, data_seed, nth/jax/diffrax/equinox/numpy/
-                             h5py/python versions, device, created (UTC ISO 8601), wall_time_<stage> (s)
-    /data/X           (n, d)   normalized training inputs      attrs: normalization, source
-    /data/y           (n,)     targets
-    /data/X_test      (k, d)   normalized test inputs, if any
-    /init/f0          (n,)     network outputs at t = 0
-    /kernels/K{r}     (n,)*r   K^(r)(0), r = 2..p              (only with save_kernels)
-    /kernels/K{r}_test (k,)+(n,)*(r-1)  K^(r)(x, X^(r-1)) at test inputs (only with save_kernels)
-    /true/t           (T,)     save times
-    /true/f           (T, n)   true gradient flow outputs
-    /true/f_test      (T, k)   ... at the test inputs
-    /true/K2          (T, n, n) empirical NTK along the flow
-    /true/loss        (T,)     (1/2n)|f - y|^2                 attrs: solver, rtol, atol, num_steps, loss_fall
-    /nth/p{q}/f, K2, loss, f_test   truncated NTH at level q = 2..p  attrs: max_f_error, max_K2_error,
-                                                                     max_test_error, [max_f_error_gd], num_steps
-    /dg/f, K2, loss, f_test         DG first-order correction (p >= 4) attrs: the same errors, method
-    /dg/K2_late       (n, n)   K + Theta1(inf) (DG Eq. 104)
-    /gd/step, t, f, K2, loss, f_test  full-batch gradient descent at t = lr * step (with lr/steps)  attrs: lr
+computing is protected too). What goes into a file is :mod:`nth.io._schema`'s business.
 """
 
 from __future__ import annotations
@@ -32,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -41,10 +19,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .errors import ConfigError, OutputExistsError
-
-SCHEMA_VERSION = 1
-
+from ..errors import ConfigError, OutputExistsError
 
 def package_versions() -> dict[str, str]:
     """Versions of nth and the numerical stack, recorded in every file."""
@@ -146,19 +121,3 @@ def read_h5(path: str | os.PathLike) -> dict[str, Any]:
 
         h.visititems(visit)
     return out
-
-
-def run_attrs(config: Mapping[str, Any], wall_times: Mapping[str, float], device: str) -> dict[str, Any]:
-    """Root attributes of a run file: configuration, seeds, versions, device, wall times."""
-    attrs: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "config": dict(config),
-        "seed": config.get("seed"),
-        "data_seed": config.get("data_seed"),
-        "device": device,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
-    }
-    attrs.update({f"version_{k}": v for k, v in package_versions().items()})
-    attrs.update({f"wall_time_{k}": float(v) for k, v in wall_times.items()})
-    return attrs

@@ -2,7 +2,7 @@
 
 TP4 writes an L-hidden-layer MLP as h^1 = W^1 xi, x^l = phi(h^l), h^(l+1) = W^(l+1) x^l, f = W^(L+1) x^L with
 W^l = n^(-a_l) w^l, trainable w^l_ij ~ N(0, n^(-2 b_l)) and learning rate eta n^(-c) (n = width). nth's network
-(MATH.md section 1) puts 1/sqrt(m) between layers instead, h^(l) = W^(l) x^(l-1), x^(l) = phi(h^(l))/sqrt(m),
+(docs/math.md section 1) puts 1/sqrt(m) between layers instead, h^(l) = W^(l) x^(l-1), x^(l) = phi(h^(l))/sqrt(m),
 f = a^T x^(H), and trains theta = (W^(1), .., W^(H), a). Write s_l = 0 for l = 1 and 1/2 for l >= 2 (the
 power of m absorbed into nth's weights: W_TP4^l = m^(-s_l) theta_l). Then theta_l = m^(s_l - a_l) w^l, and
 TP4's gradient flow dw^l/dt = -m^(-c) grad_(w^l) L is, exactly,
@@ -13,7 +13,7 @@ TP4's gradient flow dw^l/dt = -m^(-c) grad_(w^l) L is, exactly,
 with sigma_l = sigma_w (hidden) or sigma_a (output). So an abc-parametrization is nth's network with
 per-layer learning rates eta_l and per-layer initial scales; every kernel of the hierarchy then uses the
 weighted inner product <u, v>_eta = sum_l eta_l <u_l, v_l> (the flow direction of theta is
--eta . grad L), and the equations of MATH.md section 2 keep their form. NTK parametrization is
+-eta . grad L), and the equations of docs/math.md section 2 keep their form. NTK parametrization is
 eta_l = 1 with unit scales: nth's default network unchanged.
 
 The classification (TP4 Definition 3.2, Theorems 3.3, 3.4, 3.6, 3.8) is computed in exact rational
@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from fractions import Fraction
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 PRESETS = ("ntk", "standard", "mup", "meanfield")
 _HALF = Fraction(1, 2)

@@ -1,4 +1,4 @@
-"""Dyer & Gur-Ari's first-order 1/width corrections to the frozen-NTK dynamics (MATH.md section 4).
+"""Dyer & Gur-Ari's first-order 1/width corrections to the frozen-NTK dynamics (docs/math.md section 4).
 
 In our convention (loss averaged over n, DG's Theta = K^(2)/n), with K = K^(2)(0), K3 = K^(3)(0),
 K4 = K^(4)(0) and Delta0(t) = expm(-tK/n) Delta(0):
@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .errors import ConfigError
-from .odeint import check_times, integrate
+from ..errors import ConfigError
+from ._odeint import NTH_SOLVER, SolverSettings, check_times, integrate
 
 METHODS = ("closed", "ode")
 
@@ -166,7 +166,7 @@ def _dg_save(t, state, args):
     return state[0] + state[3], state[2], fx
 
 
-def _ode(K, K3, K4, delta0, ts, test, rtol, atol, max_steps, solver):
+def _ode(K, K3, K4, delta0, ts, test, solver):
     n = K.shape[0]
     z = jnp.zeros(n, dtype=K.dtype)
     state = (jnp.asarray(delta0), z, jnp.zeros((n, n), dtype=K.dtype), z)
@@ -175,8 +175,8 @@ def _ode(K, K3, K4, delta0, ts, test, rtol, atol, max_steps, solver):
         Kx, K3x, K4x, fx0 = test
         state = state + (jnp.zeros_like(Kx), jnp.asarray(fx0))
         test_args = (Kx, K3x, K4x)
-    (delta, theta1, fx), _ = integrate(_dg_rhs, state, ((K, K3, K4), test_args), ts, save_fn=_dg_save, rtol=rtol,
-                                       atol=atol, max_steps=max_steps, solver=solver, what="DG correction ODE")
+    (delta, theta1, fx), _ = integrate(_dg_rhs, state, ((K, K3, K4), test_args), ts, solver, save_fn=_dg_save,
+                                       what="DG correction ODE")
     return delta, K[None] + theta1, None if test is None else fx
 
 
@@ -189,16 +189,13 @@ def dg_correction(
     method: str = "closed",
     test_kernels: Mapping[int, Float[Array, "..."]] | None = None,
     f0_test: Float[Array, " k"] | None = None,
-    rtol: float = 1e-10,
-    atol: float = 1e-12,
-    max_steps: int = 100_000,
-    solver: str = "tsit5",
+    solver: SolverSettings = NTH_SOLVER,
 ) -> DGSolution:
-    """f(t) and K^(2)(t) to first order in 1/width (DG Eqs. 11-12, 101, 104; MATH.md section 4).
+    """f(t) and K^(2)(t) to first order in 1/width (DG Eqs. 11-12, 101, 104; docs/math.md section 4).
 
     ``kernels`` must hold K^(2), K^(3), K^(4) at t = 0 (``nth.kernels(net, X, p=4)``). ``method`` is
-    ``"closed"`` (eigendecomposition of K/n; needs K positive definite) or ``"ode"`` (Diffrax, with
-    ``rtol``/``atol``/``max_steps``/``solver``). With ``test_kernels`` (r -> K^(r)(x, X^(r-1)), r = 2, 3, 4)
+    ``"closed"`` (eigendecomposition of K/n; needs K positive definite) or ``"ode"`` (Diffrax, configured by
+    ``solver``, a :class:`~nth.SolverSettings`). With ``test_kernels`` (r -> K^(r)(x, X^(r-1)), r = 2, 3, 4)
     and ``f0_test``, also the corrected outputs at test inputs.
     """
     if method not in METHODS:
@@ -235,8 +232,7 @@ def dg_correction(
         f = f_res + y[None, :]
     else:
         jt = None if test is None else tuple(jnp.asarray(a, dtype=dtype) for a in test)
-        delta, K2, f_test = _ode(*(jnp.asarray(a, dtype=dtype) for a in (K, K3, K4, delta0)), ts, jt, rtol, atol,
-                                 max_steps, solver)
+        delta, K2, f_test = _ode(*(jnp.asarray(a, dtype=dtype) for a in (K, K3, K4, delta0)), ts, jt, solver)
         f, K2_late = np.asarray(delta) + y[None, :], late_only
     loss = 0.5 * np.mean((np.asarray(f) - y[None, :]) ** 2, axis=1)
     return DGSolution(method=method, ts=jnp.asarray(ts), f=jnp.asarray(f), K2=jnp.asarray(K2), loss=jnp.asarray(loss),

@@ -1,0 +1,30 @@
+"""Dynamics: the truncated NTH (HY Eq. 15), the Dyer & Gur-Ari O(1/m) corrections, and the references (true
+gradient flow and gradient descent), all through one Diffrax wrapper configured by :class:`SolverSettings`
+(docs/math.md sections 2, 4, 6)."""
+
+from ._corrections import METHODS as DG_METHODS, DGSolution as DGSolution, dg_correction as dg_correction
+from ._hierarchy import (
+    NTHSolution as NTHSolution,
+    default_horizon as default_horizon,
+    hy_p3_reduced as hy_p3_reduced,
+    linearized_closed_form as linearized_closed_form,
+    truncated_nth as truncated_nth,
+)
+from ._odeint import (
+    FLOW_SOLVER as FLOW_SOLVER,
+    NTH_SOLVER as NTH_SOLVER,
+    SOLVERS as SOLVERS,
+    SolverSettings as SolverSettings,
+    check_times as check_times,
+    integrate as integrate,
+)
+from ._references import (
+    FlowSolution as FlowSolution,
+    GDSolution as GDSolution,
+    gradient_descent as gradient_descent,
+    gradient_flow as gradient_flow,
+    loss as loss,
+    stable_lr as stable_lr,
+)
+
+__all__ = ["DG_METHODS"]

@@ -1,0 +1,185 @@
+"""The references: true gradient flow of the finite model (integrated in parameter space with Diffrax), and
+full-batch gradient descent at a finite learning rate.
+
+    d theta/dt = -eta . grad_theta L(theta),  L = (1/(2n)) sum_b (f_b - y_b)^2   (docs/math.md section 2, HY Eqs. 3-5)
+
+with eta the model's per-group learning rates (1 unless a parametrization sets them). The ODE state is the
+displacement u = theta - theta(0), not theta itself: each parameter moves only O(1/sqrt(m)) while being
+O(1), so a relative tolerance on theta would be loose on the change that matters (docs/math.md section 6).
+Together with the max norm over the parameter pytree (:mod:`nth.dynamics._odeint`) this resolves every
+parameter group, including the output layer and the first layer. Works for any model (its inexact-array
+leaves are theta); several seeds of one architecture can be integrated together (``stacked``).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from ..errors import ConfigError, SolverError
+from ..kernel import ntk
+from ..models import AbstractModel, as_model, check_inputs, combine, partition
+from ._odeint import FLOW_SOLVER, SolverSettings, integrate
+
+
+class FlowSolution(eqx.Module):
+    """True gradient flow at the save times: f(t) (T, n), empirical K^(2)(t) (T, n, n), loss(t) (T,).
+
+    ``params`` is theta(t) as a model whose parameter leaves have a leading time axis (only with
+    ``save_params``). With ``stacked`` models every array has a leading seed axis and ``stats`` is a list.
+    """
+
+    ts: Float[Array, " T"]
+    f: Float[Array, "T n"]
+    K2: Float[Array, "T n n"]
+    loss: Float[Array, " T"]
+    params: AbstractModel | None
+    f_test: Float[Array, "T k"] | None
+    stats: dict[str, int] | list[dict[str, int]] = eqx.field(static=True)
+
+
+def loss(model: AbstractModel, X: Float[Array, "n *in"], y: Float[Array, " n"]) -> Float[Array, ""]:
+    """L = (1/(2n)) sum_b (f_b - y_b)^2 (HY Eq. 3, docs/math.md section 2)."""
+    return 0.5 * jnp.mean((model(X) - y) ** 2)
+
+
+def _flow_rhs(t, u, args):
+    """-eta . grad L at theta(0) + u."""
+    params0, static, X, y, _ = args
+    model = combine(jax.tree_util.tree_map(jnp.add, params0, u), static)
+    p, s = partition(model)
+    g = jax.grad(lambda q: loss(combine(q, s), X, y))(p)
+    return jax.tree_util.tree_map(jnp.negative, model.apply_learning_rates(g))
+
+
+def _observe(model: AbstractModel, X, y, X_test):
+    """What is recorded along a trajectory: f, K^(2), loss, and f at the test inputs (f itself if none)."""
+    f = model(X)
+    return f, ntk(model, X), 0.5 * jnp.mean((f - y) ** 2), (f if X_test is None else model(X_test))
+
+
+def _moved(u, args):
+    params0, static = args[0], args[1]
+    return combine(jax.tree_util.tree_map(jnp.add, params0, u), static)
+
+
+def _save_flow(t, u, args):
+    _, _, X, y, X_test = args
+    return _observe(_moved(u, args), X, y, X_test)
+
+
+def _save_flow_params(t, u, args):
+    return _save_flow(t, u, args), jax.tree_util.tree_map(jnp.add, args[0], u)
+
+
+def gradient_flow(
+    model: AbstractModel,
+    X: Float[Array, "n *in"],
+    y: Float[Array, " n"],
+    ts: Float[Array, " T"],
+    *,
+    solver: SolverSettings = FLOW_SOLVER,
+    X_test: Float[Array, "k *in"] | None = None,
+    save_params: bool = False,
+    stacked: bool = False,
+    labels: list[str] | None = None,
+) -> FlowSolution:
+    """Train ``model`` by exact gradient flow on (X, y) and record f, the empirical K^(2) and the loss at ``ts``.
+
+    ``solver`` (default Dopri8 at rtol 1e-10, atol 1e-12, suited to the tight tolerances a reference needs)
+    with a PID controller on the max norm of the displacement theta(t) - theta(0). ``save_params`` also
+    returns theta at every save time (memory: T times the parameter count); ``X_test`` records f at test
+    inputs too. With ``stacked`` the model's parameters carry a leading seed axis and the seeds are solved
+    together (one vmapped solve; ``labels`` name them in errors). Solver failures raise
+    :class:`~nth.errors.SolverError`.
+    """
+    model = as_model(model)
+    params0, static = partition(model)
+    one = combine(jax.tree_util.tree_map(lambda a: a[0], params0), static) if stacked else model
+    X, y, X_test = _check_data(one, X, y, X_test)
+    u0 = jax.tree_util.tree_map(jnp.zeros_like, params0)
+    ys, stats = integrate(_flow_rhs, u0, (params0, static, X, y, X_test), ts, solver,
+                          save_fn=_save_flow_params if save_params else _save_flow, what="true gradient flow",
+                          batch_axes=(0, None, None, None, None) if stacked else None, labels=labels)
+    (f, K2, L, f_test), params = ys if save_params else (ys, None)
+    return FlowSolution(ts=jnp.asarray(ts, dtype=X.dtype), f=f, K2=K2, loss=L,
+                        params=None if params is None else combine(params, static),
+                        f_test=None if X_test is None else f_test, stats=stats)
+
+
+def _check_data(model: AbstractModel, X, y, X_test):
+    X = check_inputs(model, X)
+    y = jnp.asarray(y, dtype=X.dtype)
+    if y.shape != (X.shape[0],):
+        raise ConfigError(f"y has shape {y.shape}; expected ({X.shape[0]},) to match X {X.shape}")
+    if X_test is not None:
+        X_test = check_inputs(model, X_test, "X_test")
+    return X, y, X_test
+
+
+class GDSolution(eqx.Module):
+    """Full-batch gradient descent at the saved steps: t = lr * step, and f, K^(2), loss, f_test there."""
+
+    lr: float = eqx.field(static=True)
+    steps: Int[Array, " T"]
+    ts: Float[Array, " T"]
+    f: Float[Array, "T n"]
+    K2: Float[Array, "T n n"]
+    loss: Float[Array, " T"]
+    f_test: Float[Array, "T k"] | None
+
+
+@eqx.filter_jit
+def _gd_segment(params, static, X, y, lr, num_steps):
+    def body(_, p):
+        g = combine(p, static).apply_learning_rates(jax.grad(lambda q: loss(combine(q, static), X, y))(p))
+        return jax.tree_util.tree_map(lambda a, ga: a - lr * ga, p, g)
+
+    return jax.lax.fori_loop(0, num_steps, body, params)
+
+
+_observe_jit = eqx.filter_jit(_observe)
+
+
+def stable_lr(K2: Float[Array, "n n"]) -> float:
+    """2 n / lambda_max(K^(2)): the largest stable step of gradient descent on L near the kernel regime
+    (the Hessian of L is about J^T J / n, whose top eigenvalue is that of K^(2)/n)."""
+    K2 = jnp.asarray(K2)
+    return float(2 * K2.shape[0] / jnp.linalg.eigvalsh(K2)[-1])
+
+
+def gradient_descent(
+    model: AbstractModel,
+    X: Float[Array, "n *in"],
+    y: Float[Array, " n"],
+    lr: float,
+    save_steps,
+    *,
+    X_test: Float[Array, "k *in"] | None = None,
+) -> GDSolution:
+    """Full-batch gradient descent theta <- theta - lr eta . grad L (HY Section 4 item 2), recorded at
+    ``save_steps``. Step s corresponds to time t = lr * s of gradient flow; the two agree to O(lr) (Euler)."""
+    model = as_model(model)
+    X, y, X_test = _check_data(model, X, y, X_test)
+    steps = np.asarray(save_steps)
+    if steps.ndim != 1 or steps.size == 0 or not np.issubdtype(steps.dtype, np.integer) or steps[0] < 0 \
+            or (np.diff(steps) < 0).any():
+        raise ConfigError(f"save_steps must be non-decreasing non-negative integers; got {steps[:5]}...")
+    if not (np.isfinite(lr) and lr > 0):
+        raise ConfigError(f"learning rate lr = {lr!r} must be a finite positive number")
+    lr_arr = jnp.asarray(lr, dtype=X.dtype)
+    params, static = partition(model)
+    out, done = [], 0
+    for s in steps:
+        params = _gd_segment(params, static, X, y, lr_arr, int(s) - done)
+        done = int(s)
+        out.append(_observe_jit(combine(params, static), X, y, X_test))
+    f, K2, L, f_test = (jnp.stack(z) for z in zip(*out))
+    if not bool(jnp.isfinite(f).all()):
+        raise SolverError(f"gradient descent with lr = {lr:g} diverged (non-finite outputs); the largest stable "
+                          "step is about 2n / lambda_max(K^(2)) (nth.stable_lr)")
+    return GDSolution(lr=float(lr), steps=jnp.asarray(steps), ts=lr * jnp.asarray(steps, dtype=X.dtype), f=f,
+                      K2=K2, loss=L, f_test=None if X_test is None else f_test)

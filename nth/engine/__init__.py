@@ -1,0 +1,17 @@
+"""The run engine: one configuration (:class:`SolveConfig`) through every stage, for one seed or several seeds
+of one width together, with the memory plan of every stage checked first (docs/math.md sections 2-6)."""
+
+from ._config import DTYPES as DTYPES, SolveConfig as SolveConfig
+from ._plan import SolvePlan as SolvePlan, plan_solve as plan_solve
+from ._run import (
+    SolveResult as SolveResult,
+    build_model as build_model,
+    dry_run as dry_run,
+    float32_floor as float32_floor,
+    float32_warnings as float32_warnings,
+    load_data as load_data,
+    plan_run as plan_run,
+    solve as solve,
+    solve_seeds as solve_seeds,
+    sweep_errors as sweep_errors,
+)

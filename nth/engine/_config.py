@@ -1,0 +1,205 @@
+"""Everything that defines a run, checked before any work: :class:`SolveConfig`.
+
+A run is one model (a built-in architecture or the user's ``make_model``, :class:`~nth.models.ModelSpec`) on
+one dataset, its kernels K^(2)..K^(p), the truncated NTH at every level q = 2..p, the DG correction, the
+m = inf row where it exists, the true gradient flow and, with a learning rate, gradient descent. The CLI
+only parses arguments into a SolveConfig.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax.numpy as jnp
+
+from ..data import NORMALIZATIONS
+from ..dynamics import DG_METHODS, SolverSettings
+from ..errors import ConfigError
+from ..kernel import IMPLEMENTATIONS, check_infinite_options
+from ..models import DEFAULT_ORDER, ModelSpec
+
+DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
+DEFAULT_WIDTH, DEFAULT_N, DEFAULT_D, DEFAULT_N_TEST = 1024, 16, 8, 4
+#: The default horizon is where the frozen-NTK loss has fallen this much (the true loss then falls > 100x).
+DEFAULT_LOSS_FALL = 1000.0
+#: float32 cannot resolve relative changes below its epsilon (1.2e-7): tolerances are raised to these.
+FLOAT32_MIN_RTOL, FLOAT32_MIN_ATOL = 1e-6, 1e-8
+RELU_RTOL, RELU_ATOL, RELU_MAX_STEPS = 1e-6, 1e-8, 1_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class SolveConfig:
+    """Everything that defines an ``nth solve`` run. ``None`` means "the default" (or "from the file").
+
+    Architecture: ``arch`` (``mlp``, ``cnn``, ``resnet``) with ``depth``, ``activation``, ``beta``,
+    ``sigma_w``, ``sigma_a``, ``param`` (mlp), ``kernel_size`` (cnn); or ``model`` (``FILE.py:make_model``)
+    for the user's own. ``kernel_impl`` forces a kernel implementation (``auto``, ``structured``, ``jvp``).
+    """
+
+    p: int = 4
+    arch: str = "mlp"
+    model: str | None = None
+    width: int | None = None
+    depth: int | None = None
+    activation: str = "tanh"
+    beta: float = 1.0
+    sigma_w: float = 1.0
+    sigma_a: float = 1.0
+    kernel_size: int = 3
+    n: int | None = None
+    d: int | None = None
+    seed: int = 0
+    data_seed: int = 0
+    data: str | None = None
+    weights: str | None = None
+    normalization: str = "sphere"
+    t_max: float | None = None
+    num_times: int = 41
+    rtol: float = 1e-10
+    atol: float = 1e-12
+    max_steps: int = 100_000
+    nth_solver: str = "tsit5"
+    flow_solver: str = "dopri8"
+    dtype: str = "float64"
+    memory_budget: int | None = None
+    save_kernels: bool = False
+    n_test: int | None = None
+    dg: bool | None = None
+    dg_method: str = "closed"
+    lr: float | None = None
+    steps: int | None = None
+    digits_per_class: int = 10
+    matrix_free: bool = False
+    chunk: int | None = None
+    devices: int | None = None
+    param: str = "ntk"
+    infinite: bool | None = None
+    quadrature_order: int = DEFAULT_ORDER
+    kernel_impl: str = "auto"
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(arch=self.arch, model=self.model, depth=self.depth, activation=self.activation,
+                         beta=self.beta, sigma_w=self.sigma_w, sigma_a=self.sigma_a, param=self.param,
+                         kernel_size=self.kernel_size)
+
+    @property
+    def use_inf(self) -> bool:
+        """The m = inf row (kernel gradient descent with Kbar^(2)): on by default where a limiting kernel exists
+        (the mlp in a kernel-regime parametrization; TP4 Theorem 3.8)."""
+        return self.model_spec.has_kernel_limit if self.infinite is None else self.infinite
+
+    @property
+    def use_dg(self) -> bool:
+        """DG needs K^(3) and K^(4): on by default when p >= 4 (p >= 5 when K^(p) is matrix-free)."""
+        return self.p >= (5 if self.matrix_free else 4) if self.dg is None else self.dg
+
+    @property
+    def nth_settings(self) -> SolverSettings:
+        return SolverSettings(solver=self.nth_solver, rtol=self.rtol, atol=self.atol, max_steps=self.max_steps)
+
+    def flow_settings(self, progress: bool = False) -> SolverSettings:
+        return SolverSettings(solver=self.flow_solver, rtol=self.rtol, atol=self.atol, max_steps=self.max_steps,
+                              progress=progress)
+
+    def for_dtype(self) -> "SolveConfig":
+        """The config with solver settings this run can meet, each change announced by :meth:`adjustments`.
+
+        float32 resolves about 1.2e-7, so rtol >= 1e-6 and atol >= 1e-8 (docs/math.md section 6). ReLU's
+        gradient flow has a discontinuous right-hand side (relu' jumps where a pre-activation crosses 0), which
+        an 8th-order adaptive solver at rtol 1e-10 cannot step across: left at their defaults, its flow solver,
+        tolerances and step limit become dopri5, 1e-6, 1e-8 and 10^6.
+        """
+        c = self
+        if c.activation == "relu":
+            defaults = {f.name: f.default for f in dataclasses.fields(SolveConfig)}
+            relu = {"flow_solver": "dopri5", "rtol": RELU_RTOL, "atol": RELU_ATOL, "max_steps": RELU_MAX_STEPS}
+            c = dataclasses.replace(c, **{k: v for k, v in relu.items() if getattr(c, k) == defaults[k]})
+        if c.dtype == "float32":
+            c = dataclasses.replace(c, rtol=max(c.rtol, FLOAT32_MIN_RTOL), atol=max(c.atol, FLOAT32_MIN_ATOL))
+        return c
+
+    def adjustments(self) -> str:
+        """One line naming what :meth:`for_dtype` changes, or "" if nothing."""
+        c = self.for_dtype()
+        changed = [f"{k} {getattr(self, k)} -> {getattr(c, k)}" for k in ("flow_solver", "rtol", "atol", "max_steps")
+                   if getattr(self, k) != getattr(c, k)]
+        why = "float32 resolves about 1.2e-7" if self.dtype == "float32" else ""
+        if self.activation == "relu":
+            why = "ReLU's gradient flow has a discontinuous right-hand side" + (f"; {why}" if why else "")
+        return f"adjusted for this run ({why}): " + ", ".join(changed) if changed else ""
+
+    def validate(self) -> None:
+        """Check every field before any work is done; raise ConfigError naming the bad value."""
+        if not isinstance(self.p, int) or isinstance(self.p, bool) or self.p < 2:
+            raise ConfigError(f"p = {self.p!r} must be an integer >= 2 (p = 2 is the frozen NTK)")
+        spec = self.model_spec
+        spec.validate(self.p)
+        for name in ("width", "n", "d"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ConfigError(f"{name} = {v!r} must be a positive integer")
+        if self.infinite and not spec.has_kernel_limit:
+            raise ConfigError(spec.no_kernel_limit_reason())
+        if self.infinite is not False and spec.name == "mlp":
+            check_infinite_options(self.activation, "auto", self.quadrature_order, self.beta)
+        if self.weights is not None:
+            if spec.name != "mlp":
+                raise ConfigError(f"--weights holds MLP weights (W1..WH, a); it cannot be used with "
+                                  f"{'--model' if self.model else '--arch ' + self.arch}")
+            if self.width is not None or self.depth is not None:
+                raise ConfigError("width and depth are read from the weights file; do not pass --width/--depth "
+                                  "together with --weights")
+        if self.data is not None and (self.n is not None or self.d is not None):
+            raise ConfigError("n and d are read from the data; do not pass --n/--d together with --data "
+                              "(for digits, set the size with --digits-per-class)")
+        if self.t_max is not None and not (isinstance(self.t_max, (int, float)) and math.isfinite(self.t_max)
+                                           and self.t_max > 0):
+            raise ConfigError(f"t_max = {self.t_max!r} must be a finite positive time")
+        if not isinstance(self.num_times, int) or self.num_times < 2:
+            raise ConfigError(f"num_times = {self.num_times!r} must be an integer >= 2")
+        for name in ("nth_solver", "flow_solver"):  # named for the CLI option
+            try:
+                SolverSettings(solver=getattr(self, name), rtol=self.rtol, atol=self.atol, max_steps=self.max_steps)
+            except ConfigError as e:
+                raise ConfigError(f"{name}: {e}") from None
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype = {self.dtype!r}; accepted: {', '.join(DTYPES)}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ConfigError(f"normalization = {self.normalization!r}; accepted: {', '.join(NORMALIZATIONS)}")
+        if self.memory_budget is not None and self.memory_budget <= 0:
+            raise ConfigError(f"memory_budget = {self.memory_budget!r} must be a positive number of bytes")
+        if self.dg and self.p < 4:
+            raise ConfigError(f"the DG correction needs K^(3) and K^(4), so p >= 4; got p = {self.p}")
+        if self.matrix_free and self.p < 3:
+            raise ConfigError(f"matrix_free needs p >= 3 (at p = {self.p} the top kernel is K^(2) itself)")
+        if self.dg and self.matrix_free and self.p == 4:
+            raise ConfigError("the DG correction needs a dense K^(4), which matrix_free at p = 4 never forms; "
+                              "use --no-dg, p >= 5, or drop --matrix-free")
+        if self.devices is not None and (not isinstance(self.devices, int) or self.devices < 1):
+            raise ConfigError(f"devices = {self.devices!r} must be a positive integer (or None for every device)")
+        if self.chunk is not None and (not isinstance(self.chunk, int) or self.chunk < 1):
+            raise ConfigError(f"chunk = {self.chunk!r} must be a positive integer (direction tuples per batch)")
+        if self.kernel_impl not in ("auto",) + tuple(IMPLEMENTATIONS):
+            raise ConfigError(f"kernel_impl = {self.kernel_impl!r}; accepted: auto, {', '.join(IMPLEMENTATIONS)}")
+        if self.kernel_impl == "structured" and spec.name != "mlp":
+            raise ConfigError(f"kernel_impl 'structured' exists for the mlp only; the {spec.name} uses 'jvp' "
+                              "(nested JVPs through its forward pass)")
+        if self.dg_method not in DG_METHODS:
+            raise ConfigError(f"dg_method = {self.dg_method!r}; accepted: {', '.join(DG_METHODS)}")
+        builtin = self.data in (None, "digits")
+        if self.n_test is not None and (not builtin or not isinstance(self.n_test, int) or self.n_test < 0):
+            raise ConfigError(f"n_test = {self.n_test!r}: a non-negative integer, for the built-in problems only "
+                              "(with --data FILE, test inputs come from X_test in the file)")
+        if not isinstance(self.digits_per_class, int) or self.digits_per_class < 1:
+            raise ConfigError(f"digits_per_class = {self.digits_per_class!r} must be a positive integer")
+        if (self.lr is None) != (self.steps is None):
+            raise ConfigError("finite learning rate needs both lr and steps (--lr ETA --steps S)")
+        if self.lr is not None:
+            if not (math.isfinite(self.lr) and self.lr > 0):
+                raise ConfigError(f"lr = {self.lr!r} must be a finite positive learning rate")
+            if not isinstance(self.steps, int) or self.steps < 1:
+                raise ConfigError(f"steps = {self.steps!r} must be a positive integer")
+            if self.t_max is not None:
+                raise ConfigError("with --lr/--steps the horizon is t_max = lr * steps; do not pass --t-max")

@@ -1,0 +1,99 @@
+"""Memory plan of a whole run, stage by stage, before anything is allocated.
+
+Every estimate is a formula in the sizes (n, k test inputs, the model's parameter count and forward-pass
+size, p, dtype, batch size, number of saved times, seeds computed together); the model may be abstract
+(``eqx.filter_eval_shape`` of its constructor), so nothing is allocated. Stages run one after the other while
+the kernels stay resident, so the predicted peak is the kernels plus the largest stage:
+
+- kernels: every stored K^(r) (training and test inputs) plus one batch of direction tuples
+  (:func:`nth.kernel.plan_kernels`);
+- gradient flow: the Diffrax state (a parameter-sized displacement) times the solver's stage count, the
+  forward/backward pass of the batch of inputs, and the saved trajectory (f, K^(2), loss at every saved time);
+- truncated NTH: the state (f, K^(2)..K^(p-1), test rows) times the stage count, and the saved trajectory;
+- DG: the eigenbasis copies of K^(3) and K^(4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from ..errors import ConfigError, MemoryBudgetError
+from ..kernel import KernelPlan, forward_entries, format_bytes, kernel_bytes, plan_kernels
+from ..models import AbstractModel, num_params
+from ..models._base import model_dtype
+
+#: Stage vectors (plus state, error estimate and FSAL copies) an explicit Runge-Kutta step keeps alive.
+SOLVER_COPIES = {"tsit5": 10, "dopri5": 10, "dopri8": 17}
+
+
+@dataclasses.dataclass(frozen=True)
+class SolvePlan:
+    """Predicted bytes per stage (``stages``), what stays resident (``resident``), and the budget; every figure
+    covers all ``models`` (seeds) computed together."""
+
+    kernels: KernelPlan
+    test_kernels: KernelPlan | None
+    resident: int
+    stages: dict[str, int]
+    budget: int
+    models: int = 1
+
+    @property
+    def peak(self) -> int:
+        return self.resident + max(self.stages.values())
+
+    def describe(self) -> str:
+        lines = ["memory plan (predicted, nothing allocated yet):", "kernels at the training inputs:",
+                 self.kernels.describe()]
+        if self.test_kernels is not None:
+            lines += ["kernels at the test inputs:", self.test_kernels.describe()]
+        lines.append(f"resident while solving (kernels, weights): {format_bytes(self.resident)}")
+        lines += [f"  stage {name}: {format_bytes(b)}" for name, b in self.stages.items()]
+        lines.append(f"predicted peak {format_bytes(self.peak)} of budget {format_bytes(self.budget)} "
+                     f"(kernel batch: {self.kernels.chunk} direction tuples"
+                     + (f"; {self.models} seeds together)" if self.models > 1 else ")"))
+        return "\n".join(lines)
+
+
+def plan_solve(model: AbstractModel, *, n: int, n_test: int, p: int, num_times: int = 41,
+               memory_budget: int | None = None, chunk: int | None = None, matrix_free: bool = False,
+               dg: bool = False, nth_solver: str = "tsit5", flow_solver: str = "dopri8",
+               implementation="auto", models: int = 1, in_shape: tuple[int, ...] | None = None) -> SolvePlan:
+    """Plan every stage of a run of ``model`` (abstract or concrete); raise
+    :class:`~nth.errors.MemoryBudgetError` with the itemized plan if the peak exceeds the budget."""
+    for name, solver in (("nth_solver", nth_solver), ("flow_solver", flow_solver)):
+        if solver not in SOLVER_COPIES:
+            raise ConfigError(f"{name} = {solver!r}; accepted: {', '.join(SOLVER_COPIES)}")
+    kw = dict(implementation=implementation, matrix_free=matrix_free, models=models, in_shape=in_shape)
+    kp = plan_kernels(model, n, p, memory_budget=memory_budget, chunk=chunk, **kw)
+    tp = None
+    if n_test:
+        tp = plan_kernels(model, n, p, memory_budget=kp.budget, chunk=kp.chunk, first_rows=n_test, **kw)
+    dtype = model_dtype(model)
+    it = jnp.dtype(dtype).itemsize
+    P = num_params(model)
+    A, C = forward_entries(model, in_shape)
+    stored = sum(kp.kernel_bytes.values()) + (0 if tp is None else sum(tp.kernel_bytes.values()))
+    resident = models * (stored + P * it)
+    saved = num_times * (n + n_test + n * n + 1) * it
+    nth_state = (n + n_test) * it + sum(kernel_bytes(n, r, dtype) for r in range(2, p))
+    if n_test:
+        nth_state += sum(kernel_bytes(n, r, dtype, n_test) for r in range(2, p))
+    stages = {
+        "kernels": max(kp.work_bytes, 0 if tp is None else tp.work_bytes),
+        "gradient flow": SOLVER_COPIES[flow_solver] * P * it + 6 * ((n + n_test) * A + C) * it + 3 * P * it + saved,
+        "truncated NTH": SOLVER_COPIES[nth_solver] * nth_state + saved + (kp.work_bytes if matrix_free else 0),
+    }
+    if dg:
+        stages["DG correction"] = 2 * (kernel_bytes(n, 3, dtype) + kernel_bytes(n, 4, dtype)) + saved
+    stages = {k: models * v for k, v in stages.items()}
+    plan = SolvePlan(kernels=kp, test_kernels=tp, resident=resident, stages=stages, budget=kp.budget, models=models)
+    if plan.peak > plan.budget:
+        raise MemoryBudgetError(
+            f"this run needs about {format_bytes(plan.peak)}, over the memory budget of "
+            f"{format_bytes(plan.budget)}.\n{plan.describe()}\nReduce n or the width, lower p, apply the top "
+            "level matrix-free (--matrix-free), use float32, " + ("batch fewer seeds, " if models > 1 else "")
+            + "or raise the budget (--memory-budget).")
+    return plan

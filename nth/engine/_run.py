@@ -1,0 +1,393 @@
+"""The run engine: data -> model(s) -> kernels -> truncated NTH at every level q = 2..p, DG, the m = inf row, true
+gradient flow (and gradient descent) -> errors. One path for one seed and for several seeds of one width.
+
+Several seeds of one configuration are one computation: their models have identical shapes, so the
+parameters are stacked along a leading seed axis and every vmappable stage (kernels, flow, NTH levels) runs
+once for all of them (each Diffrax solve with its own step size per seed); the per-seed stages (DG's
+eigendecompositions, gradient descent) loop. One seed is the same path with a batch of one, solved unbatched.
+Writing files is not done here (:mod:`nth.io` does it); every check that can fail on user input runs before
+the expensive stages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array
+
+from ..compare import f_error, k2_error
+from ..data import Dataset, load_problem, read_npz
+from ..dynamics import (FlowSolution, GDSolution, NTHSolution, default_horizon, dg_correction, gradient_descent,
+                        gradient_flow, stable_lr, truncated_nth)
+from ..errors import ConfigError, DataError
+from ..kernel import KernelOperator, limiting_kernels
+from ..kernel import kernels as compute_kernels
+from ..kernel._engine import _mesh
+from ..models import AbstractModel, combine, mlp_from_arrays, num_params, partition, preset
+from ._config import DEFAULT_LOSS_FALL, DEFAULT_N, DEFAULT_N_TEST, DEFAULT_D, DEFAULT_WIDTH, DTYPES, SolveConfig
+from ._plan import SolvePlan, plan_solve
+
+#: The float32 reference's own error, max_t |f_true32 - f_true64| / sqrt(n) ~ A m^B (results/float32_floor.txt:
+#: 1.9e-7 at m = 256 to 5.0e-7 at m = 4096, depth 1, n = 8, t = 20, geometric mean of 3 seeds).
+FLOAT32_FLOOR_A, FLOAT32_FLOOR_B = 2.8e-8, 0.32
+#: A float32 error within this factor of the floor is not resolved.
+FLOAT32_MARGIN = 10.0
+
+
+def float32_floor(width: int) -> float:
+    """The error floor float32 puts under an error-vs-width curve at this width (measured fit, see above)."""
+    return FLOAT32_FLOOR_A * width**FLOAT32_FLOOR_B
+
+
+def float32_warnings(errors: dict[str, dict[str, float]], width: int | None) -> list[str]:
+    """One line per prediction whose float32 error is within FLOAT32_MARGIN of :func:`float32_floor`."""
+    floor = float32_floor(width or DEFAULT_WIDTH)
+    out = []
+    for label, e in errors.items():
+        v = e.get("max_f_error")
+        if v is not None and v < FLOAT32_MARGIN * floor:
+            out.append(f"{label}: error {v:.2e} is within {FLOAT32_MARGIN:g}x of the float32 floor ({floor:.1e} at "
+                       f"m = {width}); it measures float32 rounding, not the hierarchy. Use --dtype float64.")
+    return out
+
+
+@dataclasses.dataclass
+class SolveResult:
+    """What a run produced: inputs, kernels, the reference, every prediction, errors and wall times.
+
+    ``predictions`` maps a label ("p2", ..., "p{p}", "dg", "inf") to an NTHSolution or DGSolution; ``errors``
+    maps the same labels (and "gd" for gradient descent against the flow) to their error summaries.
+    """
+
+    config: dict[str, Any]
+    data: Dataset
+    f0: np.ndarray
+    kernels: dict[int, np.ndarray]
+    test_kernels: dict[int, np.ndarray] | None
+    flow: FlowSolution
+    predictions: dict[str, Any]
+    gd: GDSolution | None
+    errors: dict[str, dict[str, float]]
+    wall_times: dict[str, float]
+    loss_fall: float
+    path: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+def load_data(cfg: SolveConfig) -> Dataset:
+    """The configured dataset (built-in, digits, or an ``.npz`` file); digits as 8x8 images for a cnn."""
+    return load_problem(cfg.data, n=cfg.n or DEFAULT_N, d=cfg.d or DEFAULT_D, seed=cfg.data_seed,
+                        n_test=DEFAULT_N_TEST if cfg.n_test is None else cfg.n_test,
+                        digits_per_class=cfg.digits_per_class, normalization=cfg.normalization,
+                        images=cfg.model is None and cfg.arch == "cnn")
+
+
+def build_model(cfg: SolveConfig, data: Dataset, seed: int) -> AbstractModel:
+    """The model of ``cfg`` with the initial weights of ``seed`` (or from the weights file), checked against the
+    data: input shape, and outputs of shape (n,) (shapes only: nothing is computed)."""
+    dtype = DTYPES[cfg.dtype]
+    if cfg.weights is None:
+        model = cfg.model_spec.build(seed=seed, width=cfg.width or DEFAULT_WIDTH, in_shape=data.in_shape, dtype=dtype)
+    else:
+        model = mlp_from_arrays(read_npz(cfg.weights, "weights"), cfg.activation, beta=cfg.beta, dtype=dtype,
+                                source=str(cfg.weights))
+        if cfg.param != "ntk":  # the file holds theta; the parametrization sets the per-layer learning rates
+            model = dataclasses.replace(model, lrs=preset(cfg.param, model.depth).lrs(model.width))
+        if data.in_shape != (model.in_dim,):
+            raise DataError(f"shape mismatch: weights file {cfg.weights!r} has W1 of shape ({model.width}, "
+                            f"{model.in_dim}), so inputs must have d = {model.in_dim}, but the data ({data.source}) "
+                            + (f"has d = {data.d}" if len(data.in_shape) == 1 else f"has inputs of shape {data.in_shape}"))
+    check_model_data(model, data, cfg.weights or cfg.model or cfg.arch)
+    return model
+
+
+def check_model_data(model: AbstractModel, data: Dataset, name: str) -> None:
+    """The model must accept the data's inputs and return one output per input (traced, not computed)."""
+    shape = model.in_shape
+    if shape is not None and tuple(shape) != data.in_shape:
+        raise DataError(f"shape mismatch: {name} takes inputs of shape {tuple(shape)}, but the data ({data.source}) "
+                        f"has inputs of shape {data.in_shape}")
+    X = jax.ShapeDtypeStruct(data.X.shape, jnp.float64)
+    try:
+        out = eqx.filter_eval_shape(lambda m, x: m(x), model, X)
+    except Exception as e:  # the user's model cannot take these inputs
+        raise DataError(f"{name} cannot be applied to inputs of shape {data.X.shape} ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if getattr(out, "shape", None) != (data.n,):
+        raise DataError(f"{name} maps inputs of shape {data.X.shape} to outputs of shape "
+                        f"{getattr(out, 'shape', type(out).__name__)}; nth needs one scalar output per input, "
+                        f"shape ({data.n},)")
+
+
+def abstract_model(cfg: SolveConfig, data: Dataset) -> AbstractModel:
+    """The model's shapes without its weights (for the memory plan: nothing is allocated)."""
+    return eqx.filter_eval_shape(lambda: build_model(cfg, data, cfg.seed))
+
+
+def plan_run(cfg: SolveConfig, data: Dataset, model: AbstractModel | None = None, models: int = 1) -> SolvePlan:
+    """The memory plan of a run of ``cfg`` on ``data`` (``models`` seeds together); raises MemoryBudgetError if
+    over budget."""
+    model = abstract_model(cfg, data) if model is None else model
+    return plan_solve(model, n=data.n, n_test=data.k, p=cfg.p, num_times=cfg.num_times,
+                      memory_budget=cfg.memory_budget, chunk=cfg.chunk, matrix_free=cfg.matrix_free, dg=cfg.use_dg,
+                      nth_solver=cfg.nth_solver, flow_solver=cfg.flow_solver, implementation=cfg.kernel_impl,
+                      models=models, in_shape=data.in_shape)
+
+
+def describe_model(model: AbstractModel) -> str:
+    info = model.describe()
+    opts = ", ".join(f"{k} {v}" for k, v in info.items() if k not in ("arch", "in_shape", "lrs") and v is not None)
+    return f"{info['arch']} ({opts})"
+
+
+def dry_run(cfg: SolveConfig) -> str:
+    """What ``nth solve --dry-run`` prints: sizes and the memory plan of every stage; nothing is computed.
+
+    Raises MemoryBudgetError (with the itemized plan) exactly when the real run would refuse.
+    """
+    cfg.validate()
+    cfg = cfg.for_dtype()
+    data = load_data(cfg)
+    model = abstract_model(cfg, data)
+    plan = plan_run(cfg, data, model)
+    head = (f"nth solve --p {cfg.p}: {describe_model(model)}, {num_params(model)} parameters, n = {data.n}, inputs "
+            f"{data.in_shape}, {data.k} test inputs, {cfg.dtype}, device {jax.devices()[0].platform} x "
+            f"{len(jax.local_devices())}" + (", K^(p) matrix-free" if cfg.matrix_free else "")
+            + (f", {cfg.param} parametrization" if cfg.model is None and cfg.arch == "mlp" else ""))
+    return head + "\n" + plan.describe()
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return out, time.perf_counter() - t
+
+
+def infinite_kernels(cfg: SolveConfig, depth: int, X, Xt) -> tuple[Array, Array | None]:
+    """Kbar^(2)(X, X) and Kbar^(2)(X_test, X) of the configured MLP (docs/math.md section 5), in the dtype of X.
+
+    Kbar uses ``cfg.sigma_w``/``cfg.sigma_a`` as the weights' distribution (also with a weights file).
+    """
+    kw = dict(depth=depth, activation=cfg.activation, sigma_w=cfg.sigma_w, sigma_a=cfg.sigma_a, beta=cfg.beta,
+              param=cfg.param, order=cfg.quadrature_order)
+    Kbar = limiting_kernels(X, **kw).ntk.astype(X.dtype)
+    return Kbar, None if Xt is None else limiting_kernels(Xt, X, **kw).ntk.astype(X.dtype)
+
+
+def infinite_prediction(cfg: SolveConfig, kbar: tuple[Array, Array | None], y, f0, ft0, ts) -> NTHSolution:
+    """The m = inf row: kernel gradient descent with the limiting NTK Kbar^(2) (TP2b; docs/math.md section 5),
+    started from the network's own f(0), i.e. the p = 2 dynamics with K^(2)(0) -> Kbar^(2) (and Kbar(x, X) at
+    test inputs); ``kbar`` from :func:`infinite_kernels`.
+
+    Its error against true gradient flow falls only like m^(-1/2) (K^(2)(0) - Kbar^(2) = O(1/sqrt(m))), while
+    p = 2 with the finite K^(2)(0) falls like 1/m.
+    """
+    Kbar, Kbar_test = kbar
+    return truncated_nth({2: Kbar}, f0, y, ts, p=2, test_kernels=None if Kbar_test is None else {2: Kbar_test},
+                         f0_test=None if Kbar_test is None else ft0, solver=cfg.nth_settings)
+
+
+def errors_against(pred, flow: FlowSolution, gd: GDSolution | None) -> dict[str, float]:
+    """Max over saved times of the output, kernel and test-output errors against the references."""
+    e = {"max_f_error": float(f_error(pred.f, flow.f).max()), "max_K2_error": float(k2_error(pred.K2, flow.K2).max())}
+    if flow.f_test is not None and pred.f_test is not None:
+        e["max_test_error"] = float(f_error(pred.f_test, flow.f_test).max())
+    if gd is not None:
+        e["max_f_error_gd"] = float(f_error(pred.f, gd.f).max())
+    return e
+
+
+def resolved_config(cfg: SolveConfig, data: Dataset, model: AbstractModel, chunk: int, t_max: float,
+                    seeds_together: int) -> dict[str, Any]:
+    """The configuration a file records: every option with its defaults resolved, and the model's description."""
+    info = model.describe()
+    out = dataclasses.asdict(cfg) | {
+        "inf": cfg.use_inf, "dg": cfg.use_dg, "width": model.width, "depth": info.get("depth"), "n": data.n,
+        "d": data.d, "in_shape": list(data.in_shape), "n_test": data.k, "num_params": num_params(model),
+        "kernel_chunk": chunk, "normalization_applied": data.normalization, "t_max": float(t_max),
+        "model_info": info, "arch_options": cfg.model_spec.describe(), "seeds_together": seeds_together}
+    if cfg.model is None and cfg.arch == "mlp":
+        out["tp4"] = preset(cfg.param, info["depth"]).table_row()
+    if cfg.model is not None:  # the built-in architecture options do not apply to the user's model
+        out.update(arch="model", activation=None, beta=None, sigma_w=None, sigma_a=None, param=None, kernel_size=None,
+                   quadrature_order=None)
+    return out
+
+
+def _stack(models: list[AbstractModel]) -> AbstractModel:
+    """One model whose parameters carry a leading seed axis (the static parts must agree)."""
+    parts = [partition(m) for m in models]
+    statics = [s for _, s in parts]
+    if any(jax.tree_util.tree_structure(s) != jax.tree_util.tree_structure(statics[0]) for s in statics):
+        raise ConfigError("the models of these seeds differ in structure; they cannot be computed together")
+    return combine(jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[p for p, _ in parts]), statics[0])
+
+
+def _pick(tree, i: int):
+    return jax.tree_util.tree_map(lambda x: x[i] if eqx.is_array(x) else x, tree)
+
+
+def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, devices=None,
+                log: Callable[[str], None] | None = None) -> list[SolveResult]:
+    """Every stage of a run for each seed in ``seeds`` as one computation (module docstring).
+
+    Several seeds need a fixed horizon ``cfg.t_max`` (they share their save times), seeded weights and gradient
+    flow (no ``lr``). ``devices``: None for every local device, an int count, or a list. The memory plan covers
+    all seeds at once and refuses before any allocation.
+    """
+    say = log or (lambda s: None)
+    cfg.validate()
+    if cfg.adjustments():
+        say(cfg.adjustments())
+        cfg = cfg.for_dtype()
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds = {seeds!r} must be a non-empty list of distinct integers")
+    B = len(seeds)
+    if B > 1 and (cfg.t_max is None or cfg.weights is not None or cfg.lr is not None or cfg.matrix_free):
+        raise ConfigError("several seeds together need a fixed t_max, seeded weights (no --weights), gradient flow "
+                          "(no --lr) and dense kernels (no --matrix-free); run them one at a time otherwise")
+    devices = cfg.devices if devices is None else devices
+    data = load_data(cfg)
+    dtype = DTYPES[cfg.dtype]
+    X, y = jnp.asarray(data.X, dtype=dtype), jnp.asarray(data.y, dtype=dtype)
+    Xt = None if data.k == 0 else jnp.asarray(data.X_test, dtype=dtype)
+    plan = plan_run(cfg, data, models=B)  # every stage is planned (and refused) before any work
+    _mesh(devices)  # a bad device count is refused before any work too
+    models = [build_model(cfg, data, s) for s in seeds]
+    model = models[0]
+    stacked = B > 1
+    net = _stack(models) if stacked else model
+    labels = [f"seed {s}" for s in seeds]
+    wall: dict[str, float] = {}
+
+    def timed(key, fn):  # wall time per seed
+        out, t = _timed(fn)
+        wall[key] = t / B
+        return out
+
+    if cfg.model is None and cfg.arch == "mlp":
+        abc = preset(cfg.param, model.depth)
+        param = f", {cfg.param} parametrization (r = {abc.r}, {abc.regime()})"
+    else:
+        param = ""
+    say(f"network: {describe_model(model)}, {num_params(model)} parameters{param}; data: n = {data.n}, inputs "
+        f"{data.in_shape}, {data.k} test points ({data.source}); device: {jax.devices()[0].platform}"
+        + (f"; seeds {', '.join(map(str, seeds))} together" if stacked else ""))
+    say(f"[1/4] kernels K^(2)..K^({cfg.p}) by forward mode ({plan.kernels.implementation}; batches of "
+        f"{plan.kernels.chunk} direction tuples" + (f"; K^({cfg.p}) matrix-free)" if cfg.matrix_free else ")"))
+    kw = dict(memory_budget=plan.budget, chunk=plan.kernels.chunk, progress=progress, matrix_free=cfg.matrix_free,
+              devices=devices, implementation=cfg.kernel_impl, stacked=stacked)
+    ks = timed("kernels", lambda: compute_kernels(net, X, cfg.p, **kw))
+    kt = None if Xt is None else timed("test_kernels", lambda: compute_kernels(net, X, cfg.p, first=Xt, **kw))
+    apply = eqx.filter_vmap(lambda m, Z: m(Z), in_axes=(eqx.if_array(0), None)) if stacked else (lambda m, Z: m(Z))
+    f0 = apply(net, X)
+    ft0 = None if Xt is None else apply(net, Xt)
+    gd = None
+    if cfg.lr is not None:
+        steps = np.unique(np.round(np.linspace(0, cfg.steps, cfg.num_times)).astype(np.int64))
+        ts = jnp.asarray(cfg.lr * steps, dtype=dtype)
+        t_max = cfg.lr * cfg.steps
+        say(f"[+] gradient descent: lr {cfg.lr:g} (stable step about {stable_lr(ks[2]):.3g}), {cfg.steps} steps")
+        gd = timed("gradient_descent", lambda: gradient_descent(model, X, y, cfg.lr, steps, X_test=Xt))
+    else:
+        t_max = cfg.t_max if cfg.t_max is not None else default_horizon(ks[2], f0, y, fall=DEFAULT_LOSS_FALL)
+        ts = jnp.linspace(0.0, t_max, cfg.num_times, dtype=dtype)
+    flow_settings = cfg.flow_settings(progress=progress and not stacked)
+    say(f"[2/4] true gradient flow to t = {t_max:.4g} ({flow_settings.describe()})")
+    flow = timed("gradient_flow", lambda: gradient_flow(net, X, y, ts, solver=flow_settings, X_test=Xt,
+                                                        stacked=stacked, labels=labels))
+    say(f"[3/4] truncated NTH, levels q = 2..{cfg.p} ({cfg.nth_solver})")
+    preds: dict[str, Any] = {}
+    for q in range(2, cfg.p + 1):
+        preds[f"p{q}"] = timed(f"nth_p{q}", lambda q=q: truncated_nth(
+            ks, f0, y, ts, p=q, test_kernels=kt, f0_test=ft0, solver=cfg.nth_settings, stacked=stacked,
+            labels=labels))
+    kbar = None
+    if cfg.use_inf:
+        say("[+] m = inf: kernel gradient descent with the limiting NTK Kbar^(2) from the network's f(0)")
+        kbar = infinite_kernels(cfg, model.depth, X, Xt)  # shared by every seed
+    if cfg.use_dg:
+        say(f"[4/4] Dyer & Gur-Ari O(1/m) correction ({cfg.dg_method} form)")
+    dense = lambda d: None if d is None else {r: k for r, k in d.items() if not isinstance(k, KernelOperator)}  # noqa: E731
+    results = []
+    for i, s in enumerate(seeds):
+        pick = (lambda tree: _pick(tree, i)) if stacked else (lambda tree: tree)
+        k_i, kt_i = pick(dense(ks)), pick(dense(kt))
+        f0_i, ft0_i = pick(f0), pick(ft0)
+        flow_i = dataclasses.replace(pick(flow), ts=flow.ts, stats=flow.stats[i] if stacked else flow.stats)
+        pr = {label: dataclasses.replace(pick(sol), ts=sol.ts, stats=sol.stats[i] if stacked else sol.stats)
+              for label, sol in preds.items()}
+        w = dict(wall)
+        if cfg.use_dg:
+            pr["dg"], w["dg"] = _timed(lambda: dg_correction(
+                k_i, f0_i, y, ts, method=cfg.dg_method, solver=cfg.nth_settings,
+                test_kernels=None if kt_i is None else {r: kt_i[r] for r in (2, 3, 4)}, f0_test=ft0_i))
+        if kbar is not None:
+            pr["inf"], w["inf"] = _timed(lambda: infinite_prediction(cfg, kbar, y, f0_i, ft0_i, ts))
+        errs = {label: errors_against(pred, flow_i, gd) for label, pred in pr.items()}
+        if gd is not None:
+            errs["gd"] = errors_against(gd, flow_i, None)
+        loss_fall = float(flow_i.loss[0] / flow_i.loss[-1]) if float(flow_i.loss[-1]) > 0 else float("inf")
+        config = resolved_config(dataclasses.replace(cfg, seed=s), data, models[i], plan.kernels.chunk, t_max, B)
+        as_np = lambda d: None if d is None else {r: np.asarray(k) for r, k in d.items()}  # noqa: E731
+        res = SolveResult(config=config, data=data, f0=np.asarray(f0_i), kernels=as_np(k_i), test_kernels=as_np(kt_i),
+                          flow=flow_i, predictions=pr, gd=gd, errors=errs, wall_times=w, loss_fall=loss_fall,
+                          warnings=float32_warnings(errs, models[i].width) if cfg.dtype == "float32" else [])
+        for w_ in res.warnings:
+            say("warning: " + w_)
+        results.append(res)
+    return results
+
+
+def solve(cfg: SolveConfig, *, progress: bool = False, log: Callable[[str], None] | None = None) -> SolveResult:
+    """One run of ``cfg`` (its seed): :func:`solve_seeds` with one seed. No file is written (see
+    :func:`nth.run_solve`)."""
+    return solve_seeds(cfg, [cfg.seed], progress=progress, log=log)[0]
+
+
+def sweep_errors(cfg: SolveConfig, widths: list[int], seeds: list[int], *, reference_check: bool = False,
+                 log: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
+    """Run :func:`solve` for every (width, seed) and collect errors against true gradient flow.
+
+    Returns arrays of shape (W, S): ``"f_<label>"``, ``"K2_<label>"`` and, with test inputs, ``"test_<label>"``
+    for every prediction label (p2..p{p}, dg); ``"dg_vs_p4"`` (max_t |f_dg - f_p4|/sqrt(n)) when both exist;
+    ``"loss_fall"``; and, with ``reference_check``, ``"ref_diff"``: max_t |f_true - f_true'|/sqrt(n) between
+    the flow at the configured tolerances and at 100x tighter ones (docs/math.md section 6: must sit 10x below
+    the NTH errors it is compared with).
+    """
+    out: dict[str, np.ndarray] = {}
+    shape = (len(widths), len(seeds))
+
+    def put(key, i, j, v):
+        out.setdefault(key, np.zeros(shape))[i, j] = v
+
+    for i, m in enumerate(widths):
+        for j, s in enumerate(seeds):
+            c = dataclasses.replace(cfg, width=m, seed=s)
+            res = solve(c)
+            for label, e in res.errors.items():
+                put(f"f_{label}", i, j, e["max_f_error"])
+                put(f"K2_{label}", i, j, e["max_K2_error"])
+                if "max_test_error" in e:
+                    put(f"test_{label}", i, j, e["max_test_error"])
+            if "dg" in res.predictions and "p4" in res.predictions:
+                put("dg_vs_p4", i, j, f_error(res.predictions["dg"].f, res.predictions["p4"].f).max())
+            put("loss_fall", i, j, res.loss_fall)
+            if reference_check:
+                c = c.for_dtype()
+                tight = dataclasses.replace(c.flow_settings(), rtol=c.rtol / 100, atol=c.atol / 100)
+                model = build_model(c, res.data, s)
+                ref = gradient_flow(model, jnp.asarray(res.data.X), jnp.asarray(res.data.y), res.flow.ts, solver=tight)
+                put("ref_diff", i, j, f_error(ref.f, res.flow.f).max())
+            if log:
+                log(f"width {m} seed {s}: " + ", ".join(f"{label} {e['max_f_error']:.2e}"
+                                                          for label, e in res.errors.items()))
+    return out

@@ -1,0 +1,10 @@
+"""Results on disk: the versioned HDF5 schema shared by solve, sweep and kernel files, atomic writing, resumable
+width sweeps, and the ``nth kernel`` report."""
+
+from ._hdf5 import check_output_path as check_output_path, package_versions as package_versions
+from ._hdf5 import read_h5 as read_h5, write_h5 as write_h5
+from ._schema import SCHEMA_VERSION as SCHEMA_VERSION
+from ._solve import default_out_path as default_out_path, format_table as format_table
+from ._solve import run_solve as run_solve, stderr_log as stderr_log, write_result as write_result
+from ._sweep import SweepConfig as SweepConfig, finished_runs as finished_runs, load_sweep as load_sweep
+from ._sweep import run_sweep as run_sweep

@@ -1,0 +1,86 @@
+"""``nth solve`` as a library call: check the output path, run the engine, write the file atomically, and the
+table the command prints."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+
+from ..engine import SolveConfig, SolveResult, solve
+from ..engine._config import DEFAULT_WIDTH
+from ._hdf5 import check_output_path, write_h5
+from ._schema import row_name, solve_file, wall_key
+
+
+def write_result(result: SolveResult, out: str | os.PathLike, *, force: bool = False,
+                 save_kernels: bool = False) -> str:
+    """Write a run to ``out`` atomically in the schema of :mod:`nth.io._schema`."""
+    ds, attrs = solve_file(result, save_kernels=save_kernels)
+    return write_h5(out, ds, attrs, force=force)
+
+
+def run_solve(cfg: SolveConfig, out: str | os.PathLike | None = None, *, force: bool = False,
+              progress: bool = False, log: Callable[[str], None] | None = None) -> SolveResult:
+    """Run every stage of ``cfg`` (:func:`nth.engine.solve`) and write ``out``. The output path is checked before
+    any computation (an existing file is refused unless ``force``); the file is written atomically at the end."""
+    if out is not None:
+        check_output_path(out, force)
+    result = solve(cfg, progress=progress, log=log)
+    if out is not None:
+        t = time.perf_counter()
+        result.path = write_result(result, out, force=force, save_kernels=cfg.save_kernels)
+        result.wall_times["write"] = time.perf_counter() - t
+    return result
+
+
+def format_table(result: SolveResult) -> str:
+    """The per-prediction summary ``nth solve`` prints: errors against true gradient flow (and gradient
+    descent), and stage wall times."""
+    w = result.wall_times
+    test = result.flow.f_test is not None
+    gd = result.gd is not None
+    head = f"{'level':>7} {'max_t |f-f_true|/sqrt(n)':>26} {'max |K2-K2_true|':>18}"
+    head += f" {'test error':>11}" * test + f" {'f vs GD':>10}" * gd + f" {'wall [s]':>9}"
+    lines = [head]
+    for label, e in result.errors.items():
+        if label == "gd":
+            continue
+        row = f"{row_name(label):>7} {e['max_f_error']:>26.3e} {e['max_K2_error']:>18.3e}"
+        row += f" {e.get('max_test_error', float('nan')):>11.3e}" * test
+        row += f" {e.get('max_f_error_gd', float('nan')):>10.3e}" * gd
+        lines.append(row + f" {w[wall_key(label)]:>9.2f}")
+    if gd:
+        e = result.errors["gd"]
+        row = f"{'gd':>7} {e['max_f_error']:>26.3e} {e['max_K2_error']:>18.3e}"
+        row += f" {e.get('max_test_error', float('nan')):>11.3e}" * test + f" {'':>10}"
+        lines.append(row + f" {w['gradient_descent']:>9.2f}")
+    lines.append(f"{'true':>7} {'(reference)':>26} {'':>18}" + f" {'':>11}" * test + f" {'':>10}" * gd
+                 + f" {w['gradient_flow']:>9.2f}")
+    lines.append(f"kernels K^(2)..K^({result.config['p']}): {w['kernels']:.2f} s"
+                 + (f" (+ {w['test_kernels']:.2f} s at test inputs)" if "test_kernels" in w else "")
+                 + (f"; write: {w['write']:.2f} s" if "write" in w else ""))
+    lines.append(f"training loss fell {result.loss_fall:.3g}-fold over t in [0, {result.config['t_max']:.4g}] "
+                 f"({float(result.flow.loss[0]):.3e} -> {float(result.flow.loss[-1]):.3e})")
+    lines += [f"warning: {w}" for w in result.warnings]
+    if result.path:
+        lines.append(f"wrote {result.path}")
+    return "\n".join(lines)
+
+
+def default_out_path(cfg: SolveConfig) -> str:
+    """results/solve_p{p}_{arch}_m{width}_H{depth}_{activation}_s{seed}_{UTC time}.h5: a new name for every run."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    if cfg.model is not None:
+        name = f"solve_p{cfg.p}_model_m{cfg.width or DEFAULT_WIDTH}_s{cfg.seed}_{stamp}.h5"
+    else:
+        width = cfg.width or ("file" if cfg.weights else DEFAULT_WIDTH)
+        depth = cfg.depth or ("file" if cfg.weights else cfg.model_spec.resolved_depth)
+        arch = "" if cfg.arch == "mlp" else f"{cfg.arch}_"
+        name = f"solve_p{cfg.p}_{arch}m{width}_H{depth}_{cfg.activation}_s{cfg.seed}_{stamp}.h5"
+    return os.path.join("results", name)
+
+
+def stderr_log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

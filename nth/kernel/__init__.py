@@ -1,0 +1,28 @@
+"""Kernels: K^(2) .. K^(p) of any model by forward mode, their memory plan, and the infinite-width limit.
+
+``kernels`` / ``kernel_fn`` / ``KernelOperator`` are the engine (batching, sharding, test inputs, matrix-free
+top level); ``"structured"`` and ``"jvp"`` are the named implementations of one tuple of directions
+(``IMPLEMENTATIONS``); ``plan_kernels`` predicts memory from shapes; ``limiting_kernels`` is the MLP's
+infinite-width NNGP kernel and NTK (docs/math.md sections 2, 5, 9).
+"""
+
+from ._engine import KernelOperator as KernelOperator, kernel as kernel, kernel_fn as kernel_fn
+from ._engine import kernels as kernels, ntk as ntk
+from ._impl import (
+    IMPLEMENTATIONS as IMPLEMENTATIONS,
+    AbstractKernelImplementation as AbstractKernelImplementation,
+    NestedJVP as NestedJVP,
+    Structured as Structured,
+    forward_entries as forward_entries,
+    implementation as implementation,
+    jacobian_ntk as jacobian_ntk,
+)
+from ._infinite import LimitingKernels as LimitingKernels, check_options as check_infinite_options
+from ._infinite import limiting_kernels as limiting_kernels
+from ._plan import (
+    KernelPlan as KernelPlan,
+    default_memory_budget as default_memory_budget,
+    format_bytes as format_bytes,
+    kernel_bytes as kernel_bytes,
+    plan_kernels as plan_kernels,
+)

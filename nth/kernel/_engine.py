@@ -1,0 +1,229 @@
+"""Higher-order kernels K^(2) ... K^(p) of any model at given weights, by forward mode (docs/math.md section 2).
+
+    K^(2)(a1, a2)           = < grad f_a1, grad f_a2 >_eta
+    K^(r+1)(a1..ar, b)      = < grad K^(r)(a1..ar), grad f_b >_eta          (HY Theorem 2.3, Eqs. 7, 9-10)
+
+so K^(r+1)(..., b) is the directional derivative of theta -> K^(r)(...; theta) along eta . grad f_b(theta).
+Levels nest: inside K^(r) the directions are themselves functions of theta and are differentiated too. One
+tuple of directions (b_3..b_r) is computed by a kernel implementation (:mod:`nth.kernel._impl`: the model's
+structured path, or nested JVPs through its forward pass). This module is the engine around it: the n^(r-2)
+direction tuples go in batches (one compiled, vmapped call per batch; a Python loop over batches with
+progress), each batch is sharded across devices when there are several, several models (seeds of one
+width) can be computed together, test inputs can fill the first slot (HY Eq. 22), the top level can be
+applied matrix-free, and the memory of all of it is planned before anything is allocated.
+
+Only symmetry in the first two slots holds in general (docs/math.md section 3); nothing else is assumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ..errors import ConfigError
+from ..models import AbstractModel, Direction, check_inputs as check_model_inputs
+from ._impl import AbstractKernelImplementation, implementation as choose_implementation
+from ._plan import plan_kernels
+
+KernelFn = Callable[[AbstractModel, Array, Array], Array]
+
+
+def _index_tuples(n: int, k: int) -> np.ndarray:
+    """Every (b_3, ..., b_(k+2)) in C order (the last slot fastest): shape (n^k, k)."""
+    if k == 0:
+        return np.zeros((1, 0), dtype=np.int32)
+    return np.stack(np.unravel_index(np.arange(n**k), (n,) * k), axis=-1).astype(np.int32)
+
+
+def _tuple_kernel(impl: AbstractKernelImplementation, model: AbstractModel, X1: Array, X: Array, sym: bool,
+                  idx: Array, last: Direction | None = None) -> Array:
+    """K^(r)(X1, X, b_3, ..) for one index tuple ``idx``; ``last`` (if given) fills the final slot."""
+    ones = jnp.ones((1,), X.dtype)
+    dirs = tuple(Direction(X[i][None], ones) for i in idx) + (() if last is None else (last,))
+    return impl.directional_ntk(model, X1, None if sym else X, dirs)
+
+
+def _assemble(out: Array, n: int, k: int) -> Array:
+    """(..., n^k, n1, n) in C order over (b_3..) -> (..., n1, n, b_3, ..., b_(k+2))."""
+    lead = out.shape[:-3]
+    out = out.reshape(lead + (n,) * k + out.shape[-2:])
+    nl = len(lead)
+    return jnp.moveaxis(out, (nl + k, nl + k + 1), (nl, nl + 1))
+
+
+def ntk(model: AbstractModel, X: Float[Array, "n *in"], X2: Float[Array, "k *in"] | None = None, *,
+        implementation="auto") -> Float[Array, "n k"]:
+    """The empirical NTK K^(2)(X, X2) = J diag(eta) J2^T (HY Eq. 7; X2 defaults to X), differentiable in theta
+    to any order. The MLP's structured path never forms the Jacobian."""
+    impl = choose_implementation(model, implementation)
+    return impl.directional_ntk(model, X, X2, ())
+
+
+def kernel_fn(r: int, chunk: int | None = None, implementation="auto") -> KernelFn:
+    """The function (model, X1, X) -> K^(r)(X1, X, ..., X; theta), shape (k,) + (n,)*(r-1) (HY Eqs. 10, 22).
+
+    The first slot runs over the rows of X1 (the training inputs X itself, or test inputs), every other
+    slot over the training inputs X. Pure and differentiable in theta to any order (the NTH identity tests
+    differentiate it along the flow); ``chunk`` direction tuples are evaluated at once (all if None).
+    """
+    if not isinstance(r, int) or r < 2:
+        raise ConfigError(f"r = {r!r} must be an integer >= 2")
+
+    def fn(model: AbstractModel, X1: Array, X: Array) -> Array:
+        impl = choose_implementation(model, implementation)
+        n, k = X.shape[0], r - 2
+        sym = X1 is X
+        idx = jnp.asarray(_index_tuples(n, k))
+        out = jax.lax.map(lambda i: _tuple_kernel(impl, model, X1, X, sym, i), idx, batch_size=chunk or idx.shape[0])
+        return _assemble(out, n, k)
+
+    return fn
+
+
+@eqx.filter_jit
+def _batch(impl, model, X1, X, idx, sym: bool, stacked: bool):
+    def one(m):
+        return jax.vmap(lambda i: _tuple_kernel(impl, m, X1, X, sym, i))(idx)
+
+    return eqx.filter_vmap(one)(model) if stacked else one(model)
+
+
+def _mesh(devices):
+    """A 1-D mesh over ``devices`` (a list, an int count, or None for every local device), or None for one."""
+    all_devs = jax.local_devices()
+    if devices is None:
+        devs = all_devs
+    elif isinstance(devices, (int, np.integer)):
+        if not 1 <= devices <= len(all_devs):
+            raise ConfigError(f"devices = {devices!r}: this process sees {len(all_devs)} device(s) "
+                              f"({all_devs[0].platform}); pass 1..{len(all_devs)}")
+        devs = all_devs[:devices]
+    else:
+        devs = list(devices)
+    if len(devs) <= 1:
+        return None
+    return jax.sharding.Mesh(np.array(devs), ("tuples",))
+
+
+def kernel(model: AbstractModel, X: Array, r: int, *, first: Array | None = None, chunk: int = 1,
+           progress: bool = False, devices=None, implementation="auto", stacked: bool = False) -> Array:
+    """One dense K^(r)(first, X, ..., X) at the weights of ``model`` (``first`` defaults to X); no budget check.
+
+    The n^(r-2) direction tuples go in batches of ``chunk``; with several ``devices`` (default: every local
+    device) each batch is sharded across them along the tuple axis (the kernel's last slots) and the weights
+    and inputs are replicated: the same numbers as on one device, computed in parallel. With ``stacked`` the
+    model's parameters carry a leading axis (several seeds of one width) and so does the result.
+    """
+    impl = choose_implementation(model, implementation)
+    sym = first is None
+    X1 = X if sym else first
+    n, k = X.shape[0], r - 2
+    idx = _index_tuples(n, k)
+    mesh = _mesh(devices)
+    if mesh is not None:
+        nd = mesh.devices.size
+        chunk = -(-chunk // nd) * nd
+        rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        model, X1, X = jax.device_put((model, X1, X), rep)
+    starts = list(range(0, idx.shape[0], chunk))
+    it = starts
+    if progress and len(starts) > 1:
+        from tqdm.auto import tqdm
+
+        it = tqdm(starts, desc=f"K^({r})" + ("" if sym else " (test)"), unit="batch", leave=False)
+    parts = []
+    for s in it:
+        ib = idx[s : s + chunk]
+        size = ib.shape[0]
+        if size < chunk:  # pad so one compiled function serves every batch
+            ib = np.concatenate([ib, np.zeros((chunk - size, k), ib.dtype)])
+        ib = jnp.asarray(ib)
+        if mesh is not None:
+            ib = jax.device_put(ib, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("tuples")))
+        parts.append(_batch(impl, model, X1, X, ib, sym, stacked)[..., :size, :, :])
+    return _assemble(jnp.concatenate(parts, axis=-3), n, k)
+
+
+def kernels(
+    model: AbstractModel,
+    X: Float[Array, "n *in"],
+    p: int,
+    *,
+    first: Float[Array, "k *in"] | None = None,
+    memory_budget: int | None = None,
+    chunk: int | None = None,
+    progress: bool = False,
+    devices=None,
+    matrix_free: bool = False,
+    implementation="auto",
+    stacked: bool = False,
+) -> dict[int, Array]:
+    """K^(2) ... K^(p) at the weights of ``model``: ``{r: array of shape (n,)*r}`` (HY Eqs. 7, 9-10).
+
+    ``implementation``: ``"auto"`` (the model's structured path if it has one, else ``"jvp"``),
+    ``"structured"`` or ``"jvp"`` (nested JVPs through the model's forward pass; any model). With ``first``
+    (k test inputs), the first slot runs over those instead: K^(r)(x, X^(r-1)) of shape (k,) + (n,)*(r-1), as
+    the test-point equations need (HY Eq. 22). Before anything is allocated, the bytes of every K^(r) and of
+    one batch of work are predicted and a :class:`~nth.errors.MemoryBudgetError` is raised if they exceed
+    ``memory_budget`` (default: half the RAM, or 75% of an accelerator's memory). ``chunk`` sets how many
+    direction tuples are evaluated per compiled call; ``devices`` shards them (see :func:`kernel`). With
+    ``matrix_free`` the top level is returned as a :class:`KernelOperator` (K^(p) contracted with a vector in
+    its last slot on demand) instead of a dense array. With ``stacked`` the model's parameters carry a leading
+    seed axis (every result too).
+    """
+    one = jax.tree_util.tree_map(lambda a: a[0] if eqx.is_array(a) else a, model) if stacked else model
+    X = check_model_inputs(one, X)
+    X1 = None if first is None else check_model_inputs(one, first, "first")
+    one.check_level(p)
+    B = jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))[0].shape[0] if stacked else 1
+    k = None if X1 is None else X1.shape[0]
+    plan = plan_kernels(one, X.shape[0], p, implementation=implementation, memory_budget=memory_budget,
+                        chunk=chunk, first_rows=k, matrix_free=matrix_free, models=B, in_shape=tuple(X.shape[1:]))
+    top = p - 1 if matrix_free else p
+    kw = dict(first=X1, chunk=plan.chunk, progress=progress, devices=devices, implementation=implementation,
+              stacked=stacked)
+    out: dict[int, Array] = {r: kernel(model, X, r, **kw) for r in range(2, top + 1)}
+    if matrix_free:
+        if stacked:
+            raise ConfigError("matrix-free kernels are computed one model at a time; do not batch seeds with it")
+        out[p] = KernelOperator(model=model, X=X, X1=X1, r=p, chunk=plan.chunk,
+                                impl=choose_implementation(model, implementation))
+    return out
+
+
+class KernelOperator(eqx.Module):
+    """K^(r) applied to a vector in its last slot, never stored: c -> sum_b K^(r)(X1, X, .., b) c_b.
+
+    The contraction is the derivative of K^(r-1) along the weighted direction sum_b c_b eta . grad f(x_b) (HY
+    Eq. 15: d K^(r-1)/dt = -(1/n) K^(r)[Delta]), so it costs n^(r-3) direction tuples instead of n^(r-2), and
+    only K^(r-1)-sized memory. Used as the frozen top level of a matrix-free truncated NTH. ``X1 = None`` means
+    the training inputs in the first slot.
+    """
+
+    model: AbstractModel
+    X: Array
+    X1: Array | None
+    r: int = eqx.field(static=True)
+    chunk: int = eqx.field(static=True, default=1)
+    impl: AbstractKernelImplementation | None = eqx.field(static=True, default=None)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        n = self.X.shape[0]
+        return (n if self.X1 is None else self.X1.shape[0],) + (n,) * (self.r - 1)
+
+    def __call__(self, c: Float[Array, " n"]) -> Array:
+        impl = self.impl or choose_implementation(self.model)
+        n, k = self.X.shape[0], self.r - 3
+        sym = self.X1 is None
+        X1 = self.X if sym else self.X1
+        last = Direction(self.X, c.astype(self.X.dtype))
+        idx = jnp.asarray(_index_tuples(n, k))
+        out = jax.lax.map(lambda i: _tuple_kernel(impl, self.model, X1, self.X, sym, i, last), idx,
+                          batch_size=min(self.chunk, idx.shape[0]))
+        return _assemble(out, n, k)

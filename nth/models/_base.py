@@ -1,0 +1,187 @@
+"""The model interface every stage of nth works with (docs/math.md sections 2 and 9).
+
+The hierarchy, the Dyer & Gur-Ari corrections and the true-flow reference use only f(x; theta) and its
+derivatives, so a model is anything that maps a batch of inputs to scalar outputs:
+
+- ``model(X)``: outputs of shape (n,) for inputs X of shape (n, *in_shape);
+- its trained parameters theta: the inexact-array leaves of the module (:func:`partition`);
+- per-parameter-group learning rates eta (a parametrization, e.g. TP4's abc-parametrizations for the MLP):
+  :meth:`AbstractModel.apply_learning_rates` maps a parameter-shaped tree g to eta . g (identity by default).
+  Gradient flow is d theta/dt = -eta . grad L and every kernel uses <u, v>_eta = sum eta <u, v>;
+- its ``width`` (the m of the 1/m expansion), and ``describe()`` (architecture and options, for files);
+- optionally a structured fast path for the kernels (:meth:`AbstractModel.structured_ntk`), used instead of
+  generic nested JVPs when ``has_structured_path`` is True (the MLP's rank-one path).
+
+A plain Equinox module (the user's own model) is adapted by :func:`as_model`.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import Any, ClassVar, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PyTree
+
+from ..errors import ConfigError
+from ._activations import AbstractActivation
+
+
+class Direction(NamedTuple):
+    """g = sum_q c_q eta . grad_theta f(X_q): a parameter-space direction given by inputs and coefficients."""
+
+    X: Array
+    c: Float[Array, " q"]
+
+
+class AbstractModel(eqx.Module):
+    """A scalar-output model f(x; theta) on a batch of inputs (module docstring). Implementations are final."""
+
+    has_structured_path: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def __call__(self, X: Float[Array, "n *in_shape"]) -> Float[Array, " n"]:
+        """f(x; theta) for every row x of X."""
+        raise NotImplementedError
+
+    @property
+    @abc.abstractmethod
+    def width(self) -> int | None:
+        """The width m of the 1/m expansion (hidden units, channels, block width), or None if unknown."""
+        raise NotImplementedError
+
+    @property
+    def in_shape(self) -> tuple[int, ...] | None:
+        """Shape of one input, or None if the model does not say (then only a trial call checks inputs)."""
+        return None
+
+    def check_level(self, p: int) -> None:
+        """Refuse a hierarchy level p the model cannot give meaning to (a non-smooth activation at p >= 3,
+        docs/math.md section 1)."""
+        act = getattr(self, "activation", None)
+        if isinstance(act, AbstractActivation):
+            act.check_level(p)
+
+    def apply_learning_rates(self, g: PyTree) -> PyTree:
+        """eta . g for a tree g shaped like the model (leaves may carry leading axes): identity unless a
+        parametrization gives per-group learning rates (docs/math.md sections 2 and 5)."""
+        return g
+
+    def structured_ntk(self, X1: Array, X: Array | None, directions: tuple[Direction, ...]) -> Array:
+        """D^j K^(2)(X1, X)[g_3, .., g_(j+2)] by the model's own structured path (see nth.kernel)."""
+        raise NotImplementedError(f"{type(self).__name__} has no structured kernel path")
+
+    def describe(self) -> dict[str, Any]:
+        """Architecture and options as plain values (recorded in every results file)."""
+        return {"arch": type(self).__name__.lower(), "width": self.width}
+
+
+class Wrapped(AbstractModel):
+    """The user's own Equinox module as an nth model: ``module(X)`` maps (n, ...) inputs to (n,) outputs and its
+    inexact-array leaves are the trained parameters (every parameter learns at rate 1)."""
+
+    module: eqx.Module
+    model_width: int | None = eqx.field(static=True, default=None)
+    source: str = eqx.field(static=True, default="user model")
+    input_shape: tuple[int, ...] | None = eqx.field(static=True, default=None)
+
+    def __call__(self, X):
+        return self.module(X)
+
+    @property
+    def width(self) -> int | None:
+        return self.model_width
+
+    @property
+    def in_shape(self) -> tuple[int, ...] | None:
+        return self.input_shape
+
+    def describe(self) -> dict[str, Any]:
+        return {"arch": "model", "source": self.source, "class": type(self.module).__name__,
+                "width": self.model_width}
+
+
+def as_model(model: Any, *, width: int | None = None, source: str = "user model",
+             in_shape: tuple[int, ...] | None = None) -> AbstractModel:
+    """``model`` itself if it implements :class:`AbstractModel`, else a plain Equinox module wrapped as one
+    (``width`` and ``in_shape``, the shape of one input, recorded when given)."""
+    if isinstance(model, AbstractModel):
+        return model
+    if not isinstance(model, eqx.Module) or not callable(model):
+        raise ConfigError(f"{source}: expected an Equinox module (eqx.Module) whose call maps inputs (n, ...) to "
+                          f"outputs (n,); got {type(model).__name__}")
+    if width is None:
+        width = getattr(model, "width", None)
+        width = width if isinstance(width, int) else None
+    return Wrapped(module=model, model_width=width, source=source,
+                   input_shape=None if in_shape is None else tuple(int(s) for s in in_shape))
+
+
+def is_param(x: Any) -> bool:
+    """A trained parameter: an inexact array, or its shape alone (a model from ``eqx.filter_eval_shape``)."""
+    return eqx.is_inexact_array(x) or (isinstance(x, jax.ShapeDtypeStruct) and jnp.issubdtype(x.dtype, jnp.inexact))
+
+
+def partition(model: AbstractModel) -> tuple[PyTree, PyTree]:
+    """(theta, static): the trained parameters (inexact-array leaves; None elsewhere) and everything else."""
+    return eqx.partition(model, is_param)
+
+
+def combine(params: PyTree, static: PyTree) -> AbstractModel:
+    return eqx.combine(params, static)
+
+
+def param_leaves(model: AbstractModel) -> list[Array]:
+    return jax.tree_util.tree_leaves(partition(model)[0])
+
+
+def num_params(model: AbstractModel) -> int:
+    """Number of trained scalars (the P of the parameter space)."""
+    return sum(math.prod(x.shape) for x in param_leaves(model))
+
+
+def model_dtype(model: AbstractModel):
+    """The floating dtype of the model's parameters (they must all share it)."""
+    leaves = param_leaves(model)
+    if not leaves:
+        raise ConfigError(f"{type(model).__name__} has no trained parameters (no inexact-array leaves)")
+    dtypes = {x.dtype for x in leaves}
+    if len(dtypes) > 1:
+        raise ConfigError(f"{type(model).__name__}'s parameters mix dtypes {sorted(map(str, dtypes))}; cast them "
+                          "to one (nth.cast_model)")
+    return leaves[0].dtype
+
+
+def cast_model(model: AbstractModel, dtype) -> AbstractModel:
+    """The model with every trained parameter cast to ``dtype``."""
+    params, static = partition(model)
+    return combine(jax.tree_util.tree_map(lambda x: x.astype(dtype), params), static)
+
+
+def flow_direction(model: AbstractModel, direction: Direction) -> PyTree:
+    """eta . grad_theta (sum_q c_q f(X_q; theta)): the parameter-space direction K^(r+1)(.., b) differentiates
+    K^(r) along (docs/math.md section 2), as a tree shaped like the parameters. Differentiable in theta."""
+    params, static = partition(model)
+    g = jax.grad(lambda p: jnp.dot(direction.c, combine(p, static)(direction.X)))(params)
+    return model.apply_learning_rates(g)
+
+
+def grad_f(model: AbstractModel, x: Array) -> PyTree:
+    """grad_theta f(x; theta) of one input x (shape ``in_shape``): a tree shaped like the parameters."""
+    params, static = partition(model)
+    return jax.grad(lambda p: combine(p, static)(x[None])[0])(params)
+
+
+def check_inputs(model: AbstractModel, X: Any, name: str = "X") -> Array:
+    """X as an array of the model's dtype, checked against its ``in_shape`` (rows first)."""
+    X = jnp.asarray(X, dtype=model_dtype(model))
+    shape = model.in_shape
+    if X.ndim < 1 or X.shape[0] < 1:
+        raise ConfigError(f"{name} has shape {X.shape}; expected (rows, ...) with at least one row")
+    if shape is not None and tuple(X.shape[1:]) != tuple(shape):
+        raise ConfigError(f"{name} has shape {X.shape}; expected (rows, {', '.join(map(str, shape))}) to match "
+                          f"the model's input shape {tuple(shape)}")
+    return X

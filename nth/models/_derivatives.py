@@ -1,0 +1,64 @@
+"""Autodiff building blocks shared by every kernel path: mixed partial derivatives in scalar steps taken along
+nested parameter-space directions, and a symmetric Gram product with a cheap tangent (docs/math.md section 2).
+
+K^(r)(., ., b_3, .., b_r) is the mixed partial derivative d^(r-2)/d eps_3 .. d eps_r at eps = 0 of K^(2) at
+weights moved along the directions g_(b_3), .., g_(b_r), where the last slot's step is taken at theta and
+every earlier slot's direction is evaluated at the weights already moved by the later ones (HY Eq. 10:
+K^(s+1)(.., b) = <grad K^(s)(..), grad f_b>, the inner directions being functions of theta themselves).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array
+
+S = TypeVar("S")
+
+
+def mixed_partial(F: Callable[[tuple], Array], k: int, dtype) -> Array:
+    """d^k F / d eps_1 ... d eps_k at eps = 0, for F taking a tuple of k scalar steps (nested JVPs).
+
+    Each step is its own scalar, so JAX propagates a tangent only where that step enters.
+    """
+    if k == 0:
+        return F(())
+    zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
+
+    def outer(e_last):
+        return mixed_partial(lambda rest: F(rest + (e_last,)), k - 1, dtype)
+
+    return jax.jvp(outer, (zero,), (one,))[1]
+
+
+def nested_derivative(start: S, move: Callable[[S, Any, Array], S], evaluate: Callable[[S], Array],
+                      directions: Sequence[Any], dtype) -> Array:
+    """D^j K[g_1, .., g_j] with the directions nested as the hierarchy nests them (module docstring).
+
+    ``move(state, direction, eps)`` returns the state (weights, or a representation of them) moved by the step
+    ``eps`` along ``direction`` evaluated at ``state``; ``evaluate(state)`` is the kernel there.
+    """
+
+    def F(eps):
+        state = start
+        for j in reversed(range(len(directions))):
+            state = move(state, directions[j], eps[j])
+        return evaluate(state)
+
+    return mixed_partial(F, len(directions), dtype)
+
+
+@jax.custom_jvp
+def sym_gram(A: Array) -> Array:
+    """A A^T, whose tangent dA A^T + A dA^T = S + S^T is formed from one product S = dA A^T."""
+    return A @ A.T
+
+
+@sym_gram.defjvp
+def _sym_gram_jvp(primals, tangents):
+    (A,), (dA,) = primals, tangents
+    S = dA @ A.T
+    return A @ A.T, S + S.T

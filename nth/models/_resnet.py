@@ -1,0 +1,82 @@
+"""A residual network of width m in NTK parametrization (docs/math.md section 9).
+
+For inputs x in R^d (normalized to the unit sphere) and L residual blocks of width m:
+
+    z^(0) = W^(0) x,                                                     W^(0) of shape (m, d)
+    z^(l) = z^(l-1) + (1/sqrt(L)) V^(l) sigma(U^(l) z^(l-1) / sqrt(m)) / sqrt(m),   U^(l), V^(l) of shape (m, m)
+    f(x)  = a . sigma(z^(L)) / sqrt(m)
+
+Every weight entry is N(0, sigma_w^2) and a ~ N(0, sigma_a^2). Every matrix acting on an m-vector is divided
+by sqrt(m), so z^(l) has O(1) entries at any width and the 1/sqrt(L) branch scale keeps it O(1) at any depth.
+Served by the generic kernel engine.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ..checks import check_scales
+from ..errors import ConfigError
+from ._activations import AbstractActivation, Tanh, activation as make_activation
+from ._base import AbstractModel
+
+
+class ResNet(AbstractModel):
+    """Residual network of the module docstring: ``W0`` (m, d), blocks ``Us``, ``Vs`` (m, m) and readout ``a``."""
+
+    W0: Float[Array, "m d"]
+    Us: tuple[Array, ...]
+    Vs: tuple[Array, ...]
+    a: Float[Array, " m"]
+    activation: AbstractActivation = eqx.field(static=True, default=Tanh())
+
+    @property
+    def width(self) -> int:
+        return int(self.a.shape[0])
+
+    @property
+    def depth(self) -> int:
+        return len(self.Us)
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return (int(self.W0.shape[1]),)
+
+    def __call__(self, X: Float[Array, "n d"]) -> Float[Array, " n"]:
+        """f(x) of the module docstring for every row x of X."""
+        s = 1.0 / math.sqrt(self.width)
+        branch = 1.0 / math.sqrt(max(self.depth, 1))
+        z = X @ self.W0.T
+        for U, V in zip(self.Us, self.Vs):
+            z = z + branch * (self.activation((z @ U.T) * s) @ V.T) * s
+        return self.activation(z) @ self.a * s
+
+    def describe(self) -> dict[str, Any]:
+        return {"arch": "resnet", "width": self.width, "depth": self.depth, "in_shape": list(self.in_shape),
+                "activation": self.activation.name}
+
+
+def init_resnet(seed: int, in_dim: int, width: int, depth: int, activation: str | AbstractActivation = "tanh", *,
+                sigma_w: float = 1.0, sigma_a: float = 1.0, beta: float = 1.0, dtype=jnp.float64) -> ResNet:
+    """Gaussian initialization of the ResNet (module docstring), drawn in float64 and cast to ``dtype``."""
+    for name, val in (("width", width), ("depth", depth), ("input dimension d", in_dim)):
+        if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+            raise ConfigError(f"{name} = {val!r} must be an integer >= 1")
+    check_scales(sigma_w=sigma_w, sigma_a=sigma_a)
+    act = make_activation(activation, beta)
+    keys = jax.random.split(jax.random.PRNGKey(seed), 2 * depth + 2)
+    draw = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+
+    def normal(key, shape, scale):
+        return (scale * jax.random.normal(key, shape, dtype=draw)).astype(dtype)
+
+    return ResNet(W0=normal(keys[0], (width, in_dim), sigma_w),
+                  Us=tuple(normal(keys[1 + l], (width, width), sigma_w) for l in range(depth)),
+                  Vs=tuple(normal(keys[1 + depth + l], (width, width), sigma_w) for l in range(depth)),
+                  a=normal(keys[-1], (width,), sigma_a), activation=act)
