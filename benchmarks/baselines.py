@@ -31,7 +31,7 @@ def _naive_level(net: MLP, X, r: int):
     """theta -> K^(r)(theta) on the flattened parameters, and theta0 (baseline (a)).
 
     With per-layer learning rates eta (``net.lrs``), K^(2) = J diag(eta) J^T and the directions are the rows
-    of J diag(eta) (MATH.md section 2 with the weighted inner product of :mod:`nth.param`).
+    of J diag(eta) (docs/math.md section 2 with the weighted inner product of :mod:`nth.models._param`).
     """
     theta0, build = _flat(net)
     eta, _ = _flat(net.apply_learning_rates(jax.tree_util.tree_map(jnp.ones_like, net)))

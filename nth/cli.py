@@ -11,13 +11,15 @@ import sys
 import time
 
 from . import __version__
-from .dynamics import SOLVERS
+from .data import NORMALIZATIONS
+from .dynamics import DG_METHODS, SOLVERS
 from .engine import DTYPES, SolveConfig, dry_run
 from .engine._config import DEFAULT_D, DEFAULT_N
 from .errors import ConfigError, NTHError
 from .io import default_out_path, format_table, run_solve, stderr_log
 from .kernel import IMPLEMENTATIONS
 from .models import ACTIVATIONS, ARCHS, DEFAULT_DEPTH, DEFAULT_ORDER, PRESETS
+from .models._activations import EXPECTATION_METHODS
 
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -77,12 +79,12 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
                    "an .npz with X (n x d, or n x ... for a cnn or --model), y (n,), optional X_test")
     g.add_argument("--digits-per-class", type=int, default=10, help="training images per class for --data digits "
                    "(default 10)")
-    g.add_argument("--normalization", default="sphere", choices=("sphere", "none"),
+    g.add_argument("--normalization", default="sphere", choices=NORMALIZATIONS,
                    help="input normalization (default: project onto the unit sphere)")
     g = s.add_argument_group("corrections" + ("" if sweep else " and finite learning rate"))
     g.add_argument("--dg", action=argparse.BooleanOptionalAction, default=None,
                    help="Dyer & Gur-Ari O(1/m) correction (default: on when p >= 4)")
-    g.add_argument("--dg-method", default="closed", choices=("closed", "ode"),
+    g.add_argument("--dg-method", default="closed", choices=DG_METHODS,
                    help="DG by closed form (eigendecomposition, default) or by its ODE")
     g.add_argument("--inf", dest="infinite", action=argparse.BooleanOptionalAction, default=None,
                    help="row 'inf': kernel gradient descent with the limiting NTK Kbar^(2) from the network's f(0) "
@@ -148,7 +150,7 @@ def _add_kernel(sub) -> None:
     s.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
     s.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="hidden layers H (default 2)")
     _add_architecture(s)
-    s.add_argument("--method", default="auto", choices=("auto", "closed", "quadrature"),
+    s.add_argument("--method", default="auto", choices=EXPECTATION_METHODS,
                    help="Gaussian expectations: closed form (erf, relu), quadrature, or auto (default)")
     s.add_argument("--quadrature-order", type=int, default=DEFAULT_ORDER,
                    help=f"Gauss-Hermite nodes per dimension (default {DEFAULT_ORDER})")

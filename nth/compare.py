@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from jaxtyping import Float
 
+from .errors import ConfigError
+
 
 def f_error(f_pred: Float[np.ndarray, "T n"], f_true: Float[np.ndarray, "T n"]) -> Float[np.ndarray, " T"]:
     """||f_pred(t) - f_true(t)||_2 / sqrt(n) at every saved time (the RMS output error)."""
@@ -18,16 +20,16 @@ def k2_error(K_pred: Float[np.ndarray, "T n n"], K_true: Float[np.ndarray, "T n 
     return d.reshape(d.shape[0], -1).max(axis=1)
 
 
-def geometric_mean(x, axis=None):
+def geometric_mean(x: Float[np.ndarray, "..."], axis: int | None = None) -> Float[np.ndarray, "..."]:
     """Geometric mean: the right average of errors that vary by decades across seeds (docs/math.md section 3)."""
     return np.exp(np.mean(np.log(np.asarray(x, dtype=np.float64)), axis=axis))
 
 
-def fit_slope(widths, errors) -> tuple[float, float]:
+def fit_slope(widths: Float[np.ndarray, " W"], errors: Float[np.ndarray, " W"]) -> tuple[float, float]:
     """Least-squares slope of log(error) against log(width), and its standard error."""
     x, y = np.log(np.asarray(widths, dtype=float)), np.log(np.asarray(errors, dtype=float))
     if np.unique(x).size < 2:
-        raise ValueError(f"a slope needs at least two distinct widths; got {np.asarray(widths).tolist()}")
+        raise ConfigError(f"a slope needs at least two distinct widths; got {np.asarray(widths).tolist()}")
     A = np.vstack([x, np.ones_like(x)]).T
     coef, res, *_ = np.linalg.lstsq(A, y, rcond=None)
     dof = x.size - 2
@@ -38,14 +40,15 @@ def fit_slope(widths, errors) -> tuple[float, float]:
     return float(coef[0]), float(se)
 
 
-def slope_with_ci(widths, errors, *, level: float = 0.95, resamples: int = 2000,
+def slope_with_ci(widths: Float[np.ndarray, " W"], errors: Float[np.ndarray, "W S"], *, level: float = 0.95,
+                  resamples: int = 2000,
                   seed: int = 0) -> tuple[float, float, float]:
     """Slope of the geometric mean over seeds against width (log-log), with a bootstrap confidence interval.
 
     ``errors`` is (W, S): seeds are resampled with replacement independently at every width, which carries
     the seed-to-seed spread (about two decades, docs/math.md section 3) into the interval. NaN entries (missing
     runs) and non-positive errors (no logarithm) are ignored, and a width left with none is dropped; fewer than
-    two widths left raise ValueError. Returns (slope, low, high).
+    two widths left raise ConfigError. Returns (slope, low, high).
     """
     E = np.asarray(errors, dtype=np.float64)
     widths = np.asarray(widths, dtype=np.float64)

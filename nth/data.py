@@ -60,7 +60,8 @@ def normalize_inputs(X: np.ndarray, how: str, name: str = "X", source: str = "da
     return X / norms
 
 
-def make_dataset(X, y, X_test=None, *, normalization: str = "sphere", source: str = "arrays") -> Dataset:
+def make_dataset(X: Float[np.ndarray, "n *in"], y: Float[np.ndarray, " n"], X_test: Float[np.ndarray, "k *in"] | None = None,
+                 *, normalization: str = "sphere", source: str = "arrays") -> Dataset:
     """Validate and normalize user arrays: ``X`` (n, ...) with n >= 1, ``y`` (n,), ``X_test`` (k, ...) shaped like X's
     rows."""
     try:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Width sweeps of the built-in convolutional and residual nets (docs/math.md section 9), their figures, and the
-# exponent table results/architectures.md. About 45 minutes on a 2-core CPU (the generic kernel engine).
+# exponent table results/architectures.md. About 40 minutes on a 2-core CPU (the generic kernel engine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sweep() { local name=$1; shift; local t0=$SECONDS; echo "== $name: nth sweep $*"

@@ -1,9 +1,9 @@
-"""The error floor float32 puts under the error-vs-width curves (issue 5 item 7; MATH.md section 6).
+"""The error floor float32 puts under the error-vs-width curves (issue 5 item 7; docs/math.md section 6).
 
 For every width and seed, the same problem (depth 1, n = 8, d = 4, t = 20) is solved twice, in float64 and in
 float32. Printed per width (geometric mean over seeds): the float32 reference's own error (float32 true
 flow against float64 true flow) -- the floor -- and the p = 2 and p = 4 errors measured in each precision.
-Writes results/float32_floor.txt; nth.pipeline.FLOAT32_FLOOR is the fit of the floor it reports.
+Writes results/float32_floor.txt; nth.engine._run.FLOAT32_FLOOR_A, _B are the fit of the floor it reports.
 
     python scripts/float32_floor.py [--widths 256,512,1024,2048,4096] [--seeds 3]
 """

@@ -13,6 +13,7 @@ run digits_tanh_d1 --widths 256,512,1024,2048,4096 --seeds 5 --p 4 --depth 1 --d
 run tanh_d2      --widths 256,512,1024,2048 --seeds 5 --p 4 --depth 2 --n 8 --d 4 --activation tanh
 nth plot error-vs-width results/sweep_tanh_d1.h5 --quantity max_test_error
 python scripts/lr_sweep.py --fractions 0.0005,0.005,0.05,0.5 > results/lr_sweep.txt
-python scripts/results_table.py results/sweep_*.h5 > results/exponents.md
+python scripts/results_table.py results/sweep_{tanh_d1,gelu_d1,digits_tanh_d1,tanh_d2}.h5 > results/exponents.md
 scripts/inf_vs_p2.sh
 scripts/dichotomy.sh
+scripts/architectures.sh

@@ -1,5 +1,5 @@
 """Markdown table of every fitted width exponent in the given sweep files, with 95% bootstrap intervals
-and the exponent the theory predicts (MATH.md section 3; HY Eqs. 11-12, Cor. 2.4, Thm 2.6; DG Eq. 89).
+and the exponent the theory predicts (docs/math.md section 3; HY Eqs. 11-12, Cor. 2.4, Thm 2.6; DG Eq. 89).
 
     python scripts/results_table.py results/sweep_*.h5 > results/exponents.md
 """

@@ -2,10 +2,10 @@
 
     python scripts/width_sweep.py --widths 512,1024,2048,4096 --seeds 5 --p 5 --depth 1 --n 8 --d 4 --t-max 20
 
-Errors are max over saved times of |f_nth - f_true|/sqrt(n), averaged geometrically over seeds (MATH.md
+Errors are max over saved times of |f_nth - f_true|/sqrt(n), averaged geometrically over seeds (docs/math.md
 section 3); test_* are the same at test inputs (HY Eq. 22), dg the Dyer & Gur-Ari correction (p >= 4),
 dg_vs_p4 the distance between DG and the p = 4 truncation; slopes are least-squares fits in log-log with their standard errors. Also checks that the
-reference flow is converged (default vs 100x tighter tolerances, MATH.md section 6). ``--json`` saves
+reference flow is converged (default vs 100x tighter tolerances, docs/math.md section 6). ``--json`` saves
 the raw errors.
 """
 

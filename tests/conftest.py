@@ -35,3 +35,13 @@ def tiny():
 def rel_err(a, b):
     a, b = np.asarray(a), np.asarray(b)
     return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_compilation_caches():
+    """Drop JAX's compiled executables after every test module: the suite compiles many programs (every model,
+    level and kernel implementation), and one process holding all of them has crashed inside XLA's compiler."""
+    yield
+    import jax
+
+    jax.clear_caches()

@@ -38,6 +38,7 @@ from jax.flatten_util import ravel_pytree
 
 import nth
 from nth.cli import main
+from nth.models import build_user_model
 
 REPO = Path(__file__).resolve().parents[1]
 FLOW = nth.SolverSettings(solver="dopri8", rtol=1e-13, atol=1e-15)
@@ -208,18 +209,23 @@ def test_test_point_kernels_equal_bruteforce(name):
 H = 0.01  # step of the finite difference in the identity test (see its docstring)
 
 
-@pytest.fixture(scope="module", params=["convnet", "resmlp"])
+@pytest.fixture(scope="module", params=["convnet", "resmlp", "user"])
 def wide(request):
     """Width 32 (kernels move slowly), n = 5 points in d = 6: the model, its kernels up to K^(4) and the true flow
-    at t = 0, h, .., 4h with its parameters."""
+    at t = 0, h, .., 4h with its parameters. "user" is the model of USER_MODEL, loaded the way ``--model
+    FILE.py:make_model`` loads it (nth.models.build_user_model)."""
     data = nth.default_problem(n=5, d=6, seed=3)
     X, y = jnp.asarray(data.X), jnp.asarray(data.y)
-    raw = make_convnet(2, 32) if request.param == "convnet" else make_resmlp(2, 6, 32)
-    model = nth.as_model(raw, width=32, in_shape=(6,))
+    if request.param == "user":
+        _, spec = request.getfixturevalue("user_file")
+        model = nth.cast_model(build_user_model(spec, 32, 2, in_shape=(6,)), jnp.float64)
+    else:
+        raw = make_convnet(2, 32) if request.param == "convnet" else make_resmlp(2, 6, 32)
+        model = nth.as_model(raw, width=32, in_shape=(6,))
     ks = nth.kernels(model, X, 4)
     flow = nth.gradient_flow(model, X, y, jnp.arange(5) * H, solver=FLOW, save_params=True)
-    # the GAP conv net's NTK is ill-conditioned (translation-averaged features), so it needs a longer horizon
-    t_max = 60.0 if request.param == "convnet" else 10.0
+    # the GAP conv nets' NTKs are ill-conditioned (translation-averaged features), so they need a longer horizon
+    t_max = 10.0 if request.param == "resmlp" else 60.0
     return dict(model=model, X=X, y=y, ks=ks, f0=model(X), flow=flow, t_max=t_max)
 
 
@@ -355,17 +361,22 @@ def test_user_model_file_holds_full_schema(user_run):
         np.testing.assert_allclose(np.linalg.norm(h["/data/X"][()], axis=1), 1.0, rtol=1e-14)
 
 
-def test_user_model_stored_K4_equals_bruteforce(user_run):
-    """The stored /kernels/K4 = brute-force K^(4) of make_model(16, PRNGKey(0)) on /data/X (HY Eq. 10)."""
+def test_user_model_stored_kernels_equal_bruteforce(user_run):
+    """The stored /kernels/K2..K4 and K2_test..K4_test = brute force of make_model(16, PRNGKey(0)) on /data/X and
+    /data/X_test (HY Eqs. 7, 10, 22)."""
     code, file, spec, out = user_run
     assert code == 0
     with h5py.File(out, "r") as h:
-        X, K4 = jnp.asarray(h["/data/X"][()]), h["/kernels/K4"][()]
+        X, Xt = jnp.asarray(h["/data/X"][()]), jnp.asarray(h["/data/X_test"][()])
+        stored = {f"K{r}{t}": h[f"/kernels/K{r}{t}"][()] for r in (2, 3, 4) for t in ("", "_test")}
         f0 = h["/init/f0"][()]
     raw = _import_file(file, "skipconv_for_bruteforce").make_model(16, jax.random.PRNGKey(0))
     raw = nth.cast_model(raw, jnp.float64)
     np.testing.assert_allclose(raw(X), f0, rtol=1e-13)  # the same weights
-    assert rel_err(K4, bruteforce(raw, X)[4]) < 1e-10
+    ref, ref_test = bruteforce(raw, X), bruteforce(raw, X, Xt)
+    for r in (2, 3, 4):
+        assert rel_err(stored[f"K{r}"], ref[r]) < 1e-10
+        assert rel_err(stored[f"K{r}_test"], ref_test[r]) < 1e-10
 
 
 def test_user_model_refuses_inf(user_file, tmp_path, capsys):
@@ -453,3 +464,76 @@ def test_as_model_without_in_shape_computes_kernels():
     got = nth.kernels(nth.as_model(s["raw"], width=5), s["X"], 3)
     for r in (2, 3):
         assert rel_err(got[r], s["ref"][r]) < 1e-10
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 7. The engine's other paths on models without a structured path
+# --------------------------------------------------------------------------------------------------------------
+
+INT_LEAF_MODEL = '''
+"""A tanh layer reading its inputs through a seed-dependent permutation: an integer array leaf that is not a
+parameter (a test model for nth's --model)."""
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+
+class Permuted(eqx.Module):
+    W: jax.Array
+    a: jax.Array
+    perm: jax.Array  # integer: not trained, but different for every seed
+
+    def __call__(self, X):
+        h = jnp.tanh(X[:, self.perm] @ self.W.T / math.sqrt(X.shape[1]))
+        return h @ self.a / math.sqrt(self.a.shape[0])
+
+
+def make_model(width, key):
+    k1, k2, k3 = jax.random.split(key, 3)
+    return Permuted(W=jax.random.normal(k1, (width, 3)), a=jax.random.normal(k2, (width,)),
+                    perm=jax.random.permutation(k3, 3))
+'''
+
+
+def test_seeds_together_equal_seeds_one_by_one_for_a_user_model(tmp_path):
+    """Several seeds in one computation (nth.solve_seeds: stacked kernels, one vmapped flow and NTH solve) give each
+    seed's own run, for a user model whose integer leaf differs between seeds (every array leaf is stacked)."""
+    file = tmp_path / "permuted.py"
+    file.write_text(INT_LEAF_MODEL)
+    cfg = nth.SolveConfig(model=f"{file}:make_model", p=3, width=8, n=4, d=3, n_test=2, t_max=2.0, num_times=3)
+    together = nth.solve_seeds(cfg, [0, 1, 2])
+    for s, res in zip((0, 1, 2), together):
+        alone = nth.solve(cfg.__class__(**{**cfg.__dict__, "seed": s}))
+        np.testing.assert_allclose(res.flow.f, alone.flow.f, rtol=0, atol=1e-12)
+        for label, e in alone.errors.items():
+            for k, v in e.items():
+                assert abs(res.errors[label][k] - v) <= 1e-8 * abs(v), (s, label, k)
+    assert together[0].config["seeds_together"] == 3 and together[1].config["seed"] == 1
+
+
+def test_matrix_free_top_level_for_a_generic_model():
+    """K^(p) applied matrix-free by the generic engine (a JVP along sum_b c_b grad f_b) = the dense contraction,
+    and the matrix-free truncated NTH = the dense one (HY Eq. 15), for nth's ResNet."""
+    data = nth.default_problem(n=5, d=4, seed=2)
+    X, y = jnp.asarray(data.X), jnp.asarray(data.y)
+    net = nth.init_resnet(1, 4, 12, 2, "tanh")
+    dense = nth.kernels(net, X, 3)
+    free = nth.kernels(net, X, 3, matrix_free=True)
+    c = jnp.asarray(np.random.default_rng(0).normal(size=5))
+    assert rel_err(free[3](c), dense[3] @ c) < 1e-12
+    ts = np.linspace(0.0, 5.0, 4)
+    a = nth.truncated_nth(dense, net(X), y, ts, p=3)
+    b = nth.truncated_nth(free, net(X), y, ts, p=3)
+    assert float(jnp.abs(a.f - b.f).max()) < 1e-10 and float(jnp.abs(a.f - a.f[0]).max()) > 1e-3
+
+
+def test_float32_run_of_a_convolutional_net():
+    """--dtype float32 with a CNN: the model, its inputs and every trajectory in float32 (the shape check traces the
+    model in the run's dtype)."""
+    cfg = nth.SolveConfig(arch="cnn", width=4, depth=1, n=3, d=4, n_test=0, dtype="float32", p=3, t_max=1.0,
+                          num_times=2)
+    res = nth.solve(cfg)
+    assert res.flow.f.dtype == jnp.float32 and res.predictions["p3"].f.dtype == jnp.float32
+    assert res.config["rtol"] == 1e-6 and np.isfinite(np.asarray(res.flow.f)).all()

@@ -73,7 +73,7 @@ def test_default_problem_end_to_end(tmp_path):
     with h5py.File(out) as h:  # the predictions improve with the level where the theory says they should
         assert h["/nth/p4"].attrs["max_f_error"] < 0.1 * h["/nth/p2"].attrs["max_f_error"]
         assert h["/dg"].attrs["max_f_error"] < 0.1 * h["/nth/p2"].attrs["max_f_error"]
-        # the m = inf row (kernel GD with Kbar^(2)) is further off than the finite frozen kernel (MATH.md s5)
+        # the m = inf row (kernel GD with Kbar^(2)) is further off than the finite frozen kernel (docs/math.md section 5)
         assert h["/inf/f"].shape == (41, 16) and h["/inf"].attrs["max_f_error"] > h["/nth/p2"].attrs["max_f_error"]
     assert cfg["param"] == "ntk" and cfg["inf"] and cfg["tp4"]["r"] == "1/2" and cfg["tp4"]["kernel_regime"]
 
@@ -164,7 +164,7 @@ def test_params_kernel_and_mup_commands(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Kbar^(2) (m = inf, closed form)" in out and "/ sqrt(m)" in out
     with h5py.File(path) as h:
-        assert h["/infinite/ntk"].shape == (5, 5) and h["/finite/K2"].shape == (5, 5)
+        assert h["/infinite/ntk"].shape == (5, 5) and h["/kernels/K2"].shape == (5, 5)
         assert json.loads(h.attrs["config"])["activation"] == "erf" and "version_jax" in h.attrs
     assert main(args) == 2 and "exists" in capsys.readouterr().err
     assert main(["kernel", "--infinite", "--param", "mup"]) == 2

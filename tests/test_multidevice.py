@@ -24,6 +24,24 @@ for first in (None, Xt):
         err = float(jnp.abs(one[r] - four[r]).max() / jnp.abs(one[r]).max())
         print(f"kernel r={r} first={first is not None} rel {err:.2e}")
         assert err < 1e-13, err
+# a plain Equinox module (its activation is a function leaf) through the generic engine, sharded over 4 devices
+import equinox as eqx
+
+
+class Batched(eqx.Module):
+    mlp: eqx.nn.MLP
+
+    def __call__(self, X):
+        return jax.vmap(self.mlp)(X)
+
+
+raw = eqx.nn.MLP(3, "scalar", 8, 2, activation=jnp.tanh, key=jax.random.PRNGKey(0))
+user = nth.as_model(Batched(raw), width=8, in_shape=(3,))
+one = nth.kernels(user, X[:4], 3, devices=1, chunk=4)
+four = nth.kernels(user, X[:4], 3, devices=4, chunk=4)
+err = float(jnp.abs(one[3] - four[3]).max() / jnp.abs(one[3]).max())
+print(f"user model K3 rel {err:.2e}")
+assert err < 1e-13, err
 # each batch of direction tuples really is split over the four devices
 from nth.kernel._engine import _batch, _mesh
 from nth.kernel import implementation

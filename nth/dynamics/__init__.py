@@ -3,6 +3,7 @@ gradient flow and gradient descent), all through one Diffrax wrapper configured 
 (docs/math.md sections 2, 4, 6)."""
 
 from ._corrections import METHODS as DG_METHODS, DGSolution as DGSolution, dg_correction as dg_correction
+from ._corrections import eigenbasis as eigenbasis
 from ._hierarchy import (
     NTHSolution as NTHSolution,
     default_horizon as default_horizon,

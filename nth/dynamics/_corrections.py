@@ -105,12 +105,22 @@ def _modes(K3e, K4e, c, lam, n):
     return mu, coef
 
 
-def _closed(K, K3, K4, delta0, ts, test):
+def eigenbasis(K: Float[np.ndarray, "n n"]) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues lambda_i and eigenvectors of K/n (DG Eq. 101); ConfigError unless K is positive definite, which
+    the closed form needs (run engines call this right after the kernels, before any long solve)."""
+    K = np.asarray(K, dtype=np.float64)
     n = K.shape[0]
     lam, V = np.linalg.eigh((K + K.T) / (2 * n))
     if lam.min() <= 1e-12 * lam.max():
         raise ConfigError(f"the closed-form DG correction needs K^(2)(0) positive definite; its smallest eigenvalue "
-                          f"is {lam.min() * n:.3e}. Use method='ode' (or remove duplicate inputs).")
+                          f"is {lam.min() * n:.3e}. Use the ODE form (--dg-method ode, method='ode') or remove "
+                          "duplicate inputs.")
+    return lam, V
+
+
+def _closed(K, K3, K4, delta0, ts, test):
+    n = K.shape[0]
+    lam, V = eigenbasis(K)
     c = V.T @ delta0
     K3e = np.einsum("abc,ak,bl,ci->kli", K3, V, V, V, optimize=True)
     K4e = np.einsum("abcd,ak,bl,ci,dj->klij", K4, V, V, V, V, optimize=True)

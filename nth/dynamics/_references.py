@@ -98,12 +98,14 @@ def gradient_flow(
     """
     model = as_model(model)
     params0, static = partition(model)
-    one = combine(jax.tree_util.tree_map(lambda a: a[0], params0), static) if stacked else model
+    one = jax.tree_util.tree_map(lambda a: a[0] if eqx.is_array(a) else a, model) if stacked else model
     X, y, X_test = _check_data(one, X, y, X_test)
     u0 = jax.tree_util.tree_map(jnp.zeros_like, params0)
+    # with stacked seeds every array leaf carries the seed axis: the parameters, and any other arrays of the model
+    static_axes = jax.tree_util.tree_map(lambda x: 0 if eqx.is_array(x) else None, static)
     ys, stats = integrate(_flow_rhs, u0, (params0, static, X, y, X_test), ts, solver,
                           save_fn=_save_flow_params if save_params else _save_flow, what="true gradient flow",
-                          batch_axes=(0, None, None, None, None) if stacked else None, labels=labels)
+                          batch_axes=(0, static_axes, None, None, None) if stacked else None, labels=labels)
     (f, K2, L, f_test), params = ys if save_params else (ys, None)
     return FlowSolution(ts=jnp.asarray(ts, dtype=X.dtype), f=f, K2=K2, loss=L,
                         params=None if params is None else combine(params, static),

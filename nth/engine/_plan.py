@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from ..errors import ConfigError, MemoryBudgetError
 from ..kernel import KernelPlan, forward_entries, format_bytes, kernel_bytes, plan_kernels
-from ..models import AbstractModel, num_params
+from ..models import AbstractModel, as_model, num_params
 from ..models._base import model_dtype
 
 #: Stage vectors (plus state, error estimate and FSAL copies) an explicit Runge-Kutta step keeps alive.
@@ -63,6 +63,7 @@ def plan_solve(model: AbstractModel, *, n: int, n_test: int, p: int, num_times: 
                implementation="auto", models: int = 1, in_shape: tuple[int, ...] | None = None) -> SolvePlan:
     """Plan every stage of a run of ``model`` (abstract or concrete); raise
     :class:`~nth.errors.MemoryBudgetError` with the itemized plan if the peak exceeds the budget."""
+    model = as_model(model)
     for name, solver in (("nth_solver", nth_solver), ("flow_solver", flow_solver)):
         if solver not in SOLVER_COPIES:
             raise ConfigError(f"{name} = {solver!r}; accepted: {', '.join(SOLVER_COPIES)}")

@@ -24,13 +24,13 @@ from jaxtyping import Array
 
 from ..compare import f_error, k2_error
 from ..data import Dataset, load_problem, read_npz
-from ..dynamics import (FlowSolution, GDSolution, NTHSolution, default_horizon, dg_correction, gradient_descent,
-                        gradient_flow, stable_lr, truncated_nth)
+from ..dynamics import (FlowSolution, GDSolution, NTHSolution, default_horizon, dg_correction, eigenbasis,
+                        gradient_descent, gradient_flow, stable_lr, truncated_nth)
 from ..errors import ConfigError, DataError
 from ..kernel import KernelOperator, limiting_kernels
 from ..kernel import kernels as compute_kernels
 from ..kernel._engine import _mesh
-from ..models import AbstractModel, combine, mlp_from_arrays, num_params, partition, preset
+from ..models import AbstractModel, mlp_from_arrays, model_dtype, num_params, preset
 from ._config import DEFAULT_LOSS_FALL, DEFAULT_N, DEFAULT_N_TEST, DEFAULT_D, DEFAULT_WIDTH, DTYPES, SolveConfig
 from ._plan import SolvePlan, plan_solve
 
@@ -53,8 +53,9 @@ def float32_warnings(errors: dict[str, dict[str, float]], width: int | None) -> 
     for label, e in errors.items():
         v = e.get("max_f_error")
         if v is not None and v < FLOAT32_MARGIN * floor:
+            at = f"m = {width}" if width else f"the default width {DEFAULT_WIDTH}"
             out.append(f"{label}: error {v:.2e} is within {FLOAT32_MARGIN:g}x of the float32 floor ({floor:.1e} at "
-                       f"m = {width}); it measures float32 rounding, not the hierarchy. Use --dtype float64.")
+                       f"{at}); it measures float32 rounding, not the hierarchy. Use --dtype float64.")
     return out
 
 
@@ -114,7 +115,7 @@ def check_model_data(model: AbstractModel, data: Dataset, name: str) -> None:
     if shape is not None and tuple(shape) != data.in_shape:
         raise DataError(f"shape mismatch: {name} takes inputs of shape {tuple(shape)}, but the data ({data.source}) "
                         f"has inputs of shape {data.in_shape}")
-    X = jax.ShapeDtypeStruct(data.X.shape, jnp.float64)
+    X = jax.ShapeDtypeStruct(data.X.shape, model_dtype(model))
     try:
         out = eqx.filter_eval_shape(lambda m, x: m(x), model, X)
     except Exception as e:  # the user's model cannot take these inputs
@@ -222,12 +223,14 @@ def resolved_config(cfg: SolveConfig, data: Dataset, model: AbstractModel, chunk
 
 
 def _stack(models: list[AbstractModel]) -> AbstractModel:
-    """One model whose parameters carry a leading seed axis (the static parts must agree)."""
-    parts = [partition(m) for m in models]
-    statics = [s for _, s in parts]
-    if any(jax.tree_util.tree_structure(s) != jax.tree_util.tree_structure(statics[0]) for s in statics):
+    """One model whose arrays (parameters and any other array leaves) carry a leading seed axis; everything else
+    must agree between the seeds."""
+    parts = [eqx.partition(m, eqx.is_array) for m in models]
+    rest = [r for _, r in parts]
+    if any(jax.tree_util.tree_structure(r) != jax.tree_util.tree_structure(rest[0]) for r in rest) or \
+            any(jax.tree_util.tree_structure(a) != jax.tree_util.tree_structure(parts[0][0]) for a, _ in parts):
         raise ConfigError("the models of these seeds differ in structure; they cannot be computed together")
-    return combine(jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[p for p, _ in parts]), statics[0])
+    return eqx.combine(jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[a for a, _ in parts]), rest[0])
 
 
 def _pick(tree, i: int):
@@ -290,6 +293,12 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
     apply = eqx.filter_vmap(lambda m, Z: m(Z), in_axes=(eqx.if_array(0), None)) if stacked else (lambda m, Z: m(Z))
     f0 = apply(net, X)
     ft0 = None if Xt is None else apply(net, Xt)
+    if cfg.use_dg and cfg.dg_method == "closed":  # refuse a singular K^(2) now, not after the long solves
+        for K in (ks[2] if stacked else ks[2][None]):
+            eigenbasis(K)
+    kbar = None
+    if cfg.use_inf:  # Kbar^(2) (and its input checks) before the long solves; shared by every seed
+        kbar = infinite_kernels(cfg, model.depth, X, Xt)
     gd = None
     if cfg.lr is not None:
         steps = np.unique(np.round(np.linspace(0, cfg.steps, cfg.num_times)).astype(np.int64))
@@ -310,10 +319,8 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
         preds[f"p{q}"] = timed(f"nth_p{q}", lambda q=q: truncated_nth(
             ks, f0, y, ts, p=q, test_kernels=kt, f0_test=ft0, solver=cfg.nth_settings, stacked=stacked,
             labels=labels))
-    kbar = None
     if cfg.use_inf:
         say("[+] m = inf: kernel gradient descent with the limiting NTK Kbar^(2) from the network's f(0)")
-        kbar = infinite_kernels(cfg, model.depth, X, Xt)  # shared by every seed
     if cfg.use_dg:
         say(f"[4/4] Dyer & Gur-Ari O(1/m) correction ({cfg.dg_method} form)")
     dense = lambda d: None if d is None else {r: k for r, k in d.items() if not isinstance(k, KernelOperator)}  # noqa: E731

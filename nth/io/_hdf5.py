@@ -13,7 +13,6 @@ import os
 import platform
 import tempfile
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from typing import Any
 
 import h5py

@@ -16,11 +16,10 @@ import numpy as np
 from ..data import Dataset, load_problem
 from ..errors import ConfigError
 from ..kernel import LimitingKernels, check_infinite_options, limiting_kernels, ntk
-from ..models import DEFAULT_ORDER, ModelSpec
+from ..models import DEFAULT_ORDER, ModelSpec, activation
+from ..engine._config import DEFAULT_WIDTH
 from ._hdf5 import check_output_path, write_h5
-from ._schema import data_datasets, file_attrs
-
-DEFAULT_WIDTH = 1024
+from ._schema import kernel_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,17 +111,16 @@ def kernel_report(req: KernelRequest, out: str | os.PathLike | None = None, *, f
     lines = [f"{rep.data.source}: n = {rep.data.n}, inputs {rep.data.in_shape}; {req.arch}, depth {req.depth}, "
              f"{req.activation}, sigma_w {req.sigma_w:g}, sigma_a {req.sigma_a:g}"
              + (f", {req.param} parametrization" if req.arch == "mlp" else "")]
-    data_ds, data_attrs = data_datasets(rep.data)
-    ds: dict[str, np.ndarray] = {"/" + k: v for k, v in data_ds.items()}
+
     if rep.limiting is not None:
         nngp, kbar = np.asarray(rep.limiting.nngp), np.asarray(rep.limiting.ntk)
-        how = req.method if req.method != "auto" else ("closed form" if req.activation in ("erf", "relu")
-                                                       else f"Gauss-Hermite order {req.order}")
+        closed = activation(req.activation, req.beta).has_closed_form
+        how = req.method if req.method != "auto" else ("closed form" if closed else f"Gauss-Hermite order {req.order}")
         lines += [_describe("NNGP (m = inf)", nngp), _describe(f"Kbar^(2) (m = inf, {how})", kbar)]
-        ds.update({"/infinite/nngp": nngp, "/infinite/ntk": kbar})
+
     if rep.K2 is not None:
         lines.append(_describe(f"K^(2)(0) (m = {req.finite_width}, seed {req.seed})", rep.K2))
-        ds["/finite/K2"] = rep.K2
+
     if rep.limiting is not None and rep.K2 is not None:
         kbar = np.asarray(rep.limiting.ntk)
         gap = np.linalg.norm(rep.K2 - kbar) / np.linalg.norm(kbar)
@@ -134,7 +132,8 @@ def kernel_report(req: KernelRequest, out: str | os.PathLike | None = None, *, f
     lines += ["  " + " ".join(f"{v:10.6f}" for v in row) for row in show[:k, :k]]
     lines.append("wall time: " + ", ".join(f"{k_} {v:.2f} s" for k_, v in rep.wall.items()))
     if out is not None:
-        attrs = {"/": file_attrs(dataclasses.asdict(req) | {"arch_options": req.spec.describe()}),
-                 **{"/" + k: v for k, v in data_attrs.items()}}
+        lim = rep.limiting
+        ds, attrs = kernel_file(rep.data, dataclasses.asdict(req) | {"arch_options": req.spec.describe()}, K2=rep.K2,
+                                nngp=None if lim is None else lim.nngp, ntk=None if lim is None else lim.ntk)
         lines.append(f"wrote {write_h5(out, ds, attrs, force=force)}")
     return "\n".join(lines)

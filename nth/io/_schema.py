@@ -13,13 +13,18 @@ with T saved times, n training points, k test points and inputs of shape ``in``:
     R/init/f0 (n,)                      outputs at t = 0
     R/kernels/K{r} (n,)*r, K{r}_test (k,)+(n,)*(r-1)   K^(r)(0) (solve files with save_kernels)
     R                                   attrs: width, seed, loss_fall, K2_movement, kernel_mean_abs_K{r},
-                                               dg_vs_p4, wall_time_<stage>, [warnings]
+                                               dg_vs_p4, wall_time_<stage>, [warnings]; in a sweep file also
+                                               config (the run's resolved configuration, JSON)
 
 The data live once per file: ``/data/X`` (n, *in), ``/data/y`` (n,), ``/data/X_test`` (k, *in) (attrs
 normalization, source). Root attributes: ``schema_version``, ``config`` (JSON of every resolved option,
 including the model's description ``model_info`` and ``arch_options``), seeds, package versions, device,
 creation time, command. A sweep file's root also holds ``format`` = ``nth-sweep-2``, ``sweep_config``,
 ``widths``, ``seeds``. Version-1 files (flat per-run names in sweeps) stay readable (:mod:`nth.io._sweep`).
+
+A kernel file (``nth kernel --out``) holds the data, ``/kernels/K2`` (n, n) (the empirical K^(2)(0) of a
+seeded network), ``/infinite/nngp`` and ``/infinite/ntk`` (the limiting kernels, docs/math.md section 5), and
+the root attributes with the request as ``config``.
 """
 
 from __future__ import annotations
@@ -140,6 +145,17 @@ def solve_file(result: SolveResult, *, save_kernels: bool = False) -> tuple[dict
     root = file_attrs(result.config) | run_attrs.pop("")
     attrs.update(run_attrs)
     attrs[""] = root
+    return {"/" + k: v for k, v in ds.items()}, {"/" + k: v for k, v in attrs.items()}
+
+
+def kernel_file(data: Dataset, config: Mapping[str, Any], K2=None, nngp=None, ntk=None
+                ) -> tuple[dict[str, Any], dict[str, dict]]:
+    """A kernel file (module docstring): the data, the kernels that were computed, and the root attributes."""
+    ds, attrs = data_datasets(data)
+    for path, K in (("kernels/K2", K2), ("infinite/nngp", nngp), ("infinite/ntk", ntk)):
+        if K is not None:
+            ds[path] = np.asarray(K)
+    attrs[""] = file_attrs(config)
     return {"/" + k: v for k, v in ds.items()}, {"/" + k: v for k, v in attrs.items()}
 
 

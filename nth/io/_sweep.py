@@ -195,7 +195,7 @@ def run_sweep(cfg: SweepConfig, path: str, *, progress: bool = False, batch_seed
 
 def _commit_run(path: str, w: int, s: int, res: SolveResult) -> None:
     ds, attrs = run_datasets(res)
-    attrs[""]["created"] = created_now()
+    attrs[""].update(created=created_now(), config=json.dumps(res.config, default=str))
 
     def add(h):
         if "data" not in h:

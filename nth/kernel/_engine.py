@@ -26,7 +26,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ..errors import ConfigError
-from ..models import AbstractModel, Direction, check_inputs as check_model_inputs
+from ..models import AbstractModel, Direction, as_model, check_inputs as check_model_inputs
 from ._impl import AbstractKernelImplementation, implementation as choose_implementation
 from ._plan import plan_kernels
 
@@ -60,6 +60,7 @@ def ntk(model: AbstractModel, X: Float[Array, "n *in"], X2: Float[Array, "k *in"
         implementation="auto") -> Float[Array, "n k"]:
     """The empirical NTK K^(2)(X, X2) = J diag(eta) J2^T (HY Eq. 7; X2 defaults to X), differentiable in theta
     to any order. The MLP's structured path never forms the Jacobian."""
+    model = as_model(model)
     impl = choose_implementation(model, implementation)
     return impl.directional_ntk(model, X, X2, ())
 
@@ -75,6 +76,7 @@ def kernel_fn(r: int, chunk: int | None = None, implementation="auto") -> Kernel
         raise ConfigError(f"r = {r!r} must be an integer >= 2")
 
     def fn(model: AbstractModel, X1: Array, X: Array) -> Array:
+        model = as_model(model)
         impl = choose_implementation(model, implementation)
         n, k = X.shape[0], r - 2
         sym = X1 is X
@@ -110,8 +112,9 @@ def _mesh(devices):
     return jax.sharding.Mesh(np.array(devs), ("tuples",))
 
 
-def kernel(model: AbstractModel, X: Array, r: int, *, first: Array | None = None, chunk: int = 1,
-           progress: bool = False, devices=None, implementation="auto", stacked: bool = False) -> Array:
+def kernel(model: AbstractModel, X: Float[Array, "n *in"], r: int, *, first: Float[Array, "k *in"] | None = None,
+           chunk: int = 1, progress: bool = False, devices=None, implementation="auto",
+           stacked: bool = False) -> Float[Array, "k n ..."]:
     """One dense K^(r)(first, X, ..., X) at the weights of ``model`` (``first`` defaults to X); no budget check.
 
     The n^(r-2) direction tuples go in batches of ``chunk``; with several ``devices`` (default: every local
@@ -129,7 +132,9 @@ def kernel(model: AbstractModel, X: Array, r: int, *, first: Array | None = None
         nd = mesh.devices.size
         chunk = -(-chunk // nd) * nd
         rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        model, X1, X = jax.device_put((model, X1, X), rep)
+        arrays, rest = eqx.partition(model, eqx.is_array)  # only arrays go to the devices (a model may hold functions)
+        model = eqx.combine(jax.device_put(arrays, rep), rest)
+        X1, X = jax.device_put((X1, X), rep)
     starts = list(range(0, idx.shape[0], chunk))
     it = starts
     if progress and len(starts) > 1:
@@ -176,6 +181,9 @@ def kernels(
     its last slot on demand) instead of a dense array. With ``stacked`` the model's parameters carry a leading
     seed axis (every result too).
     """
+    if stacked and matrix_free:
+        raise ConfigError("matrix-free kernels are computed one model at a time; do not batch seeds with it")
+    model = as_model(model)
     one = jax.tree_util.tree_map(lambda a: a[0] if eqx.is_array(a) else a, model) if stacked else model
     X = check_model_inputs(one, X)
     X1 = None if first is None else check_model_inputs(one, first, "first")
@@ -189,8 +197,6 @@ def kernels(
               stacked=stacked)
     out: dict[int, Array] = {r: kernel(model, X, r, **kw) for r in range(2, top + 1)}
     if matrix_free:
-        if stacked:
-            raise ConfigError("matrix-free kernels are computed one model at a time; do not batch seeds with it")
         out[p] = KernelOperator(model=model, X=X, X1=X1, r=p, chunk=plan.chunk,
                                 impl=choose_implementation(model, implementation))
     return out

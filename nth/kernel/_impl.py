@@ -1,7 +1,9 @@
 """Kernel implementations: how D^j K^(2)(X1, X)[g_3, .., g_(j+2)] is computed for one tuple of directions.
 
-Two named implementations, cross-tested on every model (tests/test_kernels.py), chosen automatically and
-forceable by name (``implementation=`` in :func:`nth.kernels`):
+Two named implementations, chosen automatically and forceable by name (``implementation=`` in
+:func:`nth.kernels`). On the MLP, which has both, they are cross-tested against each other and the naive
+baseline (tests/test_kernels.py); every other model is tested against brute-force Jacobians
+(tests/test_architectures.py):
 
 - ``"structured"``: the model's own fast path (:meth:`~nth.models.AbstractModel.structured_ntk`). For the MLP,
   every direction grad f_b is rank one per layer and is applied through its factors, so no m x m tangent is
@@ -25,10 +27,11 @@ import equinox as eqx
 import jax
 import jax.extend.core as jax_core
 import jax.numpy as jnp
-from jaxtyping import Array
+from jaxtyping import Array, Float
 
 from ..errors import ConfigError
-from ..models import AbstractModel, Direction, combine, flow_direction, nested_derivative, partition, sym_gram
+from ..models import (AbstractModel, Direction, combine, flow_direction, nested_derivative, num_params, partition,
+                      sym_gram)
 from ..models._base import model_dtype
 
 
@@ -69,15 +72,8 @@ class Structured(AbstractKernelImplementation):
         return model.structured_ntk(X1, X, directions)
 
     def work_bytes(self, model, r, batch, n, k, contracted, in_shape=None):
-        """Per tuple, each of the 2^(r-2) tangent components of the nested JVPs carries the layer factors of
-        the (k + n) inputs (pre-activations, layer outputs and backpropagated vectors: 3 H + 1 arrays of width m
-        per row) and the k x n Gram matrices (3 per layer); a contracted last slot adds the factors of its n
-        direction inputs. XLA's own memory analysis of the compiled batch stays below this
-        (tests/test_plan.py)."""
-        rows = k + n + (n if contracted else 0)
-        depth = len(model.Ws)
-        per_component = rows * model.width * (3 * depth + 1) + 3 * (depth + 1) * k * n
-        return batch * 2 ** max(r - 2, 0) * per_component * jnp.dtype(model_dtype(model)).itemsize
+        """The model's own prediction (:meth:`~nth.models.AbstractModel.structured_work_bytes`)."""
+        return model.structured_work_bytes(r, batch, n, k, contracted)
 
 
 def _eta_leaves(model: AbstractModel) -> list:
@@ -87,7 +83,8 @@ def _eta_leaves(model: AbstractModel) -> list:
     return jax.tree_util.tree_leaves(model.apply_learning_rates(ones))
 
 
-def jacobian_ntk(model: AbstractModel, X1: Array, X: Array | None) -> Array:
+def jacobian_ntk(model: AbstractModel, X1: Float[Array, "k *in"], X: Float[Array, "n *in"] | None
+                 ) -> Float[Array, "k n"]:
     """K^(2)(X1, X) = J1 diag(eta) J^T from the parameter Jacobians (reverse mode); X = None is symmetric and
     uses :func:`~nth.models.sym_gram` per leaf (docs/math.md section 9)."""
     params, static = partition(model)
@@ -131,7 +128,7 @@ class NestedJVP(AbstractKernelImplementation):
         the moved weights (one parameter vector per step) and twice the forward pass (activations of every row,
         what reverse mode keeps, and the batch-independent intermediates); a contracted last slot adds n rows
         of activations."""
-        P = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(partition(model)[0]))
+        P = num_params(model)
         A, C = forward_entries(model, in_shape)
         rows = k + n
         per_component = rows * P + max(r - 2, 1) * P + 2 * (rows + (n if contracted else 0)) * A + 2 * C
@@ -143,7 +140,8 @@ def forward_entries(model: AbstractModel, in_shape: tuple[int, ...] | None = Non
     works on an abstract model from ``eqx.filter_eval_shape``): (per input, independent of the batch). The
     program is traced for batches of one and two inputs; what grows with the batch is per input (activations),
     the rest (e.g. transposed weights) is paid once."""
-    params, static = partition(model)
+    # every array (or its shape) is an argument of the traced program, trained or not (e.g. an integer index leaf)
+    arrays, static = eqx.partition(model, lambda x: eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct))
     shape = model.in_shape if in_shape is None else in_shape
     if shape is None:
         raise ConfigError(f"{type(model).__name__} does not state its input shape; pass in_shape "
@@ -159,7 +157,7 @@ def forward_entries(model: AbstractModel, in_shape: tuple[int, ...] | None = Non
 
     def entries(rows: int) -> int:
         x = jax.ShapeDtypeStruct((rows,) + tuple(shape), model_dtype(model))
-        return count(jax.make_jaxpr(lambda p, z: combine(p, static)(z))(params, x).jaxpr)
+        return count(jax.make_jaxpr(lambda a, z: eqx.combine(a, static)(z))(arrays, x).jaxpr)
 
     one, two = entries(1), entries(2)
     return two - one, max(2 * one - two, 0)

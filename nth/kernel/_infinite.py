@@ -12,7 +12,7 @@ The NTK follows from grad f layer by layer. The weights' variances sit in their 
 multiplier, so the gradient of h^(1) with respect to W^(1) is x itself (no sigma_w) and the gradient with
 respect to W^(l+1) is x^(l) (whose Gram matrix tends to E[sigma sigma]). With E_l = E[sigma(u) sigma(v)] and
 Ed_l = E[sigma'(u) sigma'(v)] under Sigma^(l), and eta_l the limiting per-layer learning rates (1 in NTK
-parametrization; :mod:`nth.param`):
+parametrization; :mod:`nth.models._param`):
 
     Theta^(1)   = eta_1 <x, x'>
     Theta^(l+1) = eta_(l+1) E_l + sigma_w^2 Ed_l Theta^(l)
@@ -40,9 +40,6 @@ from ..checks import check_scales
 from ..errors import ConfigError
 from ..models import DEFAULT_ORDER, AbstractActivation, activation as make_activation, check_param, preset
 from ..models._activations import check_expectation_options
-
-METHODS = ("auto", "closed", "quadrature")
-
 
 class LimitingKernels(eqx.Module):
     """The infinite-width NNGP kernel of f and the limiting NTK Kbar^(2), both (k, n)."""

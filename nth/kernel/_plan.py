@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import ConfigError, MemoryBudgetError
-from ..models import AbstractModel, num_params
+from ..models import AbstractModel, as_model, num_params
 from ..models._base import model_dtype
 from ._impl import implementation as choose_implementation
 
@@ -50,8 +50,9 @@ def default_memory_budget() -> int:
         return 4 * 1024**3
 
 
-#: Upper bound on the direction tuples of one compiled batch, per platform (measured by benchmarks/bench.py: on a
-#: CPU larger batches only add memory traffic; an accelerator wants wide batches).
+#: Upper bound on the direction tuples of one compiled batch, per platform: on a CPU larger batches only add
+#: memory traffic (the structured MLP kernels at n = 16, m = 512 gain nothing beyond 16); an accelerator wants
+#: wide batches. Implementations may bound it further (the generic engine takes one tuple per call on a CPU).
 MAX_BATCH = {"cpu": 16}
 MAX_BATCH_ACCELERATOR = 256
 
@@ -116,6 +117,7 @@ def plan_kernels(model: AbstractModel, n: int, p: int, *, implementation="auto",
     budget = default_memory_budget() if memory_budget is None else int(memory_budget)
     if budget <= 0:
         raise ConfigError(f"memory budget = {memory_budget!r} must be a positive number of bytes")
+    model = as_model(model)
     impl = choose_implementation(model, implementation)
     dtype = model_dtype(model)
     itemsize = jnp.dtype(dtype).itemsize

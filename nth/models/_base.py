@@ -74,6 +74,11 @@ class AbstractModel(eqx.Module):
         """D^j K^(2)(X1, X)[g_3, .., g_(j+2)] by the model's own structured path (see nth.kernel)."""
         raise NotImplementedError(f"{type(self).__name__} has no structured kernel path")
 
+    def structured_work_bytes(self, r: int, batch: int, n: int, k: int, contracted: bool) -> int:
+        """Predicted peak bytes of one batch of ``batch`` direction tuples of K^(r) on the structured path (k
+        first-slot rows, n training inputs; a ``contracted`` last slot carries n more direction inputs)."""
+        raise NotImplementedError(f"{type(self).__name__} has no structured kernel path")
+
     def describe(self) -> dict[str, Any]:
         """Architecture and options as plain values (recorded in every results file)."""
         return {"arch": type(self).__name__.lower(), "width": self.width}
@@ -169,13 +174,13 @@ def flow_direction(model: AbstractModel, direction: Direction) -> PyTree:
     return model.apply_learning_rates(g)
 
 
-def grad_f(model: AbstractModel, x: Array) -> PyTree:
+def grad_f(model: AbstractModel, x: Float[Array, "*in"]) -> PyTree:
     """grad_theta f(x; theta) of one input x (shape ``in_shape``): a tree shaped like the parameters."""
     params, static = partition(model)
     return jax.grad(lambda p: combine(p, static)(x[None])[0])(params)
 
 
-def check_inputs(model: AbstractModel, X: Any, name: str = "X") -> Array:
+def check_inputs(model: AbstractModel, X: Float[Array, "n *in"], name: str = "X") -> Float[Array, "n *in"]:
     """X as an array of the model's dtype, checked against its ``in_shape`` (rows first)."""
     X = jnp.asarray(X, dtype=model_dtype(model))
     shape = model.in_shape

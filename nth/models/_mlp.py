@@ -50,10 +50,6 @@ class MLP(AbstractModel):
     def in_shape(self) -> tuple[int, ...]:
         return (self.in_dim,)
 
-    @property
-    def num_params(self) -> int:
-        return sum(int(np.prod(W.shape)) for W in self.Ws) + self.width
-
     def sigma(self, h: Array) -> Array:
         return self.activation(h)
 
@@ -86,6 +82,16 @@ class MLP(AbstractModel):
     def structured_ntk(self, X1: Array, X: Array | None, directions: tuple[Direction, ...]) -> Array:
         """The rank-one path of :mod:`nth.models._mlp_structured` (HY Eq. 7 per layer)."""
         return structured.directional_ntk(self, X1, X, directions)
+
+    def structured_work_bytes(self, r: int, batch: int, n: int, k: int, contracted: bool) -> int:
+        """Per tuple, each of the 2^(r-2) tangent components of the nested JVPs carries the layer factors of
+        the (k + n) inputs (pre-activations, layer outputs and backpropagated vectors: 3 H + 1 arrays of width m
+        per row) and the k x n Gram matrices (3 per layer); a contracted last slot adds the factors of its n
+        direction inputs. XLA's own memory analysis of the compiled batch stays below this
+        (tests/test_plan.py)."""
+        rows = k + n + (n if contracted else 0)
+        per_component = rows * self.width * (3 * self.depth + 1) + 3 * (self.depth + 1) * k * n
+        return batch * 2 ** max(r - 2, 0) * per_component * jnp.dtype(self.a.dtype).itemsize
 
     def describe(self) -> dict[str, Any]:
         return {"arch": "mlp", "width": self.width, "depth": self.depth, "in_shape": list(self.in_shape),

@@ -186,7 +186,7 @@ def format_table(depth: int) -> str:
             continue
     head = (f"{'param':>10} {'c':>4} {'r':>5} {'2a+c':>5} {'a+b+r':>6} {'stable':>7} {'nontriv':>8} "
             f"{'regime':>17}   eta_l = m^e (W1..W{depth}, a)   init std x m^g")
-    lines = [f"abc-parametrizations of a depth-{depth} MLP (TP4 Table 1; nth's mapping in nth/param.py)", head]
+    lines = [f"abc-parametrizations of a depth-{depth} MLP (TP4 Table 1; nth's mapping in nth/models/_param.py)", head]
     for r in rows:
         lines.append(f"{r['param']:>10} {r['c']:>4} {r['r']:>5} {r['2a_out+c']:>5} {r['a_out+b_out+r']:>6} "
                      f"{'yes' if r['stable'] else 'no':>7} {'yes' if r['nontrivial'] else 'no':>8} "

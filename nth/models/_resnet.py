@@ -51,7 +51,7 @@ class ResNet(AbstractModel):
     def __call__(self, X: Float[Array, "n d"]) -> Float[Array, " n"]:
         """f(x) of the module docstring for every row x of X."""
         s = 1.0 / math.sqrt(self.width)
-        branch = 1.0 / math.sqrt(max(self.depth, 1))
+        branch = 1.0 / math.sqrt(self.depth)
         z = X @ self.W0.T
         for U, V in zip(self.Us, self.Vs):
             z = z + branch * (self.activation((z @ U.T) * s) @ V.T) * s
