@@ -178,8 +178,9 @@ def _add_sweep(sub) -> None:
     s.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per width (default 5)")
     _add_common(s, sweep=True)
     s.add_argument("--out", default="results/sweep.h5", help="sweep file (default results/sweep.h5)")
-    s.add_argument("--batch-seeds", action="store_true", help="run the seeds of a width as one vmapped batch "
-                   "(sharded across devices when there are several); same results")
+    s.add_argument("--batch-seeds", action="store_true", help="run the seeds of a width as one vmapped batch; same "
+                   "results. Pays on an accelerator; on a CPU avoid it for a cnn (vmapped convolutions with per-seed "
+                   "weights become slow grouped convolutions)")
 
 
 def _add_plot(sub) -> None:

@@ -81,6 +81,13 @@ class SolveResult:
     path: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
 
+    @property
+    def dg_vs_p4(self) -> float | None:
+        """max_t |f_DG - f_(p=4)| / sqrt(n): the two agree to O(1/m^2) (docs/math.md section 4), or None."""
+        if "dg" not in self.predictions or "p4" not in self.predictions:
+            return None
+        return float(f_error(self.predictions["dg"].f, self.predictions["p4"].f).max())
+
 
 def load_data(cfg: SolveConfig) -> Dataset:
     """The configured dataset (built-in, digits, or an ``.npz`` file); digits as 8x8 images for a cnn."""
@@ -385,8 +392,8 @@ def sweep_errors(cfg: SolveConfig, widths: list[int], seeds: list[int], *, refer
                 put(f"K2_{label}", i, j, e["max_K2_error"])
                 if "max_test_error" in e:
                     put(f"test_{label}", i, j, e["max_test_error"])
-            if "dg" in res.predictions and "p4" in res.predictions:
-                put("dg_vs_p4", i, j, f_error(res.predictions["dg"].f, res.predictions["p4"].f).max())
+            if res.dg_vs_p4 is not None:
+                put("dg_vs_p4", i, j, res.dg_vs_p4)
             put("loss_fall", i, j, res.loss_fall)
             if reference_check:
                 c = c.for_dtype()

@@ -38,7 +38,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from ..compare import f_error
 from ..data import Dataset
 from ..engine import SolveResult
 from ._hdf5 import package_versions
@@ -114,8 +113,8 @@ def run_summary(result: SolveResult) -> dict[str, Any]:
                            "K2_movement": float(np.abs(np.asarray(fl.K2[-1] - fl.K2[0])).max())}
     for r, K in result.kernels.items():
         out[f"kernel_mean_abs_K{r}"] = float(np.abs(K).mean())
-    if "dg" in result.predictions and "p4" in result.predictions:
-        out["dg_vs_p4"] = float(f_error(result.predictions["dg"].f, result.predictions["p4"].f).max())
+    if result.dg_vs_p4 is not None:
+        out["dg_vs_p4"] = result.dg_vs_p4
     out.update({f"wall_time_{k}": float(v) for k, v in result.wall_times.items()})
     if result.warnings:
         out["warnings"] = "\n".join(result.warnings)
