@@ -37,11 +37,14 @@ from .engine import SolveConfig as SolveConfig, SolveResult as SolveResult  # no
 from .engine import solve as solve, solve_seeds as solve_seeds  # noqa: E402
 from .errors import (  # noqa: E402
     ConfigError as ConfigError,
+    DamagedFileError as DamagedFileError,
     DataError as DataError,
     MemoryBudgetError as MemoryBudgetError,
     NTHError as NTHError,
     OutputExistsError as OutputExistsError,
+    OutputWriteError as OutputWriteError,
     SolverError as SolverError,
+    WriterBusyError as WriterBusyError,
 )
 from .io import SweepConfig as SweepConfig, load_sweep as load_sweep, read_h5 as read_h5  # noqa: E402
 from .io import run_solve as run_solve, run_sweep as run_sweep, write_h5 as write_h5  # noqa: E402

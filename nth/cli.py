@@ -7,16 +7,19 @@ import argparse
 import dataclasses
 import os
 import re
+import signal
 import sys
+import threading
 import time
 
 from . import __version__
+from .checks import MAX_SEED
 from .data import NORMALIZATIONS
 from .dynamics import DG_METHODS, SOLVERS
 from .engine import DTYPES, SolveConfig, dry_run
 from .engine._config import DEFAULT_D, DEFAULT_N
 from .errors import ConfigError, NTHError
-from .io import default_out_path, format_table, run_solve, stderr_log
+from .io import abandon, default_out_path, format_table, run_solve, stderr_log
 from .kernel import IMPLEMENTATIONS
 from .models import ACTIVATIONS, ARCHS, DEFAULT_DEPTH, DEFAULT_ORDER, PRESETS
 from .models._activations import EXPECTATION_METHODS
@@ -34,9 +37,26 @@ def parse_bytes(text: str) -> int:
         value = float(m.group(1)) * _UNITS[m.group(2).lower()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size; use e.g. 4GiB, 512MB") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: the memory budget must be positive")
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: the memory budget must be at least 1 byte (e.g. 4GiB)")
+    if not value <= MAX_BUDGET:
+        raise argparse.ArgumentTypeError(f"{text!r}: a memory budget above {MAX_BUDGET:.0e} bytes (1 EB) means no "
+                                         "machine; give the memory you have, e.g. 64GiB")
     return int(value)
+
+
+#: The largest memory budget accepted (1 EB).
+MAX_BUDGET = 1e18
+
+
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer seed") from None
+    if not 0 <= v <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed {text} is out of range; seeds are integers in 0..2^63-1")
+    return v
 
 
 def _add_architecture(g) -> None:
@@ -68,13 +88,13 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
                    help="kernel implementation: auto (structured for the mlp, jvp otherwise), structured, or jvp "
                    "(nested JVPs through the model's forward pass)")
     if not sweep:
-        g.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
+        g.add_argument("--seed", type=_seed, default=0, help="seed of the initial weights (default 0)")
         g.add_argument("--weights", help=".npz with W1 (m x d), W2..WH (m x m), a (m,): width/depth from the file")
     g = s.add_argument_group("data")
     g.add_argument("--n", type=int, help="training points of the built-in problem (default 16)")
     g.add_argument("--d", type=int, help="input dimension of the built-in problem (default 8)")
     g.add_argument("--n-test", type=int, help="test inputs of the built-in problems (default 4)")
-    g.add_argument("--data-seed", type=int, default=0, help="seed of the built-in problems (default 0)")
+    g.add_argument("--data-seed", type=_seed, default=0, help="seed of the built-in problems (default 0)")
     g.add_argument("--data", help="'digits' (two classes of scikit-learn's digits; 8x8 images for --arch cnn), or "
                    "an .npz with X (n x d, or n x ... for a cnn or --model), y (n,), optional X_test")
     g.add_argument("--digits-per-class", type=int, default=10, help="training images per class for --data digits "
@@ -147,7 +167,7 @@ def _add_kernel(sub) -> None:
                    "erf and relu, Gauss-Hermite quadrature otherwise)")
     s.add_argument("--width", type=int, help="also the empirical K^(2)(0) at this width (default 1024 without "
                    "--infinite)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
+    s.add_argument("--seed", type=_seed, default=0, help="seed of the initial weights (default 0)")
     s.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="hidden layers H (default 2)")
     _add_architecture(s)
     s.add_argument("--method", default="auto", choices=EXPECTATION_METHODS,
@@ -156,8 +176,9 @@ def _add_kernel(sub) -> None:
                    help=f"Gauss-Hermite nodes per dimension (default {DEFAULT_ORDER})")
     s.add_argument("--n", type=int, default=DEFAULT_N, help="points of the built-in problem (default 16)")
     s.add_argument("--d", type=int, default=DEFAULT_D, help="input dimension of the built-in problem (default 8)")
-    s.add_argument("--data-seed", type=int, default=0, help="seed of the built-in problem (default 0)")
-    s.add_argument("--data", help="'digits' or an .npz with X (n x d) (inputs normalized onto the unit sphere)")
+    s.add_argument("--data-seed", type=_seed, default=0, help="seed of the built-in problem (default 0)")
+    s.add_argument("--data", help="'digits' or an .npz with X (n x d; y is not needed) (inputs normalized onto the "
+                   "unit sphere)")
     s.add_argument("--out", help="HDF5 file to write the kernels to")
     s.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 
@@ -199,7 +220,7 @@ def _add_plot(sub) -> None:
         if kind == "error-vs-width":
             k.add_argument("--quantity", default="max_f_error", choices=("max_f_error", "max_K2_error", "max_test_error"))
         if kind == "trajectories":
-            k.add_argument("--seed", type=int, default=0)
+            k.add_argument("--seed", type=_seed, default=0)
             k.add_argument("--entry", type=int, default=0, help="which output f_a to show (default 0)")
 
 
@@ -254,7 +275,7 @@ def _sweep(args) -> int:
                                d=base.d or (DEFAULT_D if base.data is None else None))
     cfg = SweepConfig(widths=args.widths, num_seeds=args.seeds, base=base)
     t = time.perf_counter()
-    counts = run_sweep(cfg, args.out, progress=not args.quiet, batch_seeds=args.batch_seeds)
+    counts = run_sweep(cfg, args.out, progress=not args.quiet, batch_seeds=args.batch_seeds, log=stderr_log)
     print(f"{args.out}: {counts['done']} runs were already there, {counts['ran']} computed now "
           f"({time.perf_counter() - t:.1f} s); {len(cfg.widths) * cfg.num_seeds} in all")
     return 0
@@ -308,6 +329,8 @@ def _params(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure nth foresees ends with one line on stderr and exit status 2, an
+    interruption with status 130 (see README, Reliability)."""
     args = build_parser().parse_args(argv)
     try:
         return {"solve": _solve, "sweep": _sweep, "plot": _plot, "kernel": _kernel,
@@ -315,10 +338,53 @@ def main(argv: list[str] | None = None) -> int:
     except NTHError as e:
         print(f"nth: error: {e}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("nth: error: out of memory; lower the memory budget (--memory-budget) so that the plan refuses such a "
+              "run before it starts, or reduce n, the width or p", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file that vanished or a disk that failed under a running command
+        print(f"nth: error: {e.strerror or e}" + (f": {e.filename!r}" if e.filename else ""), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("nth: interrupted; nothing partial was written (a sweep keeps its finished runs)", file=sys.stderr)
-        return 130
+        return INTERRUPTED
+
+
+INTERRUPTED = 130
+
+
+def _leave_on_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM end the command at once, whatever the main thread is doing.
+
+    Python runs signal handlers only between bytecodes of the main thread, which may sit inside a long XLA
+    computation (the handler would wait for it), or inside a garbage-collection callback (where the
+    KeyboardInterrupt would be swallowed and the run would go on). Instead the signal's number is written to a
+    pipe at C level (``signal.set_wakeup_fd``) and a watcher thread removes this process's temporary and lock
+    files (:func:`nth.io.abandon`), prints one line and leaves with ``os._exit`` (130, or 143 for SIGTERM),
+    without tearing down an interpreter whose XLA threads are still running. Finished files are untouched."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+
+    def watch() -> None:
+        while True:
+            got = os.read(r, 1)
+            if got and got[0] in (signal.SIGINT, signal.SIGTERM):
+                abandon()
+                what = "interrupted" if got[0] == signal.SIGINT else "terminated"
+                os.write(2, f"\nnth: {what}; nothing partial was written (a sweep keeps its finished runs)\n".encode())
+                os._exit(INTERRUPTED if got[0] == signal.SIGINT else 128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, name="nth-signals", daemon=True).start()
+
+
+def entry() -> None:
+    """The ``nth`` console script: :func:`main` with the signal handling of :func:`_leave_on_signals`."""
+    _leave_on_signals()
+    sys.exit(main())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

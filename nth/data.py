@@ -6,6 +6,10 @@ the unit sphere (docs/math.md section 1). The normalization applied is kept on t
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from typing import NamedTuple
+
 import numpy as np
 from jaxtyping import Float
 
@@ -26,6 +30,7 @@ class Dataset(eqx.Module):
     X_test: Float[np.ndarray, "k *in"] | None = None
     normalization: str = eqx.field(static=True, default="sphere")
     source: str = eqx.field(static=True, default="default")
+    has_targets: bool = eqx.field(static=True, default=True)
 
     @property
     def n(self) -> int:
@@ -52,23 +57,50 @@ def normalize_inputs(X: np.ndarray, how: str, name: str = "X", source: str = "da
         return X
     if how != "sphere":
         raise DataError(f"normalization {how!r} is not known; accepted: {', '.join(NORMALIZATIONS)}")
-    norms = np.linalg.norm(X.reshape(X.shape[0], -1), axis=1).reshape((-1,) + (1,) * (X.ndim - 1))
-    if (norms == 0).any():
-        i = int(np.argwhere(norms.ravel() == 0)[0, 0])
+    flat = X.reshape(X.shape[0], -1)
+    scale = np.max(np.abs(flat), axis=1, keepdims=True)
+    if (scale == 0).any():
+        i = int(np.argwhere(scale.ravel() == 0)[0, 0])
         raise DataError(f"{source}: row {i} of '{name}' is zero and cannot be projected onto the unit sphere "
                         "(HY Assumption 2.2 needs |x| > 0); remove it or use normalization 'none'")
-    return X / norms
+    with np.errstate(over="ignore", under="ignore"):
+        norms = np.linalg.norm(flat, axis=1, keepdims=True)
+    # |x|^2 overflows above ~1e154 and underflows below ~1e-154: there, |x| = s |x / s| with s = max |x_i|
+    extreme = ~np.isfinite(norms) | (norms < 1e-150) | (scale > 1e150)
+    if extreme.any():
+        norms = np.where(extreme, scale * np.linalg.norm(flat / scale, axis=1, keepdims=True), norms)
+    return (flat / norms).reshape(X.shape)
+
+
+def check_magnitude(X: np.ndarray, name: str, source: str) -> None:
+    """Refuse inputs whose squared norm overflows float64 (the network's first layer would return inf or NaN)."""
+    with np.errstate(over="ignore"):
+        sq = np.sum(np.square(X.reshape(X.shape[0], -1)), axis=1)
+    if not np.isfinite(sq).all():
+        i = int(np.argwhere(~np.isfinite(sq))[0, 0])
+        big = float(np.max(np.abs(X[i])))
+        raise DataError(f"{source}: row {i} of '{name}' has entries as large as {big:.3g}: its squared norm overflows "
+                        "float64, so the network's outputs would be inf or NaN; rescale the inputs or use normalization "
+                        "'sphere' (x -> x/|x|, computed without overflow)")
+
+
+def _real_array(name: str, value, source: str) -> np.ndarray:
+    """``value`` as a float64 array; complex, boolean-free non-numeric or object arrays are refused (never
+    silently converted)."""
+    a = np.asarray(value) if not isinstance(value, np.ndarray) else value
+    if np.iscomplexobj(a):
+        raise DataError(f"{source}: '{name}' is complex ({a.dtype}); nth trains real networks on real data, so "
+                        f"'{name}' must be real (pass its real part or split real and imaginary parts into features)")
+    if a.dtype.kind not in "biuf":
+        raise DataError(f"{source}: '{name}' has dtype {a.dtype}; it must be a real numeric array")
+    return np.asarray(a, dtype=np.float64)
 
 
 def make_dataset(X: Float[np.ndarray, "n *in"], y: Float[np.ndarray, " n"], X_test: Float[np.ndarray, "k *in"] | None = None,
                  *, normalization: str = "sphere", source: str = "arrays") -> Dataset:
     """Validate and normalize user arrays: ``X`` (n, ...) with n >= 1, ``y`` (n,), ``X_test`` (k, ...) shaped like X's
     rows."""
-    try:
-        X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise DataError(f"{source}: 'X' and 'y' must be numeric arrays ({e})") from None
+    X, y = _real_array("X", X, source), _real_array("y", y, source)
     if X.ndim < 2:
         raise DataError(f"{source}: 'X' has shape {X.shape}; expected (n, d) or (n, ...) with one row per input")
     n = X.shape[0]
@@ -85,12 +117,20 @@ def make_dataset(X: Float[np.ndarray, "n *in"], y: Float[np.ndarray, " n"], X_te
     check_finite("y", y, source, "targets")
     Xt = None
     if X_test is not None:
-        Xt = np.asarray(X_test, dtype=np.float64)
+        Xt = _real_array("X_test", X_test, source)
         if Xt.shape[1:] != X.shape[1:]:
             want = ", ".join(map(str, X.shape[1:]))
             raise DataError(f"{source}: 'X_test' has shape {Xt.shape}; expected (k, {want}) to match 'X'")
         check_finite("X_test", Xt, source, "inputs")
+        if normalization == "none":
+            check_magnitude(Xt, "X_test", source)
         Xt = normalize_inputs(Xt, normalization, "X_test", source)
+    if normalization == "none":
+        check_magnitude(X, "X", source)
+    with np.errstate(over="ignore"):
+        if not np.isfinite(np.sum(np.square(y))):
+            raise DataError(f"{source}: 'y' has entries as large as {float(np.max(np.abs(y))):.3g}: the squared loss "
+                            "overflows float64; rescale the targets")
     X = normalize_inputs(X, normalization, "X", source)
     return Dataset(X=X, y=y, X_test=Xt, normalization=normalization, source=source)
 
@@ -153,35 +193,116 @@ def digits_problem(per_class: int = 10, classes: tuple[int, int] = (0, 1), n_tes
                         + (", 8x8 images)" if images else ")"))
 
 
+def npz_headers(path: str, kind: str = "data") -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """The shape and dtype of every array of an ``.npz`` file, read from the headers (nothing is loaded);
+    DataError if the file is missing, not an .npz archive, or holds pickled objects."""
+    import zipfile
+
+    if not os.path.exists(path):
+        raise DataError(f"{kind} file {path!r} does not exist")
+    if os.path.isdir(path):
+        raise DataError(f"{kind} file {path!r} is a directory, not an .npz file")
+    if not zipfile.is_zipfile(path):
+        size = os.path.getsize(path)
+        raise DataError(f"{kind} file {path!r} ({size} bytes) is not an .npz archive; write one with "
+                        "numpy.savez(path, X=..., y=...)")
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as fh:
+                    major, _ = np.lib.format.read_magic(fh)
+                    read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(fh)
+                out[info.filename[:-4]] = (tuple(int(s) for s in shape), np.dtype(dtype))
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{kind} file {path!r} is not a readable .npz archive ({e}); write one with "
+                        "numpy.savez(path, X=..., y=...)") from None
+    for k, (_, dt) in out.items():
+        if dt.kind == "c":
+            raise DataError(f"{kind} file {path!r}: '{k}' is complex ({dt}); nth trains real networks on real data, so "
+                            f"'{k}' must be real")
+    pickled = [k for k, (_, dt) in out.items() if dt.hasobject]
+    if pickled:
+        raise DataError(f"{kind} file {path!r}: arrays {pickled} hold Python objects; nth reads numeric arrays only "
+                        "(it never loads pickled data)")
+    return out
+
+
 def read_npz(path: str, kind: str = "data") -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` file (no pickles); a missing or unreadable file is a DataError."""
+    npz_headers(path, kind)
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise DataError(f"{kind} file {path!r} does not exist") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"{kind} file {path!r} is not a readable .npz file ({e})") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{kind} file {path!r} is not a readable .npz archive ({e})") from None
 
 
-def load_npz(path: str, normalization: str = "sphere") -> Dataset:
-    """Load ``X`` (n, ...), ``y`` (n,) and optional ``X_test`` (k, ...) from an ``.npz`` file."""
-    arrays = read_npz(path, "data")
-    missing = [k for k in ("X", "y") if k not in arrays]
+def _check_members(path: str, found, targets: bool) -> None:
+    missing = [k for k in (("X", "y") if targets else ("X",)) if k not in found]
     if missing:
         raise DataError(f"data file {path!r} lacks {missing}; it must hold 'X' (n x d, or n x ... for a cnn or "
-                        f"your own model), 'y' (n,) and optionally 'X_test' (k x ...); found {sorted(arrays)}")
-    return make_dataset(arrays["X"], arrays["y"], arrays.get("X_test"), normalization=normalization,
-                        source=str(path))
+                        f"your own model){', ' + repr('y') + ' (n,)' if targets else ''} and optionally 'X_test' "
+                        f"(k x ...); found {sorted(found)}")
+
+
+def load_npz(path: str, normalization: str = "sphere", *, targets: bool = True) -> Dataset:
+    """Load ``X`` (n, ...), ``y`` (n,) and optional ``X_test`` (k, ...) from an ``.npz`` file. With
+    ``targets=False`` (kernels only) ``y`` may be absent; the dataset then has zero targets and
+    ``has_targets`` False."""
+    arrays = read_npz(path, "data")
+    _check_members(path, arrays, targets)
+    y = arrays.get("y")
+    if y is None:
+        y = np.zeros(np.shape(arrays["X"])[:1])
+    ds = make_dataset(arrays["X"], y, arrays.get("X_test"), normalization=normalization, source=str(path))
+    return ds if "y" in arrays else dataclasses.replace(ds, has_targets=False)
+
+
+class ProblemShape(NamedTuple):
+    """The sizes of a dataset, known before it is loaded: ``n`` inputs of shape ``in_shape``, ``k`` test inputs."""
+
+    n: int
+    in_shape: tuple[int, ...]
+    k: int
+    source: str
+
+    @property
+    def d(self) -> int:
+        return int(np.prod(self.in_shape))
+
+
+def problem_shape(source: str | None, *, n: int = 16, d: int = 8, n_test: int = 0, digits_per_class: int = 10,
+                  images: bool = False, targets: bool = True) -> ProblemShape:
+    """The sizes of the dataset :func:`load_problem` would return, from the arguments and file headers alone
+    (nothing is generated or loaded), so that the memory plan can refuse before any allocation."""
+    if source is None:
+        for name, val, lo in (("n", n, 1), ("d", d, 1), ("n_test", n_test, 0)):
+            if not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < lo:
+                raise DataError(f"{name} = {val!r} must be an integer >= {lo} for the default problem")
+        return ProblemShape(int(n), (int(d),), int(n_test), f"default(n={n}, d={d})")
+    if source == "digits":
+        return ProblemShape(2 * int(digits_per_class), (8, 8) if images else (64,), int(n_test), "digits")
+    heads = npz_headers(source, "data")
+    _check_members(source, heads, targets)
+    X = heads["X"][0]
+    if len(X) < 2:
+        raise DataError(f"{source}: 'X' has shape {X}; expected (n, d) or (n, ...) with one row per input")
+    k = heads["X_test"][0][0] if "X_test" in heads and len(heads["X_test"][0]) else 0
+    return ProblemShape(X[0], tuple(X[1:]), k, str(source))
 
 
 def load_problem(source: str | None, *, n: int = 16, d: int = 8, seed: int = 0, n_test: int = 0,
-                 digits_per_class: int = 10, normalization: str = "sphere", images: bool = False) -> Dataset:
+                 digits_per_class: int = 10, normalization: str = "sphere", images: bool = False,
+                 targets: bool = True) -> Dataset:
     """The dataset a command names: the built-in problem (``source`` None; ``n``, ``d``, ``seed``, ``n_test``),
     ``"digits"`` (``digits_per_class``, ``n_test``, ``seed``; 8x8 ``images`` for a cnn), or an ``.npz`` file
-    (``normalization``)."""
+    (``normalization``; ``targets=False``: ``y`` may be absent)."""
     if source is None:
         return default_problem(n, d, seed=seed, n_test=n_test)
     if source == "digits":
         return digits_problem(digits_per_class, n_test=n_test, seed=seed, images=images)
-    return load_npz(source, normalization=normalization)
+    return load_npz(source, normalization=normalization, targets=targets)

@@ -30,3 +30,15 @@ class SolverError(NTHError, RuntimeError):
 
 class OutputExistsError(NTHError, FileExistsError):
     """The output file already exists and overwriting was not requested."""
+
+
+class OutputWriteError(NTHError, OSError):
+    """An output file could not be written (full disk, quota, I/O error); nothing partial was left."""
+
+
+class WriterBusyError(NTHError, BlockingIOError):
+    """Another process is writing the same output file (a file has one writer at a time)."""
+
+
+class DamagedFileError(NTHError, OSError):
+    """A results file fails its checksums or cannot be read as what it claims to be."""

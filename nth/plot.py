@@ -7,11 +7,16 @@ scripts in ``scripts/`` are thin wrappers around them.
 
 from __future__ import annotations
 
+import io
+import os
+
 import numpy as np
 
 from .compare import geometric_mean, slope_with_ci
 from .errors import ConfigError
-from .io import load_sweep
+from .io import check_output_path, load_sweep, write_atomic
+
+_PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _plt():
@@ -23,6 +28,27 @@ def _plt():
     except ImportError:
         raise ConfigError("plots need matplotlib: pip install matplotlib (or pip install 'nth[plot]')") from None
     return plt
+
+
+def check_figure_path(out: str) -> str:
+    """Refuse, before anything is read or drawn, a figure path that cannot be written, or an existing file that is
+    not a PNG (figures are redrawn in place; any other file is never overwritten)."""
+    out = check_output_path(out, force=True)
+    if not out.lower().endswith(".png"):
+        raise ConfigError(f"figure path {out!r} must end in .png")
+    if os.path.exists(out):
+        with open(out, "rb") as fh:
+            if fh.read(8) != _PNG:
+                raise ConfigError(f"{out!r} exists and is not a PNG image; nth plot overwrites only its own figures: "
+                                  "choose another --out")
+    return out
+
+
+def _save(plt, fig, out: str) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_atomic(out, buf.getvalue(), force=True, what="nth plot")
 
 
 def _labels(scalars: dict, prefix: str) -> list[str]:
@@ -57,6 +83,7 @@ def error_vs_width(path: str, out: str, *, quantity: str = "max_f_error") -> dic
     """Log-log error against width, one line per level p and for DG, with fitted slopes and 95% bootstrap
     intervals in the legend and dashed reference slopes -1 and -2 (HY Thm 2.6, DG Eq. 89). ``quantity`` is
     max_f_error, max_K2_error or max_test_error. Returns {label: (slope, low, high)}."""
+    out = check_figure_path(out)
     plt = _plt()
     sw = load_sweep(path)
     widths, sc = sw["widths"], sw["scalars"]
@@ -87,14 +114,14 @@ def error_vs_width(path: str, out: str, *, quantity: str = "max_f_error") -> dic
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, out)
     return fits
 
 
 def trajectories(path: str, out: str, *, seed: int = 0, entry: int = 0, pair: tuple[int, int] = (0, 1)) -> None:
     """One output f_entry(t) and one kernel entry K^(2)_pair(t): true gradient flow against p = 2, p = 4 and
     DG, at the narrowest and the widest width of the sweep (the analogue of DG Figure 11)."""
+    out = check_figure_path(out)
     plt = _plt()
     sw = load_sweep(path)
     widths = [w for w in sw["widths"] if (int(w), seed) in sw["runs"]]
@@ -127,13 +154,13 @@ def trajectories(path: str, out: str, *, seed: int = 0, entry: int = 0, pair: tu
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(describe(sw), fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, out)
 
 
 def kernel_sizes(path: str, out: str) -> dict[str, tuple[float, float, float]]:
     """Mean |K^(r)(0)| against width for r = 2..p with fitted slopes (HY Eqs. 11-12: K3 ~ 1/m, K4 ~ 1/m,
     K5 ~ 1/m^2), and max |K^(2)(T) - K^(2)(0)| along true gradient flow (HY Corollary 2.4: slope -1)."""
+    out = check_figure_path(out)
     plt = _plt()
     sw = load_sweep(path)
     widths, sc = sw["widths"], sw["scalars"]
@@ -163,8 +190,7 @@ def _finish_width_axes(plt, fig, axes, title: str, out: str) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, out)
 
 
 def dichotomy(paths: dict[str, str], out: str, *, level: str = "p4") -> dict[str, dict[str, tuple[float, float, float]]]:
@@ -173,6 +199,7 @@ def dichotomy(paths: dict[str, str], out: str, *, level: str = "p4") -> dict[str
     ``level`` (right) against width, with fitted slopes. In the kernel regime (ntk) both fall like 1/m (resp.
     faster); under muP (feature learning) neither falls: the kernel moves at O(1) and the hierarchy does not
     truncate. Returns {param: {"K2_movement": fit, level: fit}}."""
+    out = check_figure_path(out)
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
     fits: dict[str, dict[str, tuple[float, float, float]]] = {}

@@ -1,6 +1,7 @@
 """Bad inputs get a clear NTHError naming the bad value, through the CLI too, and leave no output file."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -57,7 +58,6 @@ def test_bad_options(tmp_path, capsys, args, pattern):
     assert code == 2
     assert err.startswith("nth: error: ")
     assert "Traceback" not in err
-    import re
     assert re.search(pattern, err), err
     assert not out.exists()
     assert_clean(tmp_path)
@@ -75,7 +75,6 @@ def test_non_finite_inputs(tmp_path, capsys, files, key, index, value, pattern):
     weights = write_npz(tmp_path / "w.npz", W1=files["W1"], W2=files["W2"], a=files["a"])
     code, err, out = run_cli(["--p", "2", "--data", data, "--weights", weights, "--t-max", "1"], tmp_path, capsys)
     assert code == 2 and not out.exists(), err
-    import re
     assert re.search(pattern, err), err
     assert_clean(tmp_path)
 
@@ -93,7 +92,6 @@ def test_shape_mismatches_and_empty_data(tmp_path, capsys, files, change, patter
     weights = write_npz(tmp_path / "w.npz", W1=files["W1"], W2=files["W2"], a=files["a"])
     code, err, out = run_cli(["--p", "2", "--data", data, "--weights", weights, "--t-max", "1"], tmp_path, capsys)
     assert code == 2 and not out.exists(), err
-    import re
     assert re.search(pattern, err), err
 
 

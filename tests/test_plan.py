@@ -230,4 +230,5 @@ def test_format_bytes():
     assert format_bytes(1024) == "1.0 KiB"
     assert format_bytes(1.5 * GiB) == "1.5 GiB"
     assert format_bytes(5 * 2**20 + 2**19) == "5.5 MiB"
-    assert format_bytes(2**60) == "1024.0 PiB"
+    assert format_bytes(2**60) == "1.0 EiB"
+    assert format_bytes(8e24) == "8e+24 B"  # beyond 1024 EiB: powers of ten, never "710542742865530112.0 PiB"

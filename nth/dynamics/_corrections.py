@@ -28,7 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ..checks import check_all_finite, check_array, match_sizes
 from ..errors import ConfigError
+from ..kernel import KernelOperator
 from ._odeint import NTH_SOLVER, SolverSettings, check_times, integrate
 
 METHODS = ("closed", "ode")
@@ -190,6 +192,14 @@ def _ode(K, K3, K4, delta0, ts, test, solver):
     return delta, K[None] + theta1, None if test is None else fx
 
 
+def _dense(where: str, name: str, K):
+    """A dense kernel argument (static checks only; values are checked once all shapes agree)."""
+    if isinstance(K, KernelOperator):
+        raise ConfigError(f"{where}: '{name}' is matrix-free; the DG correction needs dense K^(2), K^(3) and K^(4) "
+                          "(nth.kernels(net, X, p=4) without matrix_free)")
+    return check_array(name, K, where=where, finite=False, what="kernel entries")
+
+
 def dg_correction(
     kernels: Mapping[int, Float[Array, "..."]],
     f0: Float[Array, " n"],
@@ -208,29 +218,52 @@ def dg_correction(
     ``solver``, a :class:`~nth.SolverSettings`). With ``test_kernels`` (r -> K^(r)(x, X^(r-1)), r = 2, 3, 4)
     and ``f0_test``, also the corrected outputs at test inputs.
     """
+    where = "dg_correction"
     if method not in METHODS:
-        raise ConfigError(f"method = {method!r}; accepted: {', '.join(METHODS)}")
+        raise ConfigError(f"{where}: method = {method!r}; accepted: {', '.join(METHODS)}")
+    if not isinstance(kernels, Mapping):
+        raise ConfigError(f"{where}: 'kernels' must map r -> K^(r) for r = 2, 3, 4 (nth.kernels(net, X, p=4)); got "
+                          f"{type(kernels).__name__}")
     missing = [r for r in (2, 3, 4) if r not in kernels]
     if missing:
-        raise ConfigError(f"the DG correction needs K^(2), K^(3) and K^(4); missing r = {missing}. "
+        raise ConfigError(f"{where}: the DG correction needs K^(2), K^(3) and K^(4); missing r = {missing}. "
                           "Compute them with nth.kernels(net, X, p=4).")
-    ts = check_times(ts)
-    K, K3, K4 = (np.asarray(kernels[r], dtype=np.float64) for r in (2, 3, 4))
-    n = K.shape[0]
-    if K3.shape != (n,) * 3 or K4.shape != (n,) * 4:
-        raise ConfigError(f"kernel shapes {K.shape}, {K3.shape}, {K4.shape} are not (n,n), (n,n,n), (n,n,n,n)")
-    y = np.asarray(y, dtype=np.float64)
-    delta0 = np.asarray(f0, dtype=np.float64) - y
+    ts = check_times(ts, where)
+    Ks = {r: _dense(where, f"kernels[{r}]", kernels[r]) for r in (2, 3, 4)}
+    f0 = check_array("f0", f0, where=where, finite=False, what="outputs")
+    y = check_array("y", y, where=where, finite=False, what="targets")
+    n = match_sizes(where, [("kernels[2]", Ks[2].shape, -1, lambda n: (n, n)), ("y", y.shape, -1, lambda n: (n,)),
+                            ("f0", f0.shape, -1, lambda n: (n,)),
+                            ("kernels[3]", Ks[3].shape, -1, lambda n: (n,) * 3),
+                            ("kernels[4]", Ks[4].shape, -1, lambda n: (n,) * 4)])
     test = None
     if test_kernels is not None or f0_test is not None:
-        if test_kernels is None or f0_test is None or any(r not in test_kernels for r in (2, 3, 4)):
-            raise ConfigError("test-point DG predictions need test_kernels with r = 2, 3, 4 and f0_test")
-        fx0 = np.asarray(f0_test, dtype=np.float64)
-        test = tuple(np.asarray(test_kernels[r], dtype=np.float64) for r in (2, 3, 4)) + (fx0,)
-        for r, Kx in zip((2, 3, 4), test):
-            if Kx.shape != (fx0.shape[0],) + (n,) * (r - 1):
-                raise ConfigError(f"test kernel K^({r}) has shape {Kx.shape}; expected {(fx0.shape[0],) + (n,) * (r - 1)}")
-    dtype = jnp.asarray(kernels[2]).dtype
+        if test_kernels is None or f0_test is None:
+            given, absent = ("test_kernels", "f0_test") if f0_test is None else ("f0_test", "test_kernels")
+            raise ConfigError(f"{where}: '{given}' was given without '{absent}'; test-point DG predictions need "
+                              "test_kernels with r = 2, 3, 4 (nth.kernels(net, X, p=4, first=X_test)) and f0_test")
+        if not isinstance(test_kernels, Mapping) or any(r not in test_kernels for r in (2, 3, 4)):
+            got = sorted(test_kernels) if isinstance(test_kernels, Mapping) else type(test_kernels).__name__
+            raise ConfigError(f"{where}: test-point DG predictions need test_kernels with r = 2, 3, 4 and f0_test; "
+                              f"'test_kernels' holds {got}")
+        Kt = {r: _dense(where, f"test_kernels[{r}]", test_kernels[r]) for r in (2, 3, 4)}
+        fx0 = check_array("f0_test", f0_test, where=where, finite=False, what="outputs")
+        match_sizes(where, [(f"test_kernels[{r}]", Kt[r].shape, 0, lambda k, r=r: (k,) + (n,) * (r - 1))
+                            for r in (2, 3, 4)] + [("f0_test", fx0.shape, -1, lambda k: (k,))],
+                    symbol="k", hint=f" (n = {n} training inputs)")
+        test = tuple(Kt[r] for r in (2, 3, 4)) + (fx0,)
+    values = [("f0", f0, "outputs"), ("y", y, "targets")] + [(f"kernels[{r}]", Ks[r], "kernel entries")
+                                                             for r in (2, 3, 4)]
+    if test is not None:
+        values += [(f"test_kernels[{r}]", Kt[r], "kernel entries") for r in (2, 3, 4)] + [("f0_test", fx0, "outputs")]
+    for name, a, what in values:  # every shape agrees: now the values, one isfinite(x).all() each
+        check_all_finite(name, a, where=where, what=what)
+    dtype = Ks[2].dtype if jnp.issubdtype(Ks[2].dtype, jnp.inexact) else jnp.result_type(float)
+    K, K3, K4 = (np.asarray(Ks[r], dtype=np.float64) for r in (2, 3, 4))
+    y = np.asarray(y, dtype=np.float64)
+    delta0 = np.asarray(f0, dtype=np.float64) - y
+    if test is not None:
+        test = tuple(np.asarray(a, dtype=np.float64) for a in test)
     late_only = None
     if method == "ode":
         try:

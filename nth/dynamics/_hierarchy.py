@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..errors import ConfigError
+from ..checks import check_all_finite, check_array, format_shape, match_sizes
+from ..errors import ConfigError, DataError
 from ..kernel import KernelOperator
-from ._odeint import NTH_SOLVER, SolverSettings, integrate
+from ._odeint import NTH_SOLVER, SolverSettings, check_times, integrate
 
 
 class NTHSolution(eqx.Module):
@@ -75,53 +76,98 @@ def _save_all(t, state, args):
     return _save(t, state, args), train[1:]
 
 
-def _check_inputs(kernels: Mapping[int, Array], f0, y, p: int | None, stacked: bool = False
-                  ) -> tuple[int, Array, Array]:
-    if not kernels or 2 not in kernels:
-        raise ConfigError("kernels must map r -> K^(r) and include r = 2 (as returned by nth.kernels)")
+def _lead(kernels: Mapping[int, Array], stacked: bool, where: str) -> tuple[int, ...]:
+    """() or, with ``stacked``, (B,): the leading seed axis every kernel and f0 carry (read from K^(2))."""
+    if not stacked:
+        return ()
+    shape = tuple(kernels[2].shape)
+    if len(shape) != 3:
+        raise DataError(f"{where}: 'kernels[2]' has shape {format_shape(shape)}; with stacked=True expected "
+                        "(B, n, n): a leading seed axis, then n x n")
+    return shape[:1]
+
+
+def _entry(where: str, name: str, K, finite: bool = True):
+    """A kernel argument: a matrix-free operator as is, else a real array (static checks; values if ``finite``)."""
+    if isinstance(K, KernelOperator):
+        return K
+    return check_array(name, K, where=where, finite=finite, what="kernel entries")
+
+
+def _dense_below_top(where: str, name: str, kernels: Mapping[int, Array], p: int) -> None:
+    """Only the top level K^(p), p >= 3, may be matrix-free: a lower level evolves and needs its dense value."""
+    for r in range(2, p + 1):
+        if isinstance(kernels[r], KernelOperator) and (r != p or r == 2):
+            raise ConfigError(f"{where}: '{name}[{r}]' is matrix-free, but only the top level K^(p) with p >= 3 can "
+                              f"be (here p = {p}): a lower level evolves and needs its dense value")
+
+
+def _check_inputs(kernels: Mapping[int, Array], f0, y, p: int | None, stacked: bool = False,
+                  where: str = "truncated_nth") -> tuple[int, Array, Array]:
+    """p, f0 and y checked against the kernels (and converted to K^(2)'s dtype); kernels[2..p] checked in place:
+    shapes (the n most of f0, y, K^(2)..K^(p) agree on; the odd one is named), real finite entries."""
+    if not isinstance(kernels, Mapping) or 2 not in kernels:
+        got = sorted(kernels) if isinstance(kernels, Mapping) else type(kernels).__name__
+        raise ConfigError(f"{where}: 'kernels' must map r -> K^(r) and include r = 2 (as returned by nth.kernels); "
+                          f"got {got}")
     avail = max(kernels)
     p = avail if p is None else p
-    if not isinstance(p, (int, np.integer)) or p < 2:
-        raise ConfigError(f"p = {p!r} must be an integer >= 2")
+    if not isinstance(p, (int, np.integer)) or isinstance(p, bool) or p < 2:
+        raise ConfigError(f"{where}: p = {p!r} must be an integer >= 2")
     if p > avail or any(r not in kernels for r in range(2, p + 1)):
-        raise ConfigError(f"level p = {p} needs K^(2)..K^({p}); kernels hold r = {sorted(kernels)}. "
+        raise ConfigError(f"{where}: level p = {p} needs K^(2)..K^({p}); kernels hold r = {sorted(kernels)}. "
                           f"Compute them with nth.kernels(net, X, p={p}).")
-    K2 = jnp.asarray(kernels[2])
-    lead = K2.shape[:1] if stacked else ()
-    n = K2.shape[-1]
-    f0 = jnp.asarray(f0, dtype=K2.dtype)
-    y = jnp.asarray(y, dtype=K2.dtype)
-    if f0.shape != lead + (n,) or y.shape != (n,):
-        raise ConfigError(f"f0 {f0.shape} and y {y.shape} must have shapes {lead + (n,)} and ({n},) to match "
-                          f"K^(2) {K2.shape}")
+    _dense_below_top(where, "kernels", kernels, p)
+    Ks = {r: _entry(where, f"kernels[{r}]", kernels[r], finite=False) for r in range(2, p + 1)}
+    f0 = check_array("f0", f0, where=where, finite=False, what="outputs")
+    y = check_array("y", y, where=where, finite=False, what="targets")
+    lead = _lead(Ks, stacked, where)
+    hint = (f" (stacked=True: f0 and every kernel carry a leading seed axis of size B = {lead[0]}; y is shared)"
+            if stacked else "")
+    entries = [("kernels[2]", Ks[2].shape, -1, lambda n: lead + (n, n)), ("y", y.shape, -1, lambda n: (n,)),
+               ("f0", f0.shape, -1, lambda n: lead + (n,))]
+    entries += [(f"kernels[{r}]", Ks[r].shape, -1, lambda n, r=r: lead + (n,) * r) for r in range(3, p + 1)]
+    match_sizes(where, entries, hint=hint)
+    check_all_finite("f0", f0, where=where, what="outputs")
+    check_all_finite("y", y, where=where, what="targets")
     for r in range(2, p + 1):
-        if kernels[r].shape != lead + (n,) * r:
-            raise ConfigError(f"K^({r}) has shape {kernels[r].shape}; expected {lead + (n,) * r}")
-        if isinstance(kernels[r], KernelOperator) and r != p:
-            raise ConfigError(f"K^({r}) is matrix-free but only the top level (p = {p}) can be: a lower level "
-                              "evolves and needs its dense value")
-    return int(p), f0, y
+        if not isinstance(Ks[r], KernelOperator):
+            check_all_finite(f"kernels[{r}]", Ks[r], where=where, what="kernel entries")
+    dtype = Ks[2].dtype if jnp.issubdtype(Ks[2].dtype, jnp.inexact) else jnp.result_type(float)
+    return int(p), jnp.asarray(f0, dtype=dtype), jnp.asarray(y, dtype=dtype)
 
 
 def _top(K, dtype):
     return K if isinstance(K, KernelOperator) else jnp.asarray(K, dtype=dtype)
 
 
-def _check_test_inputs(test_kernels, f0_test, p: int, n: int, dtype, stacked: bool = False
-                       ) -> tuple[tuple[Array, ...], Array]:
+def _check_test_inputs(test_kernels, f0_test, p: int, n: int, dtype, stacked: bool = False,
+                       lead: tuple[int, ...] = (), where: str = "truncated_nth") -> tuple[tuple[Array, ...], Array]:
+    """The test kernels K^(r)(x, X^(r-1)), r = 2..p, and f0_test, checked against each other (the k test points
+    most of them agree on), against n and the seed axis ``lead``; real and finite."""
     if test_kernels is None or f0_test is None:
-        raise ConfigError("test-point predictions need both test_kernels (nth.kernels(..., first=X_test)) and "
-                          "f0_test (the network's outputs at X_test)")
-    f0_test = jnp.asarray(f0_test, dtype=dtype)
-    lead = f0_test.shape[:1] if stacked else ()
-    k = f0_test.shape[-1] if f0_test.ndim == 1 + stacked else -1
+        given, missing = ("test_kernels", "f0_test") if f0_test is None else ("f0_test", "test_kernels")
+        raise ConfigError(f"{where}: '{given}' was given without '{missing}'; test-point predictions need both "
+                          "test_kernels (nth.kernels(..., first=X_test)) and f0_test (the network's outputs at "
+                          "X_test)")
+    if not isinstance(test_kernels, Mapping) or any(r not in test_kernels for r in range(2, p + 1)):
+        got = sorted(test_kernels) if isinstance(test_kernels, Mapping) else type(test_kernels).__name__
+        raise ConfigError(f"{where}: 'test_kernels' must map r -> K^(r)(x, X^(r-1)) for r = 2..{p} (nth.kernels("
+                          f"net, X, p={p}, first=X_test)); got {got}")
+    _dense_below_top(where, "test_kernels", test_kernels, p)
+    Kt = {r: _entry(where, f"test_kernels[{r}]", test_kernels[r], finite=False) for r in range(2, p + 1)}
+    f0_test = check_array("f0_test", f0_test, where=where, finite=False, what="outputs")
+    i = len(lead)
+    hint = f" (stacked=True: f0_test and every test kernel carry a leading seed axis of size B = {lead[0]})" \
+        if stacked else f" (n = {n} training inputs)"
+    entries = [(f"test_kernels[{r}]", Kt[r].shape, i, lambda k, r=r: lead + (k,) + (n,) * (r - 1))
+               for r in range(2, p + 1)]
+    match_sizes(where, entries + [("f0_test", f0_test.shape, -1, lambda k: lead + (k,))], symbol="k", hint=hint)
+    check_all_finite("f0_test", f0_test, where=where, what="outputs")
     for r in range(2, p + 1):
-        want = lead + (k,) + (n,) * (r - 1)
-        if r not in test_kernels or test_kernels[r].shape != want:
-            got = None if r not in test_kernels else test_kernels[r].shape
-            raise ConfigError(f"test kernel K^({r})(x, X^{r - 1}) has shape {got}; expected {want}"
-                              f" for f0_test of shape {f0_test.shape}")
-    return tuple(_top(test_kernels[r], dtype) for r in range(2, p + 1)), f0_test
+        if not isinstance(Kt[r], KernelOperator):
+            check_all_finite(f"test_kernels[{r}]", Kt[r], where=where, what="kernel entries")
+    return tuple(_top(Kt[r], dtype) for r in range(2, p + 1)), jnp.asarray(f0_test, dtype=dtype)
 
 
 def truncated_nth(
@@ -151,12 +197,17 @@ def truncated_nth(
     when ``save_all``. With ``stacked`` every kernel and f0 carry a leading seed axis (y, ts shared) and the
     seeds are solved together. Solver failures raise :class:`~nth.errors.SolverError`.
     """
-    p, f0, y = _check_inputs(kernels, f0, y, p, stacked)
+    where = "truncated_nth"
+    ts = check_times(ts, where)
+    p, f0, y = _check_inputs(kernels, f0, y, p, stacked, where)
+    lead = f0.shape[:1] if stacked else ()
+    if labels is not None and stacked and len(labels) != lead[0]:
+        raise ConfigError(f"{where}: 'labels' has {len(labels)} entries; expected one per seed (B = {lead[0]})")
     state = (f0,) + tuple(jnp.asarray(kernels[r], dtype=f0.dtype) for r in range(2, p))
     Kp = _top(kernels[p], f0.dtype)
     Kp_test = None
     if test_kernels is not None or f0_test is not None:
-        Kt, ft0 = _check_test_inputs(test_kernels, f0_test, p, y.shape[0], f0.dtype, stacked)
+        Kt, ft0 = _check_test_inputs(test_kernels, f0_test, p, y.shape[0], f0.dtype, stacked, lead, where)
         state, Kp_test = state + (ft0,) + Kt[:-1], Kt[-1]
     ys, stats = integrate(_nth_rhs, state, (y, Kp, Kp_test), ts, solver, save_fn=_save_all if save_all else _save,
                           batch_axes=(None, 0, None if Kp_test is None else 0) if stacked else None, labels=labels,
@@ -198,7 +249,8 @@ def hy_p3_reduced(
         dR/dt = Delta.
     An n + n dimensional system: an independent check of :func:`truncated_nth` at p = 3.
     """
-    _, f0, y = _check_inputs(kernels, f0, y, 3)
+    ts = check_times(ts, "hy_p3_reduced")
+    _, f0, y = _check_inputs(kernels, f0, y, 3, where="hy_p3_reduced")
     args = (jnp.asarray(kernels[2], dtype=f0.dtype), jnp.asarray(kernels[3], dtype=f0.dtype))
     (delta,), _ = integrate(_hy_p3_rhs, (f0 - y, jnp.zeros_like(f0)), args, ts, solver, save_fn=_save_delta,
                             what="HY p = 3 reduced system")

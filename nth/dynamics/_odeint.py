@@ -22,7 +22,8 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, Float, PyTree
 
-from ..errors import ConfigError, SolverError
+from ..checks import as_real, is_traced
+from ..errors import ConfigError, DataError, SolverError
 
 SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
     "tsit5": diffrax.Tsit5,
@@ -64,15 +65,33 @@ FLOW_SOLVER = SolverSettings(solver="dopri8")
 NTH_SOLVER = SolverSettings(solver="tsit5")
 
 
-def check_times(ts) -> np.ndarray:
-    """Validate the save times: a non-empty, finite, non-decreasing 1-D array starting at t >= 0."""
+def check_times(ts, where: str = "") -> np.ndarray:
+    """Validate the save times ``ts``: a non-empty, real, finite, non-decreasing 1-D array starting at t >= 0 and
+    ending after 0. A ConfigError names ``where`` (the calling function) and 'ts'; returns them as float64."""
+    at = f"{where}: " if where else ""
+    if is_traced(ts):
+        raise ConfigError(f"{at}'ts' (the save times) must be concrete: the solve is adaptive and runs outside "
+                          "jax.jit; pass them as a NumPy or JAX array, not a traced value")
+    try:
+        ts = as_real("ts", ts, where=where, what="save times")
+    except DataError as e:
+        raise ConfigError(str(e)) from None
     ts = np.asarray(ts, dtype=np.float64)
     if ts.ndim != 1 or ts.size == 0:
-        raise ConfigError(f"save times must be a non-empty 1-D array; got shape {ts.shape}")
-    if not np.isfinite(ts).all() or ts[0] < 0 or (np.diff(ts) < 0).any():
-        raise ConfigError(f"save times must be finite, >= 0 and non-decreasing; got {ts[:5]}...")
+        raise ConfigError(f"{at}'ts' (the save times) must be a non-empty 1-D array; got shape {ts.shape}")
+    bad = ~np.isfinite(ts)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ConfigError(f"{at}'ts' has {int(bad.sum())} non-finite value(s), first at index ({i},) ({ts[i]}); "
+                          "save times must be finite")
+    if ts[0] < 0:
+        raise ConfigError(f"{at}'ts' must start at t >= 0 (the solve starts at t = 0); got ts[0] = {ts[0]:g}")
+    down = np.diff(ts) < 0
+    if down.any():
+        i = int(np.argmax(down)) + 1
+        raise ConfigError(f"{at}'ts' must be non-decreasing; got ts[{i}] = {ts[i]:g} < ts[{i - 1}] = {ts[i - 1]:g}")
     if ts[-1] <= 0:
-        raise ConfigError(f"the last save time must be > 0; got t_max = {ts[-1]}")
+        raise ConfigError(f"{at}the last save time must be > 0; got t_max = {ts[-1]}")
     return ts
 
 

@@ -19,10 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
+from ..checks import check_array, check_tree_finite, format_shape
 from ..errors import ConfigError, SolverError
 from ..kernel import ntk
 from ..models import AbstractModel, as_model, check_inputs, combine, partition
-from ._odeint import FLOW_SOLVER, SolverSettings, integrate
+from ..models._base import first_model
+from ._odeint import FLOW_SOLVER, SolverSettings, check_times, integrate
 
 
 class FlowSolution(eqx.Module):
@@ -96,10 +98,15 @@ def gradient_flow(
     together (one vmapped solve; ``labels`` name them in errors). Solver failures raise
     :class:`~nth.errors.SolverError`.
     """
+    where = "gradient_flow"
     model = as_model(model)
+    B, one = first_model(model, where) if stacked else (1, model)
+    ts = check_times(ts, where)
+    X, y, X_test = _check_data(one, X, y, X_test, where)
+    check_tree_finite("model", model, where=where, what="weights")
+    if labels is not None and stacked and len(labels) != B:
+        raise ConfigError(f"{where}: 'labels' has {len(labels)} entries; expected one per seed (B = {B})")
     params0, static = partition(model)
-    one = jax.tree_util.tree_map(lambda a: a[0] if eqx.is_array(a) else a, model) if stacked else model
-    X, y, X_test = _check_data(one, X, y, X_test)
     u0 = jax.tree_util.tree_map(jnp.zeros_like, params0)
     # with stacked seeds every array leaf carries the seed axis: the parameters, and any other arrays of the model
     static_axes = jax.tree_util.tree_map(lambda x: 0 if eqx.is_array(x) else None, static)
@@ -112,13 +119,13 @@ def gradient_flow(
                         f_test=None if X_test is None else f_test, stats=stats)
 
 
-def _check_data(model: AbstractModel, X, y, X_test):
-    X = check_inputs(model, X)
-    y = jnp.asarray(y, dtype=X.dtype)
-    if y.shape != (X.shape[0],):
-        raise ConfigError(f"y has shape {y.shape}; expected ({X.shape[0]},) to match X {X.shape}")
+def _check_data(model: AbstractModel, X, y, X_test, where: str):
+    """X (and X_test) against the model's input shape, y against X; all real and finite (DataError naming them)."""
+    X = check_inputs(model, X, where=where)
+    y = check_array("y", y, where=where, shape=(X.shape[0],), what="targets",
+                    why=f"to match 'X' {format_shape(X.shape)}", dtype=X.dtype)
     if X_test is not None:
-        X_test = check_inputs(model, X_test, "X_test")
+        X_test = check_inputs(model, X_test, "X_test", where=where)
     return X, y, X_test
 
 
@@ -164,13 +171,17 @@ def gradient_descent(
 ) -> GDSolution:
     """Full-batch gradient descent theta <- theta - lr eta . grad L (HY Section 4 item 2), recorded at
     ``save_steps``. Step s corresponds to time t = lr * s of gradient flow; the two agree to O(lr) (Euler)."""
+    where = "gradient_descent"
     model = as_model(model)
-    X, y, X_test = _check_data(model, X, y, X_test)
+    X, y, X_test = _check_data(model, X, y, X_test, where)
+    check_tree_finite("model", model, where=where, what="weights")
     steps = np.asarray(save_steps)
     if steps.ndim != 1 or steps.size == 0 or not np.issubdtype(steps.dtype, np.integer) or steps[0] < 0 \
             or (np.diff(steps) < 0).any():
-        raise ConfigError(f"save_steps must be non-decreasing non-negative integers; got {steps[:5]}...")
-    if not (np.isfinite(lr) and lr > 0):
+        raise ConfigError(f"{where}: 'save_steps' must be non-decreasing non-negative integers (a 1-D array); got "
+                          f"{steps.ravel()[:5]}{'...' if steps.size > 5 else ''}")
+    if not (np.ndim(lr) == 0 and np.isrealobj(lr) and np.issubdtype(np.asarray(lr).dtype, np.number)
+            and np.isfinite(lr) and lr > 0):
         raise ConfigError(f"learning rate lr = {lr!r} must be a finite positive number")
     lr_arr = jnp.asarray(lr, dtype=X.dtype)
     params, static = partition(model)

@@ -13,6 +13,7 @@ import math
 
 import jax.numpy as jnp
 
+from ..checks import check_seed
 from ..data import NORMALIZATIONS
 from ..dynamics import DG_METHODS, SolverSettings
 from ..errors import ConfigError
@@ -136,6 +137,8 @@ class SolveConfig:
             raise ConfigError(f"p = {self.p!r} must be an integer >= 2 (p = 2 is the frozen NTK)")
         spec = self.model_spec
         spec.validate(self.p)
+        check_seed("seed", self.seed)
+        check_seed("data_seed", self.data_seed)
         for name in ("width", "n", "d"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):

@@ -23,7 +23,7 @@ import numpy as np
 from jaxtyping import Array
 
 from ..compare import f_error, k2_error
-from ..data import Dataset, load_problem, read_npz
+from ..data import Dataset, ProblemShape, load_problem, problem_shape, read_npz
 from ..dynamics import (FlowSolution, GDSolution, NTHSolution, default_horizon, dg_correction, eigenbasis,
                         gradient_descent, gradient_flow, stable_lr, truncated_nth)
 from ..errors import ConfigError, DataError
@@ -89,15 +89,22 @@ class SolveResult:
         return float(f_error(self.predictions["dg"].f, self.predictions["p4"].f).max())
 
 
+def _data_args(cfg: SolveConfig) -> dict[str, Any]:
+    return dict(n=cfg.n or DEFAULT_N, d=cfg.d or DEFAULT_D, n_test=DEFAULT_N_TEST if cfg.n_test is None else cfg.n_test,
+                digits_per_class=cfg.digits_per_class, images=cfg.model is None and cfg.arch == "cnn")
+
+
 def load_data(cfg: SolveConfig) -> Dataset:
     """The configured dataset (built-in, digits, or an ``.npz`` file); digits as 8x8 images for a cnn."""
-    return load_problem(cfg.data, n=cfg.n or DEFAULT_N, d=cfg.d or DEFAULT_D, seed=cfg.data_seed,
-                        n_test=DEFAULT_N_TEST if cfg.n_test is None else cfg.n_test,
-                        digits_per_class=cfg.digits_per_class, normalization=cfg.normalization,
-                        images=cfg.model is None and cfg.arch == "cnn")
+    return load_problem(cfg.data, seed=cfg.data_seed, normalization=cfg.normalization, **_data_args(cfg))
 
 
-def build_model(cfg: SolveConfig, data: Dataset, seed: int) -> AbstractModel:
+def data_shape(cfg: SolveConfig) -> ProblemShape:
+    """The sizes of the configured dataset, from the arguments and file headers alone (nothing is loaded)."""
+    return problem_shape(cfg.data, **_data_args(cfg))
+
+
+def build_model(cfg: SolveConfig, data: Dataset | ProblemShape, seed: int) -> AbstractModel:
     """The model of ``cfg`` with the initial weights of ``seed`` (or from the weights file), checked against the
     data: input shape, and outputs of shape (n,) (shapes only: nothing is computed)."""
     dtype = DTYPES[cfg.dtype]
@@ -116,32 +123,33 @@ def build_model(cfg: SolveConfig, data: Dataset, seed: int) -> AbstractModel:
     return model
 
 
-def check_model_data(model: AbstractModel, data: Dataset, name: str) -> None:
+def check_model_data(model: AbstractModel, data: Dataset | ProblemShape, name: str) -> None:
     """The model must accept the data's inputs and return one output per input (traced, not computed)."""
     shape = model.in_shape
     if shape is not None and tuple(shape) != data.in_shape:
         raise DataError(f"shape mismatch: {name} takes inputs of shape {tuple(shape)}, but the data ({data.source}) "
                         f"has inputs of shape {data.in_shape}")
-    X = jax.ShapeDtypeStruct(data.X.shape, model_dtype(model))
+    X = jax.ShapeDtypeStruct((data.n,) + tuple(data.in_shape), model_dtype(model))
     try:
         out = eqx.filter_eval_shape(lambda m, x: m(x), model, X)
     except Exception as e:  # the user's model cannot take these inputs
-        raise DataError(f"{name} cannot be applied to inputs of shape {data.X.shape} ({type(e).__name__}: "
+        raise DataError(f"{name} cannot be applied to inputs of shape {X.shape} ({type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
     if getattr(out, "shape", None) != (data.n,):
-        raise DataError(f"{name} maps inputs of shape {data.X.shape} to outputs of shape "
+        raise DataError(f"{name} maps inputs of shape {X.shape} to outputs of shape "
                         f"{getattr(out, 'shape', type(out).__name__)}; nth needs one scalar output per input, "
                         f"shape ({data.n},)")
 
 
-def abstract_model(cfg: SolveConfig, data: Dataset) -> AbstractModel:
+def abstract_model(cfg: SolveConfig, data: Dataset | ProblemShape) -> AbstractModel:
     """The model's shapes without its weights (for the memory plan: nothing is allocated)."""
     return eqx.filter_eval_shape(lambda: build_model(cfg, data, cfg.seed))
 
 
-def plan_run(cfg: SolveConfig, data: Dataset, model: AbstractModel | None = None, models: int = 1) -> SolvePlan:
-    """The memory plan of a run of ``cfg`` on ``data`` (``models`` seeds together); raises MemoryBudgetError if
-    over budget."""
+def plan_run(cfg: SolveConfig, data: Dataset | ProblemShape, model: AbstractModel | None = None,
+             models: int = 1) -> SolvePlan:
+    """The memory plan of a run of ``cfg`` on ``data`` (its sizes suffice; ``models`` seeds together); raises
+    MemoryBudgetError if over budget."""
     model = abstract_model(cfg, data) if model is None else model
     return plan_solve(model, n=data.n, n_test=data.k, p=cfg.p, num_times=cfg.num_times,
                       memory_budget=cfg.memory_budget, chunk=cfg.chunk, matrix_free=cfg.matrix_free, dg=cfg.use_dg,
@@ -162,7 +170,7 @@ def dry_run(cfg: SolveConfig) -> str:
     """
     cfg.validate()
     cfg = cfg.for_dtype()
-    data = load_data(cfg)
+    data = data_shape(cfg)
     model = abstract_model(cfg, data)
     plan = plan_run(cfg, data, model)
     head = (f"nth solve --p {cfg.p}: {describe_model(model)}, {num_params(model)} parameters, n = {data.n}, inputs "
@@ -265,12 +273,16 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
         raise ConfigError("several seeds together need a fixed t_max, seeded weights (no --weights), gradient flow "
                           "(no --lr) and dense kernels (no --matrix-free); run them one at a time otherwise")
     devices = cfg.devices if devices is None else devices
+    plan = plan_run(cfg, data_shape(cfg), models=B)  # every stage is planned (and refused) from sizes alone
+    _mesh(devices)  # a bad device count is refused before any work too
     data = load_data(cfg)
     dtype = DTYPES[cfg.dtype]
     X, y = jnp.asarray(data.X, dtype=dtype), jnp.asarray(data.y, dtype=dtype)
     Xt = None if data.k == 0 else jnp.asarray(data.X_test, dtype=dtype)
-    plan = plan_run(cfg, data, models=B)  # every stage is planned (and refused) before any work
-    _mesh(devices)  # a bad device count is refused before any work too
+    for name, arr in (("X", X), ("y", y), ("X_test", Xt)):
+        if arr is not None and not bool(jnp.isfinite(arr).all()):
+            raise DataError(f"{data.source}: '{name}' overflows {cfg.dtype} (entries up to "
+                            f"{float(np.max(np.abs(getattr(data, name)))):.3g}); rescale the data or use --dtype float64")
     models = [build_model(cfg, data, s) for s in seeds]
     model = models[0]
     stacked = B > 1

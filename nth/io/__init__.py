@@ -1,7 +1,8 @@
 """Results on disk: the versioned HDF5 schema shared by solve, sweep and kernel files, atomic writing, resumable
 width sweeps, and the ``nth kernel`` report."""
 
-from ._hdf5 import check_output_path as check_output_path, package_versions as package_versions
+from ._files import abandon as abandon, check_output_path as check_output_path, write_atomic as write_atomic, writer_lock as writer_lock
+from ._hdf5 import open_results as open_results, package_versions as package_versions
 from ._hdf5 import read_h5 as read_h5, write_h5 as write_h5
 from ._schema import SCHEMA_VERSION as SCHEMA_VERSION
 from ._solve import default_out_path as default_out_path, format_table as format_table

@@ -1,24 +1,26 @@
 """HDF5 files written atomically, and read back.
 
-A file is written to a temporary file beside the target, flushed, and only then moved into place, so an
-error or interruption never leaves a partial file under the target name. An existing file is never
-replaced unless ``force=True`` (the final link refuses to clobber, so a file that appears while a run is
-computing is protected too). What goes into a file is :mod:`nth.io._schema`'s business.
+A file is built in memory and handed to :func:`nth.io._files.write_atomic` (temporary file, fsync, rename
+under the writer lock), so an error, a full disk or an interruption never leaves a partial file under the
+target name. An existing file is never replaced unless ``force=True``. :func:`digest` checksums a group (a
+sweep's runs carry one). What goes into a file is :mod:`nth.io._schema`'s business.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import platform
-import tempfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import h5py
 import numpy as np
 
-from ..errors import ConfigError, OutputExistsError
+from ..errors import ConfigError
+from ._files import check_output_path, write_atomic
 
 def package_versions() -> dict[str, str]:
     """Versions of nth and the numerical stack, recorded in every file."""
@@ -33,25 +35,33 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def check_output_path(path: str | os.PathLike, force: bool) -> str:
-    """Refuse early (before any computation) if ``path`` exists and ``force`` is not set."""
-    path = os.fspath(path)
-    if not path:
-        raise ConfigError("output path is empty")
-    if os.path.isdir(path):
-        raise ConfigError(f"output path {path!r} is a directory; give a file name such as {path}/run.h5")
-    if os.path.exists(path) and not force:
-        raise OutputExistsError(f"output file {path!r} already exists; choose another --out or pass --force "
-                                "to overwrite it")
-    return path
-
-
 def _attr(v: Any) -> Any:
     if isinstance(v, (dict, list, tuple)):
         return json.dumps(v, default=str)
     if v is None:
         return "None"
     return v
+
+
+def build_h5(
+    datasets: Mapping[str, Any],
+    attrs: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    before_commit: Callable[[h5py.File], None] | None = None,
+) -> bytes:
+    """The bytes of an HDF5 file holding ``datasets`` ({'/group/name': array}) and ``attrs`` ({'/group': {key:
+    value}}), built in memory. ``before_commit`` (used by tests) is called on the open file before it is closed."""
+    bio = io.BytesIO()
+    with h5py.File(bio, "w") as h:
+        for name, arr in datasets.items():
+            h.create_dataset(name, data=np.asarray(arr))
+        for group, kv in (attrs or {}).items():
+            obj = h[group] if group in h else h.create_group(group)
+            for k, v in kv.items():
+                obj.attrs[k] = _attr(v)
+        if before_commit is not None:
+            before_commit(h)
+    return bio.getvalue()
 
 
 def write_h5(
@@ -62,54 +72,99 @@ def write_h5(
     force: bool = False,
     before_commit: Callable[[h5py.File], None] | None = None,
 ) -> str:
-    """Write ``datasets`` ({'/group/name': array}) and ``attrs`` ({'/group': {key: value}}) atomically.
+    """Write ``datasets`` and ``attrs`` (:func:`build_h5`) to ``path`` atomically (:func:`nth.io._files.write_atomic`).
 
-    ``before_commit`` (used by tests) is called on the open temporary file just before it is moved into
-    place. Raises :class:`~nth.errors.OutputExistsError` if ``path`` exists and ``force`` is False.
+    Raises :class:`~nth.errors.OutputExistsError` if ``path`` exists and ``force`` is False, and
+    :class:`~nth.errors.OutputWriteError` if the disk refuses the bytes (nothing is left behind).
     """
     path = check_output_path(path, force)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
+    return write_atomic(path, build_h5(datasets, attrs, before_commit=before_commit), force=force)
+
+
+def edit_h5(path: str | os.PathLike, edit: Callable[[h5py.File], None],
+            create: Mapping[str, Any] | None = None) -> None:
+    """Apply ``edit`` to the HDF5 file ``path`` in memory and replace the file atomically with the result; with
+    ``create`` (root attributes) start from a new file instead. The caller holds the writer lock."""
+    bio = io.BytesIO() if create is not None else io.BytesIO(_read_bytes(path))
+    with h5py.File(bio, "w" if create is not None else "r+") as h:
+        for k, v in (create or {}).items():
+            h.attrs[k] = v
+        edit(h)
+    write_atomic(path, bio.getvalue(), force=True)
+
+
+def _read_bytes(path: str | os.PathLike) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def _canonical(v: Any) -> bytes:
+    """Bytes that identify an attribute or dataset value as h5py reads it back (dtype, shape, contents)."""
+    if isinstance(v, bytes):
+        return b"b:" + v
+    if isinstance(v, str):
+        return b"s:" + v.encode("utf-8", "surrogateescape")
+    a = np.asarray(v)
+    if a.dtype.kind in "OSU":
+        return b"o:" + repr([_canonical(x) for x in a.ravel().tolist()]).encode()
+    a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+    return f"{a.dtype.str}{a.shape}:".encode() + a.tobytes()
+
+
+def digest(obj: h5py.Group | h5py.Dataset, skip: str = "sha256") -> str:
+    """SHA-256 of everything under ``obj``: every dataset's dtype, shape and values and every attribute (except
+    ``skip``), in name order. Stored as the ``sha256`` attribute of a sweep's runs, it detects damaged bytes."""
+    h = hashlib.sha256()
+
+    def add(name: str, o) -> None:
+        h.update(name.encode("utf-8") + b"\0")
+        for k in sorted(o.attrs):
+            if k != skip:
+                h.update(b"@" + k.encode("utf-8") + b"=" + _canonical(o.attrs[k]) + b"\0")
+        if isinstance(o, h5py.Dataset):
+            h.update(_canonical(o[()]))
+
+    add("", obj)
+    if isinstance(obj, h5py.Group):
+        names: list[str] = []
+        obj.visit(names.append)
+        for name in sorted(names):
+            add(name, obj[name])
+    return h.hexdigest()
+
+
+def verify(obj: h5py.Group | h5py.Dataset) -> bool:
+    """Whether ``obj`` can be read in full and matches its stored ``sha256`` attribute (True if it has none)."""
     try:
-        with h5py.File(tmp, "w") as h:
-            for name, arr in datasets.items():
-                h.create_dataset(name, data=np.asarray(arr))
-            for group, kv in (attrs or {}).items():
-                obj = h[group] if group in h else h.create_group(group)
-                for k, v in kv.items():
-                    obj.attrs[k] = _attr(v)
-            if before_commit is not None:
-                before_commit(h)
-            h.flush()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions of a normal one
-        if force:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic and refuses to clobber a file created meanwhile
-            except FileExistsError:
-                raise OutputExistsError(f"output file {path!r} appeared while this run was computing; "
-                                        "not overwritten (pass --force to overwrite)") from None
-            except OSError:  # file systems without hard links
-                if os.path.exists(path):
-                    raise OutputExistsError(f"output file {path!r} already exists; pass --force") from None
-                os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        stored = obj.attrs.get("sha256")
+        return stored is None or str(stored) == digest(obj)
+    except (OSError, KeyError, ValueError, RuntimeError, UnicodeDecodeError):
+        return False
+
+
+def open_results(path: str | os.PathLike, what: str = "results file") -> h5py.File:
+    """Open an HDF5 file for reading, or raise ConfigError saying why it cannot be (missing, a directory, empty,
+    not HDF5, truncated)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ConfigError(f"{what} {path!r} does not exist")
+    if os.path.isdir(path):
+        raise ConfigError(f"{what} {path!r} is a directory, not a file")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ConfigError(f"{what} {path!r} is empty (0 bytes); it is not an HDF5 file written by nth")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        why = str(e).split("(")[0].strip().rstrip(",") or type(e).__name__
+        raise ConfigError(f"{what} {path!r} ({size} bytes) is not a readable HDF5 file ({why}): it is another kind of "
+                          "file, or truncated or damaged") from None
 
 
 def read_h5(path: str | os.PathLike) -> dict[str, Any]:
     """Read a results file into {'/group/name': ndarray} plus {'@/group': attrs dict} entries."""
     out: dict[str, Any] = {}
-    with h5py.File(path, "r") as h:
+    with open_results(path) as h:
         out["@/"] = dict(h.attrs)
 
         def visit(name, obj):

@@ -9,16 +9,20 @@ import math
 import os
 import time
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..data import Dataset, load_problem
-from ..errors import ConfigError
+from ..checks import check_seed
+from ..data import Dataset, load_problem, problem_shape
+from ..errors import ConfigError, MemoryBudgetError
 from ..kernel import LimitingKernels, check_infinite_options, limiting_kernels, ntk
+from ..kernel._plan import default_memory_budget, format_bytes, kernel_bytes, plan_kernels
 from ..models import DEFAULT_ORDER, ModelSpec, activation
 from ..engine._config import DEFAULT_WIDTH
-from ._hdf5 import check_output_path, write_h5
+from ._files import check_output_path, writer_lock
+from ._hdf5 import write_h5
 from ._schema import kernel_file
 
 
@@ -50,6 +54,8 @@ class KernelRequest:
         return self.width if self.width is not None or self.infinite else DEFAULT_WIDTH
 
     def validate(self) -> None:
+        check_seed("seed", self.seed)
+        check_seed("data_seed", self.data_seed)
         for name in ("depth", "n", "d") + (("width",) if self.width is not None else ()):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -78,7 +84,17 @@ class KernelReport:
 def compute_kernels(req: KernelRequest) -> KernelReport:
     """The kernels of ``req`` (every check runs first)."""
     req.validate()
-    data = load_problem(req.data, n=req.n, d=req.d, seed=req.data_seed, images=req.arch == "cnn")
+    shape = problem_shape(req.data, n=req.n, d=req.d, images=req.arch == "cnn", targets=False)
+    if req.finite_width is not None:  # refused from sizes alone, before the data exist
+        plan_kernels(eqx.filter_eval_shape(lambda: req.spec.build(seed=req.seed, width=req.finite_width,
+                                                                  in_shape=shape.in_shape)),
+                     shape.n, 2, in_shape=shape.in_shape)
+    elif 4 * kernel_bytes(shape.n, 2) > default_memory_budget():  # Kbar, NNGP and the recursion's copies
+        raise MemoryBudgetError(f"the limiting kernels at n = {shape.n} need about "
+                                f"{format_bytes(4 * kernel_bytes(shape.n, 2))}, over the memory budget of "
+                                f"{format_bytes(default_memory_budget())}; reduce n")
+    data = load_problem(req.data, n=req.n, d=req.d, seed=req.data_seed, images=req.arch == "cnn",
+                        targets=False)
     X = jnp.asarray(data.X)
     wall: dict[str, float] = {}
     lim = K2 = None
@@ -105,8 +121,14 @@ def _describe(name: str, K: np.ndarray) -> str:
 def kernel_report(req: KernelRequest, out: str | os.PathLike | None = None, *, force: bool = False) -> str:
     """Compute the kernels of ``req``, write them to ``out`` (atomically; config and versions as attributes) and
     return the text ``nth kernel`` prints."""
-    if out is not None:
-        check_output_path(out, force)
+    if out is None:
+        return _report(req, None, force)
+    out = check_output_path(out, force)
+    with writer_lock(out, "nth kernel"):
+        return _report(req, out, force)
+
+
+def _report(req: KernelRequest, out: str | None, force: bool) -> str:
     rep = compute_kernels(req)
     lines = [f"{rep.data.source}: n = {rep.data.n}, inputs {rep.data.in_shape}; {req.arch}, depth {req.depth}, "
              f"{req.activation}, sigma_w {req.sigma_w:g}, sigma_a {req.sigma_a:g}"

@@ -62,7 +62,7 @@ def row_name(label: str) -> str:
 
 
 def data_datasets(data: Dataset) -> tuple[dict[str, Any], dict[str, dict]]:
-    ds: dict[str, Any] = {"data/X": data.X, "data/y": data.y}
+    ds: dict[str, Any] = {"data/X": data.X} | ({"data/y": data.y} if data.has_targets else {})
     if data.X_test is not None:
         ds["data/X_test"] = data.X_test
     return ds, {"data": {"normalization": data.normalization, "source": data.source}}

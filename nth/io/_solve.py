@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 from ..engine import SolveConfig, SolveResult, solve
 from ..engine._config import DEFAULT_WIDTH
-from ._hdf5 import check_output_path, write_h5
+from ._files import check_output_path, writer_lock
+from ._hdf5 import write_h5
 from ._schema import row_name, solve_file, wall_key
 
 
@@ -24,11 +25,13 @@ def write_result(result: SolveResult, out: str | os.PathLike, *, force: bool = F
 def run_solve(cfg: SolveConfig, out: str | os.PathLike | None = None, *, force: bool = False,
               progress: bool = False, log: Callable[[str], None] | None = None) -> SolveResult:
     """Run every stage of ``cfg`` (:func:`nth.engine.solve`) and write ``out``. The output path is checked before
-    any computation (an existing file is refused unless ``force``); the file is written atomically at the end."""
-    if out is not None:
-        check_output_path(out, force)
-    result = solve(cfg, progress=progress, log=log)
-    if out is not None:
+    any computation (an existing file is refused unless ``force``, an unwritable one always), the run holds the
+    file's writer lock throughout, and the file is written atomically at the end (:mod:`nth.io._files`)."""
+    if out is None:
+        return solve(cfg, progress=progress, log=log)
+    out = check_output_path(out, force)
+    with writer_lock(out, "nth solve"):  # the run is the file's only writer from now until it is written
+        result = solve(cfg, progress=progress, log=log)
         t = time.perf_counter()
         result.path = write_result(result, out, force=force, save_kernels=cfg.save_kernels)
         result.wall_times["write"] = time.perf_counter() - t

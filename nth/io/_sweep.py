@@ -18,8 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +25,9 @@ import h5py
 import numpy as np
 
 from ..engine import SolveConfig, SolveResult, solve_seeds
-from ..errors import ConfigError
+from ..errors import ConfigError, DamagedFileError
+from ._files import check_output_path, writer_lock
+from ._hdf5 import digest, edit_h5, open_results, verify
 from ._schema import COMPRESS_ABOVE, created_now, data_datasets, file_attrs, prediction_group, run_datasets
 
 FORMAT = "nth-sweep-2"
@@ -77,10 +77,11 @@ def run_name(width: int, seed: int) -> str:
 
 def _write_group(h: h5py.Group, datasets: dict[str, np.ndarray], attrs: dict[str, dict]) -> None:
     """Datasets (relative paths) and attributes (relative group -> dict) under ``h``; big arrays gzip-compressed
-    (small ones contiguous: a chunk index costs more than gzip saves on them)."""
+    with HDF5's fletcher32 checksums (small ones contiguous: a chunk index costs more than gzip saves on them;
+    the run's sha256 attribute covers every byte anyway)."""
     for k, v in datasets.items():
         big = np.asarray(v).nbytes > COMPRESS_ABOVE
-        h.create_dataset(k, data=v, **({"compression": "gzip", "shuffle": True} if big else {}))
+        h.create_dataset(k, data=v, **({"compression": "gzip", "shuffle": True, "fletcher32": True} if big else {}))
     for g, kv in attrs.items():
         obj = h if g == "" else (h[g] if g in h else h.create_group(g))
         for k, v in kv.items():
@@ -88,27 +89,8 @@ def _write_group(h: h5py.Group, datasets: dict[str, np.ndarray], attrs: dict[str
 
 
 def _commit(path: str, edit: Callable[[h5py.File], None], create_attrs: dict[str, Any] | None = None) -> None:
-    """Apply ``edit`` to a copy of the sweep file and atomically replace the file with the copy."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if create_attrs is None:
-            shutil.copyfile(path, tmp)
-        with h5py.File(tmp, "a" if create_attrs is None else "w") as h:
-            if create_attrs is not None:
-                for k, v in create_attrs.items():
-                    h.attrs[k] = v
-                h.create_group("runs")
-            edit(h)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Apply ``edit`` to the sweep file (in memory) and atomically replace the file with the result."""
+    edit_h5(path, edit, create=create_attrs)
 
 
 def finished_runs(path: str) -> set[str]:
@@ -116,31 +98,37 @@ def finished_runs(path: str) -> set[str]:
         return set(h["runs"].keys())
 
 
-def _remove_stale_temporaries(path: str) -> None:
-    """Delete temporary copies a killed sweep left behind (the run they held was not committed)."""
-    parent = os.path.dirname(os.path.abspath(path))
-    prefix = f".{os.path.basename(path)}."
-    for name in os.listdir(parent):
-        if name.startswith(prefix) and name.endswith(".tmp"):
-            os.unlink(os.path.join(parent, name))
+def _damaged(h: h5py.File) -> tuple[bool, list[str]]:
+    """(whether /data is damaged, names of the damaged runs): parts that cannot be read in full or fail their
+    sha256 attribute (:func:`nth.io._hdf5.verify`)."""
+    data_bad = "data" in h and not verify(h["data"])
+    try:
+        names = list(h["runs"].keys())
+    except (OSError, KeyError, RuntimeError):
+        return data_bad, ["runs"]
+    return data_bad, [name for name in names if not verify(h["runs"][name])]
 
 
-def open_sweep(cfg: SweepConfig, path: str) -> set[str]:
-    """Create the sweep file, or check that an existing one was made by the same arguments; return the
-    names of the runs it already holds."""
-    if os.path.exists(os.path.dirname(os.path.abspath(path))):
-        _remove_stale_temporaries(path)
+def open_sweep(cfg: SweepConfig, path: str, log: Callable[[str], None] | None = None) -> set[str]:
+    """Create the sweep file, or check that an existing one was made by the same arguments and is undamaged;
+    return the names of the (intact) runs it already holds. Damaged runs are removed, to be computed again.
+    The caller holds the writer lock of ``path``."""
     if os.path.exists(path):
         try:
-            with h5py.File(path, "r") as h:
-                fmt, saved = h.attrs.get("format"), h.attrs.get("sweep_config")
+            h = h5py.File(path, "r")
         except OSError as e:
             raise ConfigError(f"{path!r} exists but is not a readable HDF5 file ({e}); choose another --out") from None
-        if fmt == "nth-sweep-1":
-            raise ConfigError(f"{path!r} is a sweep file of the first layout (nth-sweep-1): nth reads it but does not "
-                              "add runs to it; choose another --out")
-        if fmt != FORMAT or saved is None:
-            raise ConfigError(f"{path!r} exists and is not an nth sweep file; choose another --out")
+        with h:
+            fmt, saved = h.attrs.get("format"), h.attrs.get("sweep_config")
+            if fmt == "nth-sweep-1":
+                raise ConfigError(f"{path!r} is a sweep file of the first layout (nth-sweep-1): nth reads it but does "
+                                  "not add runs to it; choose another --out")
+            if fmt != FORMAT or saved is None or "runs" not in h:
+                raise ConfigError(f"{path!r} exists and is not an nth sweep file; choose another --out")
+            data_bad, bad = _damaged(h)
+        if data_bad or bad == ["runs"]:
+            raise DamagedFileError(f"{path!r} is damaged (its {'/data' if data_bad else '/runs'} group fails its "
+                                   "checksum or cannot be read); move it away and run the sweep again")
         old, new = json.loads(saved), json.loads(cfg.to_json())
         # options added after a file was written read as their defaults
         defaults = {f.name: f.default for f in dataclasses.fields(SolveConfig)}
@@ -151,45 +139,60 @@ def open_sweep(cfg: SweepConfig, path: str) -> set[str]:
             raise ConfigError(f"{path!r} holds a sweep with different arguments ({', '.join(diff)}: "
                               f"{[(old['base'].get(k, old.get(k)), new['base'].get(k, new.get(k))) for k in diff]}); "
                               "resume it with the same arguments or choose another --out")
+        if bad:
+            if log:
+                log(f"{path}: {len(bad)} damaged run(s) fail their checksum and will be computed again: {', '.join(bad)}")
+
+            def drop(h):
+                for name in bad:
+                    del h["runs"][name]
+
+            _commit(path, drop)
         return finished_runs(path)
     attrs = file_attrs() | {"format": FORMAT, "sweep_config": cfg.to_json(), "widths": np.asarray(cfg.widths),
                             "seeds": np.arange(cfg.num_seeds)}
-    _commit(path, lambda h: None, create_attrs=attrs)
+    _commit(path, lambda h: h.create_group("runs"), create_attrs=attrs)
     return set()
 
 
 def run_sweep(cfg: SweepConfig, path: str, *, progress: bool = False, batch_seeds: bool = False, devices=None,
-              on_run: Callable[[str, SolveResult], None] | None = None) -> dict[str, int]:
+              on_run: Callable[[str, SolveResult], None] | None = None,
+              log: Callable[[str], None] | None = None) -> dict[str, int]:
     """Run every (width, seed) of ``cfg`` that ``path`` does not hold yet, committing each as it finishes.
 
+    The process is the file's only writer for the whole sweep (:func:`nth.io._files.writer_lock`: a second
+    sweep on the same file is refused at once). Damaged runs (failing their checksum) are computed again.
     With ``batch_seeds`` the missing seeds of a width run as one computation (:func:`nth.engine.solve_seeds`),
     each still committed as its own run. Returns {"done": runs already in the file, "ran": runs computed now}.
     """
     cfg.validate()
-    path = os.fspath(path)
-    done = open_sweep(cfg, path)
-    todo = [(w, s) for w in cfg.widths for s in range(cfg.num_seeds) if run_name(w, s) not in done]
-    groups = [(w, [s for ww, s in todo if ww == w]) for w in cfg.widths]
-    if batch_seeds:
-        jobs = [(w, seeds) for w, seeds in groups if seeds]
-    else:
-        jobs = [(w, [s]) for w, s in todo]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    path = check_output_path(path, force=True)
+    with writer_lock(path, f"nth sweep (widths {','.join(map(str, cfg.widths))}, {cfg.num_seeds} seeds)"):
+        done = open_sweep(cfg, path, log=log)
+        todo = [(w, s) for w in cfg.widths for s in range(cfg.num_seeds) if run_name(w, s) not in done]
+        groups = [(w, [s for ww, s in todo if ww == w]) for w in cfg.widths]
+        if batch_seeds:
+            jobs = [(w, seeds) for w, seeds in groups if seeds]
+        else:
+            jobs = [(w, [s]) for w, s in todo]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(cfg.widths) * cfg.num_seeds, initial=len(done), unit="run", desc="sweep")
-    for w, seeds in jobs:
-        if bar is not None:
-            bar.set_postfix(width=w, seeds=",".join(map(str, seeds)))
-        for s, res in zip(seeds, solve_seeds(cfg.run_config(w, seeds[0]), seeds, devices=devices)):
-            _commit_run(path, w, s, res)
-            if on_run:
-                on_run(run_name(w, s), res)
+            bar = tqdm(total=len(cfg.widths) * cfg.num_seeds, initial=len(done), unit="run", desc="sweep")
+        try:
+            for w, seeds in jobs:
+                if bar is not None:
+                    bar.set_postfix(width=w, seeds=",".join(map(str, seeds)))
+                for s, res in zip(seeds, solve_seeds(cfg.run_config(w, seeds[0]), seeds, devices=devices)):
+                    _commit_run(path, w, s, res)
+                    if on_run:
+                        on_run(run_name(w, s), res)
+                    if bar is not None:
+                        bar.update(1)
+        finally:
             if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+                bar.close()
     return {"done": len(done), "ran": len(todo)}
 
 
@@ -201,7 +204,10 @@ def _commit_run(path: str, w: int, s: int, res: SolveResult) -> None:
         if "data" not in h:
             data_ds, data_attrs = data_datasets(res.data)
             _write_group(h, data_ds, data_attrs)
-        _write_group(h["runs"].create_group(run_name(w, s)), ds, attrs)
+            h["data"].attrs["sha256"] = digest(h["data"])
+        g = h["runs"].create_group(run_name(w, s))
+        _write_group(g, ds, attrs)
+        g.attrs["sha256"] = digest(g)
 
     _commit(path, add)
 
@@ -238,14 +244,16 @@ def load_sweep(path: str) -> dict[str, Any]:
     """Read a sweep file of either layout: widths (W,), seeds (S,), config, and every per-run scalar as a (W, S)
     array (NaN where a run is missing; errors as ``max_f_error_<label>`` etc.); ``runs`` maps (width, seed) to
     that run's arrays under flat names (``t``, ``true_f``, ``p4_f``, ``dg_K2``, ...)."""
-    try:
-        h = h5py.File(path, "r")
-    except OSError as e:
-        raise ConfigError(f"{path!r} is not a readable HDF5 file ({e})") from None
+    h = open_results(path, "sweep file")
     with h:
         fmt = h.attrs.get("format")
-        if fmt not in FORMATS_READ:
-            raise ConfigError(f"{path!r} is not an nth sweep file")
+        if fmt not in FORMATS_READ or "sweep_config" not in h.attrs or "runs" not in h:
+            raise ConfigError(f"{path!r} is not an nth sweep file (written by nth sweep)")
+        data_bad, bad = _damaged(h)
+        if data_bad or bad:
+            raise DamagedFileError(f"{path!r} is damaged: {'/data and ' if data_bad else ''}{len(bad)} run(s) fail "
+                                   f"their checksum ({', '.join(bad[:6])}{', ...' if len(bad) > 6 else ''}); run the "
+                                   "same nth sweep again to recompute them")
         cfg = json.loads(h.attrs["sweep_config"])
         widths, seeds = list(cfg["widths"]), list(range(cfg["num_seeds"]))
         labels = [f"p{q}" for q in range(2, cfg["base"]["p"] + 1)] + ["dg", "inf"]

@@ -25,8 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ..checks import check_tree_finite
 from ..errors import ConfigError
 from ..models import AbstractModel, Direction, as_model, check_inputs as check_model_inputs
+from ..models._base import first_model
 from ._impl import AbstractKernelImplementation, implementation as choose_implementation
 from ._plan import plan_kernels
 
@@ -61,6 +63,9 @@ def ntk(model: AbstractModel, X: Float[Array, "n *in"], X2: Float[Array, "k *in"
     """The empirical NTK K^(2)(X, X2) = J diag(eta) J2^T (HY Eq. 7; X2 defaults to X), differentiable in theta
     to any order. The MLP's structured path never forms the Jacobian."""
     model = as_model(model)
+    X = check_model_inputs(model, X, where="ntk")
+    X2 = None if X2 is None else check_model_inputs(model, X2, "X2", where="ntk")
+    check_tree_finite("model", model, where="ntk", what="weights")
     impl = choose_implementation(model, implementation)
     return impl.directional_ntk(model, X, X2, ())
 
@@ -72,14 +77,18 @@ def kernel_fn(r: int, chunk: int | None = None, implementation="auto") -> Kernel
     slot over the training inputs X. Pure and differentiable in theta to any order (the NTH identity tests
     differentiate it along the flow); ``chunk`` direction tuples are evaluated at once (all if None).
     """
-    if not isinstance(r, int) or r < 2:
-        raise ConfigError(f"r = {r!r} must be an integer >= 2")
+    _check_r(r, "kernel_fn")
+    if chunk is not None and (not isinstance(chunk, (int, np.integer)) or isinstance(chunk, bool) or chunk < 1):
+        raise ConfigError(f"kernel_fn: chunk = {chunk!r} must be a positive integer (or None for all at once)")
 
     def fn(model: AbstractModel, X1: Array, X: Array) -> Array:
         model = as_model(model)
+        sym = X1 is X
+        X = check_model_inputs(model, X, where=f"kernel_fn({r})")
+        X1 = X if sym else check_model_inputs(model, X1, "X1", where=f"kernel_fn({r})")
+        check_tree_finite("model", model, where=f"kernel_fn({r})", what="weights")
         impl = choose_implementation(model, implementation)
         n, k = X.shape[0], r - 2
-        sym = X1 is X
         idx = jnp.asarray(_index_tuples(n, k))
         out = jax.lax.map(lambda i: _tuple_kernel(impl, model, X1, X, sym, i), idx, batch_size=chunk or idx.shape[0])
         return _assemble(out, n, k)
@@ -122,6 +131,30 @@ def kernel(model: AbstractModel, X: Float[Array, "n *in"], r: int, *, first: Flo
     and inputs are replicated: the same numbers as on one device, computed in parallel. With ``stacked`` the
     model's parameters carry a leading axis (several seeds of one width) and so does the result.
     """
+    _check_r(r, "kernel")
+    model = as_model(model)
+    _, one = first_model(model, "kernel") if stacked else (1, model)
+    X = check_model_inputs(one, X, where="kernel")
+    first = None if first is None else check_model_inputs(one, first, "first", where="kernel")
+    check_tree_finite("model", model, where="kernel", what="weights")
+    _check_chunk(chunk, "kernel")
+    return _kernel(model, X, r, first=first, chunk=chunk, progress=progress, devices=devices,
+                   implementation=implementation, stacked=stacked)
+
+
+def _check_r(r, where: str) -> None:
+    if not isinstance(r, (int, np.integer)) or isinstance(r, bool) or r < 2:
+        raise ConfigError(f"{where}: r = {r!r} must be an integer >= 2")
+
+
+def _check_chunk(chunk, where: str) -> None:
+    if not isinstance(chunk, (int, np.integer)) or isinstance(chunk, bool) or chunk < 1:
+        raise ConfigError(f"{where}: chunk = {chunk!r} must be a positive integer")
+
+
+def _kernel(model: AbstractModel, X: Array, r: int, *, first: Array | None, chunk: int, progress: bool, devices,
+            implementation, stacked: bool) -> Array:
+    """:func:`kernel` on checked arguments."""
     impl = choose_implementation(model, implementation)
     sym = first is None
     X1 = X if sym else first
@@ -183,19 +216,21 @@ def kernels(
     """
     if stacked and matrix_free:
         raise ConfigError("matrix-free kernels are computed one model at a time; do not batch seeds with it")
+    if not isinstance(p, (int, np.integer)) or isinstance(p, bool) or p < 2:
+        raise ConfigError(f"kernels: p = {p!r} must be an integer >= 2 (p = 2 is the frozen NTK)")
     model = as_model(model)
-    one = jax.tree_util.tree_map(lambda a: a[0] if eqx.is_array(a) else a, model) if stacked else model
-    X = check_model_inputs(one, X)
-    X1 = None if first is None else check_model_inputs(one, first, "first")
+    B, one = first_model(model, "kernels") if stacked else (1, model)
+    X = check_model_inputs(one, X, where="kernels")
+    X1 = None if first is None else check_model_inputs(one, first, "first", where="kernels")
+    check_tree_finite("model", model, where="kernels", what="weights")
     one.check_level(p)
-    B = jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))[0].shape[0] if stacked else 1
     k = None if X1 is None else X1.shape[0]
     plan = plan_kernels(one, X.shape[0], p, implementation=implementation, memory_budget=memory_budget,
                         chunk=chunk, first_rows=k, matrix_free=matrix_free, models=B, in_shape=tuple(X.shape[1:]))
     top = p - 1 if matrix_free else p
     kw = dict(first=X1, chunk=plan.chunk, progress=progress, devices=devices, implementation=implementation,
               stacked=stacked)
-    out: dict[int, Array] = {r: kernel(model, X, r, **kw) for r in range(2, top + 1)}
+    out: dict[int, Array] = {r: _kernel(model, X, r, **kw) for r in range(2, top + 1)}
     if matrix_free:
         out[p] = KernelOperator(model=model, X=X, X1=X1, r=p, chunk=plan.chunk,
                                 impl=choose_implementation(model, implementation))

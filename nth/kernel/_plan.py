@@ -22,11 +22,13 @@ from ._impl import implementation as choose_implementation
 
 
 def format_bytes(b: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(b) < 1024 or unit == "PiB":
-            return f"{b:.1f} {unit}" if unit != "B" else f"{int(b)} B"
-        b /= 1024
-    return f"{b:.1f} PiB"
+    """1536 -> '1.5 KiB'; sizes beyond 1024 EiB in powers of ten ('2.3e+24 B')."""
+    x = float(b)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if abs(x) < 1024:
+            return f"{x:.1f} {unit}" if unit != "B" else f"{int(x)} B"
+        x /= 1024
+    return f"{float(b):.2g} B"
 
 
 def kernel_bytes(n: int, r: int, dtype=jnp.float64, first_rows: int | None = None) -> int:
@@ -143,10 +145,15 @@ def plan_kernels(model: AbstractModel, n: int, p: int, *, implementation="auto",
         way_out = ("" if matrix_free or p < 3 else
                    f" apply K^({p}) matrix-free (--matrix-free / matrix_free=True: memory then grows like "
                    f"n^{p - 1}),")
+        weights = plan.num_params * itemsize
+        first = (f"Reduce the width: the weights alone need {format_bytes(models * weights)}. Otherwise reduce"
+                 if models * weights > budget else
+                 f"Reduce the width or a cnn's input size (one batch of work needs {format_bytes(plan.work_bytes)}), "
+                 "or reduce" if plan.work_bytes > sum(kb.values()) else "Reduce")
         raise MemoryBudgetError(
             f"kernels up to K^({p}) at n = {n} need about {format_bytes(plan.total_bytes)}, over the memory "
             f"budget of {format_bytes(budget)}:\n{plan.describe()}\n"
-            f"Reduce the number of training points n (K^({p}) grows like n^{p}),{way_out} lower p, use float32 "
+            f"{first} the number of training points n (K^({p}) grows like n^{p}),{way_out} lower p, use float32 "
             "(--dtype float32)" + (", batch fewer seeds" if models > 1 else "")
             + ", or raise the budget (--memory-budget / memory_budget=).")
     return plan

@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
-from ..errors import ConfigError
+from ..checks import as_real, check_all_finite, format_shape
+from ..errors import ConfigError, DataError
 from ._activations import AbstractActivation
 
 
@@ -180,13 +181,46 @@ def grad_f(model: AbstractModel, x: Float[Array, "*in"]) -> PyTree:
     return jax.grad(lambda p: combine(p, static)(x[None])[0])(params)
 
 
-def check_inputs(model: AbstractModel, X: Float[Array, "n *in"], name: str = "X") -> Float[Array, "n *in"]:
-    """X as an array of the model's dtype, checked against its ``in_shape`` (rows first)."""
-    X = jnp.asarray(X, dtype=model_dtype(model))
+def check_inputs(model: AbstractModel, X: Float[Array, "n *in"], name: str = "X", *, where: str = "",
+                 finite: bool = True) -> Float[Array, "n *in"]:
+    """X as an array of the model's dtype, checked against its ``in_shape`` (rows first): a DataError naming
+    ``where`` (the calling function) and ``name`` for complex or non-numeric entries, a wrong shape, and (when
+    ``finite`` and X is concrete, not traced) NaN or inf."""
+    X = as_real(name, X, where=where, what="inputs")
     shape = model.in_shape
+    at = f"{where}: " if where else ""
     if X.ndim < 1 or X.shape[0] < 1:
-        raise ConfigError(f"{name} has shape {X.shape}; expected (rows, ...) with at least one row")
+        raise DataError(f"{at}'{name}' has shape {format_shape(X.shape)}; expected (n, ...) with at least one row")
     if shape is not None and tuple(X.shape[1:]) != tuple(shape):
-        raise ConfigError(f"{name} has shape {X.shape}; expected (rows, {', '.join(map(str, shape))}) to match "
-                          f"the model's input shape {tuple(shape)}")
+        raise DataError(f"{at}'{name}' has shape {format_shape(X.shape)}; expected "
+                        f"{format_shape(('n',) + tuple(shape))} to match the {type(model).__name__}'s input shape "
+                        f"{format_shape(tuple(shape))}")
+    if finite:
+        check_all_finite(name, X, where=where, what="inputs")
+    return jnp.asarray(X, dtype=model_dtype(model))
+
+
+def check_call(model: AbstractModel, X: Any, in_shape: tuple[int, ...], origin: str = "") -> Array:
+    """The inputs of ``model(X)``, checked against the model's input shape ``in_shape`` (``origin`` says where
+    it comes from, e.g. "the columns of W1"): shapes and dtype only (static, so also inside jit/vmap/grad and
+    on every call the kernels make); NaN is not looked for here. X comes back as an array, dtype unchanged."""
+    name = type(model).__name__
+    X = as_real("X", X, where=name, what="inputs")
+    in_shape = tuple(int(s) for s in in_shape)
+    if X.ndim != 1 + len(in_shape) or tuple(X.shape[1:]) != in_shape:
+        single = " (one input x goes in as X = x[None])" if tuple(X.shape) == in_shape else ""
+        raise DataError(f"{name}: 'X' has shape {format_shape(X.shape)}; expected {format_shape(('n',) + in_shape)}: "
+                        f"this {name} takes inputs of shape {format_shape(in_shape)}"
+                        f"{f' ({origin})' if origin else ''}{single}")
     return X
+
+
+def first_model(model: AbstractModel, where: str = "") -> tuple[int, AbstractModel]:
+    """(B, the first model) of ``stacked`` models: every array leaf must carry the same leading seed axis."""
+    leaves = [x for x in jax.tree_util.tree_leaves(model) if eqx.is_array(x)]
+    sizes = sorted({x.shape[0] if x.ndim else 0 for x in leaves})
+    if not leaves or len(sizes) != 1 or sizes[0] < 1:
+        at = f"{where}: " if where else ""
+        raise ConfigError(f"{at}with stacked=True every array of 'model' must carry a leading seed axis of one "
+                          f"size B >= 1; got leading sizes {sizes}")
+    return sizes[0], jax.tree_util.tree_map(lambda a: a[0] if eqx.is_array(a) else a, model)

@@ -32,7 +32,7 @@ from jaxtyping import Array, Float
 from ..checks import check_scales
 from ..errors import ConfigError
 from ._activations import AbstractActivation, Tanh, activation as make_activation
-from ._base import AbstractModel
+from ._base import AbstractModel, check_call
 
 _DIMS = {1: ("NCH", "OIH", "NCH"), 2: ("NCHW", "OIHW", "NCHW")}
 
@@ -72,6 +72,7 @@ class CNN(AbstractModel):
 
     def __call__(self, X: Float[Array, "n *in_shape"]) -> Float[Array, " n"]:
         """f(x) of the module docstring for every example x of X."""
+        X = check_call(self, X, self.in_shape_)
         c0, spatial = _layout(self.in_shape_)
         D, k, m = len(spatial), self.kernel_size, self.width
         h = X.reshape((X.shape[0], c0) + spatial)

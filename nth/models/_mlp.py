@@ -12,7 +12,7 @@ from ..checks import check_finite, check_scales
 from ..errors import ConfigError, DataError
 from . import _mlp_structured as structured
 from ._activations import AbstractActivation, Tanh, activation as make_activation
-from ._base import AbstractModel, Direction
+from ._base import AbstractModel, Direction, check_call
 from ._param import check_param, preset
 
 
@@ -68,7 +68,8 @@ class MLP(AbstractModel):
         return hs, xs
 
     def __call__(self, X: Float[Array, "n d"]) -> Float[Array, " n"]:
-        """f(x; theta) = a^T x^(H) for every row x of X (HY Eq. 1)."""
+        """f(x; theta) = a^T x^(H) for every row x of X (HY Eq. 1); X of shape (n, d) with d the columns of W1."""
+        X = check_call(self, X, (self.Ws[0].shape[-1],), "the columns of W1")
         _, xs = self.features(X)
         return xs[-1] @ self.a
 

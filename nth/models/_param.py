@@ -178,6 +178,8 @@ def check_param(name: str) -> None:
 
 def format_table(depth: int) -> str:
     """TP4 Table 1 for this depth as nth computes it (``nth params``), with the eta_l / init mapping."""
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+        raise ConfigError(f"depth = {depth!r} must be a positive integer (hidden layers L >= 1)")
     rows = []
     for name in PRESETS:
         try:

@@ -24,7 +24,7 @@ from jaxtyping import Array, Float
 from ..checks import check_scales
 from ..errors import ConfigError
 from ._activations import AbstractActivation, Tanh, activation as make_activation
-from ._base import AbstractModel
+from ._base import AbstractModel, check_call
 
 
 class ResNet(AbstractModel):
@@ -50,6 +50,7 @@ class ResNet(AbstractModel):
 
     def __call__(self, X: Float[Array, "n d"]) -> Float[Array, " n"]:
         """f(x) of the module docstring for every row x of X."""
+        X = check_call(self, X, (self.W0.shape[-1],), "the columns of W0")
         s = 1.0 / math.sqrt(self.width)
         branch = 1.0 / math.sqrt(self.depth)
         z = X @ self.W0.T

@@ -1,0 +1,5 @@
+"""``python -m nth``: the ``nth`` command."""
+
+from .cli import entry
+
+entry()
