@@ -43,12 +43,12 @@ err = float(jnp.abs(one[3] - four[3]).max() / jnp.abs(one[3]).max())
 print(f"user model K3 rel {err:.2e}")
 assert err < 1e-13, err
 # each batch of direction tuples really is split over the four devices
-from nth.kernel._engine import _batch, _mesh
+from nth.kernel._engine import _batch, _mesh, _ntk_spec
 from nth.kernel import implementation
 mesh = _mesh(4)
 P = jax.sharding.PartitionSpec
 idx = jax.device_put(jnp.arange(8, dtype=jnp.int32)[:, None] % 6, jax.sharding.NamedSharding(mesh, P("tuples")))
-out = _batch(implementation(net), *jax.device_put((net, X, X), jax.sharding.NamedSharding(mesh, P())), idx, True, False)
+out = _batch(_ntk_spec(implementation(net), 3), *jax.device_put((net, X, X), jax.sharding.NamedSharding(mesh, P())), idx, True, False)
 assert len(out.sharding.device_set) == 4 and out.sharding.spec == P("tuples"), out.sharding
 cfg = SolveConfig(p=3, width=64, depth=1, n=6, d=3, t_max=10.0, num_times=6, n_test=2)
 a = solve_seeds(cfg, [0, 1, 2], devices=1)

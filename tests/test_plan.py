@@ -12,7 +12,7 @@ import pytest
 import nth
 from nth.engine._plan import plan_solve
 from nth.kernel import format_bytes, kernel_bytes, plan_kernels
-from nth.kernel._engine import _batch, _index_tuples
+from nth.kernel._engine import _batch, _index_tuples, _ntk_spec
 from nth.kernel._impl import implementation
 from nth.kernel._plan import max_batch
 
@@ -85,7 +85,8 @@ def xla_batch_bytes(model, X, p, chunk):
     impl = implementation(model)
     idx = jnp.asarray(_index_tuples(X.shape[0], p - 2)[:chunk])
     params, static = nth.partition(model)
-    fn = jax.jit(lambda q, X1, X2, i: _batch(impl, eqx.combine(q, static), X1, X2, i, True, False))
+    spec = _ntk_spec(impl, p)
+    fn = jax.jit(lambda q, X1, X2, i: _batch(spec, eqx.combine(q, static), X1, X2, i, True, False))
     stats = fn.lower(params, X, X, idx).compile().memory_analysis()
     if stats is None:
         pytest.skip("this backend's compiled functions report no memory analysis")
@@ -123,7 +124,8 @@ def test_work_prediction_bounds_xla_with_test_inputs():
     impl = implementation(model)
     idx = jnp.asarray(_index_tuples(6, 1)[:4])
     params, static = nth.partition(model)
-    fn = jax.jit(lambda q, X1, X2, i: _batch(impl, eqx.combine(q, static), X1, X2, i, False, False))
+    spec = _ntk_spec(impl, 3)
+    fn = jax.jit(lambda q, X1, X2, i: _batch(spec, eqx.combine(q, static), X1, X2, i, False, False))
     stats = fn.lower(params, Xt, X, idx).compile().memory_analysis()
     if stats is None:
         pytest.skip("this backend's compiled functions report no memory analysis")

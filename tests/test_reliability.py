@@ -264,8 +264,7 @@ def test_full_disk_keeps_the_previous_file(tmp_path, capsys, monkeypatch):
 
 def test_full_tmpfs(tmp_path):
     """A real full disk: a 64 KiB tmpfs mounted in a user namespace (skipped where one cannot be mounted)."""
-    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
-        pytest.skip("no user namespaces here")
+    _userns_mount_or_skip()
     mnt = tmp_path / "small"
     mnt.mkdir()
     script = (f"mount -t tmpfs -o size=64k tmpfs {mnt} || exit 99; "
@@ -277,6 +276,31 @@ def test_full_tmpfs(tmp_path):
     assert "status=2" in proc.stdout, proc.stdout + proc.stderr
     assert re.search(r"nth: error: could not write .*no space left on the device", proc.stderr), proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "status=2", proc.stdout  # ls printed nothing: no file left
+
+
+def _userns_mount_or_skip():
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("no user namespaces here")
+
+
+@pytest.mark.parametrize("cmd", ["solve", "sweep", "kernel", "plot"])
+def test_read_only_file_system(tmp_path, cmd):
+    """An output on a read-only file system (a tmpfs mounted read-only in a user namespace, so that this runs
+    as root too) is refused before any computation, with one line."""
+    _userns_mount_or_skip()
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    base = {"solve": SOLVE, "kernel": KERNEL, "sweep": SWEEP,
+            "plot": ["plot", "kernel-sizes", str(tmp_path / "missing.h5")]}[cmd]
+    out = f"{mnt}/out." + ("png" if cmd == "plot" else "h5")
+    script = (f"mount -t tmpfs -o ro,size=64k tmpfs {mnt} || exit 99; "
+              f"{sys.executable} -m nth {' '.join(base)} --out {out}; echo status=$?")
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300)
+    if proc.returncode == 99:
+        pytest.skip("tmpfs cannot be mounted here")
+    assert proc.stdout.strip().splitlines()[-1] == "status=2", proc.stdout + proc.stderr
+    assert re.fullmatch(r"nth: error: cannot write .*: directory .* is not writable \(Read-only file system\); "
+                        r"choose another --out\n", proc.stderr), proc.stderr
 
 
 def test_stale_temporaries_and_locks_of_a_killed_writer_are_removed(tmp_path):

@@ -1,9 +1,10 @@
-"""Dynamics: the truncated NTH (HY Eq. 15), the Dyer & Gur-Ari O(1/m) corrections, and the references (true
-gradient flow and gradient descent), all through one Diffrax wrapper configured by :class:`SolverSettings`
+"""Dynamics: the truncated NTH (HY Eq. 15), the Dyer & Gur-Ari O(1/m) corrections, the discrete-time hierarchy
+of gradient descent at a finite learning rate, and the references (true gradient flow and gradient descent), all through one Diffrax wrapper configured by :class:`SolverSettings`
 (docs/math.md sections 2, 4, 6)."""
 
 from ._corrections import METHODS as DG_METHODS, DGSolution as DGSolution, dg_correction as dg_correction
 from ._corrections import eigenbasis as eigenbasis
+from ._discrete import ORDERS as DISCRETE_ORDERS, discrete_nth as discrete_nth
 from ._hierarchy import (
     NTHSolution as NTHSolution,
     default_horizon as default_horizon,
@@ -28,4 +29,4 @@ from ._references import (
     stable_lr as stable_lr,
 )
 
-__all__ = ["DG_METHODS"]
+__all__ = ["DG_METHODS", "DISCRETE_ORDERS"]

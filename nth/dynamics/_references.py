@@ -130,7 +130,8 @@ def _check_data(model: AbstractModel, X, y, X_test, where: str):
 
 
 class GDSolution(eqx.Module):
-    """Full-batch gradient descent at the saved steps: t = lr * step, and f, K^(2), loss, f_test there."""
+    """A trajectory on gradient-descent steps (real, or predicted by :func:`nth.dynamics.discrete_nth`): t = lr *
+    step, and f, K^(2), loss, f_test at the saved steps."""
 
     lr: float = eqx.field(static=True)
     steps: Int[Array, " T"]
@@ -139,6 +140,19 @@ class GDSolution(eqx.Module):
     K2: Float[Array, "T n n"]
     loss: Float[Array, " T"]
     f_test: Float[Array, "T k"] | None
+
+
+def check_steps(save_steps, lr, where: str) -> np.ndarray:
+    """The saved steps (non-decreasing non-negative integers, 1-D) and a finite positive learning rate."""
+    steps = np.asarray(save_steps)
+    if steps.ndim != 1 or steps.size == 0 or not np.issubdtype(steps.dtype, np.integer) or steps[0] < 0 \
+            or (np.diff(steps) < 0).any():
+        raise ConfigError(f"{where}: 'save_steps' must be non-decreasing non-negative integers (a 1-D array); got "
+                          f"{steps.ravel()[:5]}{'...' if steps.size > 5 else ''}")
+    if not (np.ndim(lr) == 0 and np.isrealobj(lr) and np.issubdtype(np.asarray(lr).dtype, np.number)
+            and np.isfinite(lr) and lr > 0):
+        raise ConfigError(f"{where}: learning rate lr = {lr!r} must be a finite positive number")
+    return steps
 
 
 @eqx.filter_jit
@@ -175,14 +189,7 @@ def gradient_descent(
     model = as_model(model)
     X, y, X_test = _check_data(model, X, y, X_test, where)
     check_tree_finite("model", model, where=where, what="weights")
-    steps = np.asarray(save_steps)
-    if steps.ndim != 1 or steps.size == 0 or not np.issubdtype(steps.dtype, np.integer) or steps[0] < 0 \
-            or (np.diff(steps) < 0).any():
-        raise ConfigError(f"{where}: 'save_steps' must be non-decreasing non-negative integers (a 1-D array); got "
-                          f"{steps.ravel()[:5]}{'...' if steps.size > 5 else ''}")
-    if not (np.ndim(lr) == 0 and np.isrealobj(lr) and np.issubdtype(np.asarray(lr).dtype, np.number)
-            and np.isfinite(lr) and lr > 0):
-        raise ConfigError(f"learning rate lr = {lr!r} must be a finite positive number")
+    steps = check_steps(save_steps, lr, where)
     lr_arr = jnp.asarray(lr, dtype=X.dtype)
     params, static = partition(model)
     out, done = [], 0

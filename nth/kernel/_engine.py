@@ -18,6 +18,7 @@ Only symmetry in the first two slots holds in general (docs/math.md section 3); 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -50,12 +51,38 @@ def _tuple_kernel(impl: AbstractKernelImplementation, model: AbstractModel, X1: 
     return impl.directional_ntk(model, X1, None if sym else X, dirs)
 
 
-def _assemble(out: Array, n: int, k: int) -> Array:
-    """(..., n^k, n1, n) in C order over (b_3..) -> (..., n1, n, b_3, ..., b_(k+2))."""
-    lead = out.shape[:-3]
-    out = out.reshape(lead + (n,) * k + out.shape[-2:])
+def _assemble(out: Array, n: int, k: int, head: int = 2) -> Array:
+    """(..., n^k, *h) in C order over the direction slots -> (..., *h, b_1, ..., b_k), where the ``head`` trailing
+    axes h are the slots of the differentiated quantity: (n1, n) for K^(2), (n1,) for the outputs f."""
+    lead = out.shape[: out.ndim - 1 - head]
+    out = out.reshape(lead + (n,) * k + out.shape[out.ndim - head:])
     nl = len(lead)
-    return jnp.moveaxis(out, (nl + k, nl + k + 1), (nl, nl + 1))
+    return jnp.moveaxis(out, tuple(range(nl + k, nl + k + head)), tuple(range(nl, nl + head)))
+
+
+class TensorSpec(NamedTuple):
+    """A tensor of the hierarchy computed one direction tuple at a time: ``tuple_fn(model, X1, X, sym, idx)``
+    gives its entries for the direction slots ``idx`` (``slots`` of them), with ``head`` trailing axes ((n1, n)
+    for a derivative of K^(2), (n1,) for one of the outputs). ``label`` names it in progress bars."""
+
+    label: str
+    slots: int
+    head: int
+    tuple_fn: Callable[..., Array]
+
+
+class _KernelTuple(eqx.Module):
+    """K^(r)(X1, X, b_3, ..) for one index tuple by the implementation ``impl`` (hashable, so one compiled batch
+    function serves every call)."""
+
+    impl: AbstractKernelImplementation = eqx.field(static=True)
+
+    def __call__(self, model, X1, X, sym, idx):
+        return _tuple_kernel(self.impl, model, X1, X, sym, idx)
+
+
+def _ntk_spec(impl: AbstractKernelImplementation, r: int) -> TensorSpec:
+    return TensorSpec(f"K^({r})", r - 2, 2, _KernelTuple(impl))
 
 
 def ntk(model: AbstractModel, X: Float[Array, "n *in"], X2: Float[Array, "k *in"] | None = None, *,
@@ -97,9 +124,9 @@ def kernel_fn(r: int, chunk: int | None = None, implementation="auto") -> Kernel
 
 
 @eqx.filter_jit
-def _batch(impl, model, X1, X, idx, sym: bool, stacked: bool):
+def _batch(spec: TensorSpec, model, X1, X, idx, sym: bool, stacked: bool):
     def one(m):
-        return jax.vmap(lambda i: _tuple_kernel(impl, m, X1, X, sym, i))(idx)
+        return jax.vmap(lambda i: spec.tuple_fn(m, X1, X, sym, i))(idx)
 
     return eqx.filter_vmap(one)(model) if stacked else one(model)
 
@@ -155,10 +182,19 @@ def _check_chunk(chunk, where: str) -> None:
 def _kernel(model: AbstractModel, X: Array, r: int, *, first: Array | None, chunk: int, progress: bool, devices,
             implementation, stacked: bool) -> Array:
     """:func:`kernel` on checked arguments."""
-    impl = choose_implementation(model, implementation)
+    spec = _ntk_spec(choose_implementation(model, implementation), r)
+    return tensor(model, X, spec, first=first, chunk=chunk, progress=progress, devices=devices, stacked=stacked)
+
+
+def tensor(model: AbstractModel, X: Array, spec: TensorSpec, *, first: Array | None, chunk: int, progress: bool,
+           devices, stacked: bool) -> Array:
+    """The tensor ``spec`` at the weights of ``model`` on checked arguments: its n^slots direction tuples in
+    batches of ``chunk`` (one compiled, vmapped call per batch, sharded over ``devices``), assembled with the
+    head axes first. The one loop every tensor of the hierarchy goes through (K^(r), and the tensors of the
+    discrete-time hierarchy, :mod:`nth.kernel._gd`)."""
     sym = first is None
     X1 = X if sym else first
-    n, k = X.shape[0], r - 2
+    n, k = X.shape[0], spec.slots
     idx = _index_tuples(n, k)
     mesh = _mesh(devices)
     if mesh is not None:
@@ -173,7 +209,7 @@ def _kernel(model: AbstractModel, X: Array, r: int, *, first: Array | None, chun
     if progress and len(starts) > 1:
         from tqdm.auto import tqdm
 
-        it = tqdm(starts, desc=f"K^({r})" + ("" if sym else " (test)"), unit="batch", leave=False)
+        it = tqdm(starts, desc=spec.label + ("" if sym else " (test)"), unit="batch", leave=False)
     parts = []
     for s in it:
         ib = idx[s : s + chunk]
@@ -183,8 +219,9 @@ def _kernel(model: AbstractModel, X: Array, r: int, *, first: Array | None, chun
         ib = jnp.asarray(ib)
         if mesh is not None:
             ib = jax.device_put(ib, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("tuples")))
-        parts.append(_batch(impl, model, X1, X, ib, sym, stacked)[..., :size, :, :])
-    return _assemble(jnp.concatenate(parts, axis=-3), n, k)
+        out = _batch(spec, model, X1, X, ib, sym, stacked)
+        parts.append(out[(..., slice(0, size)) + (slice(None),) * spec.head])
+    return _assemble(jnp.concatenate(parts, axis=-1 - spec.head), n, k, spec.head)
 
 
 def kernels(

@@ -34,7 +34,8 @@ from ._base import (
     partition as partition,
 )
 from ._cnn import CNN as CNN, init_cnn as init_cnn
-from ._derivatives import mixed_partial as mixed_partial, nested_derivative as nested_derivative, sym_gram as sym_gram
+from ._derivatives import grouped_derivative as grouped_derivative, mixed_partial as mixed_partial
+from ._derivatives import nested_derivative as nested_derivative, sym_gram as sym_gram
 from ._mlp import MLP as MLP, init_mlp as init_mlp, mlp_from_arrays as mlp_from_arrays
 from ._param import ABC as ABC, PRESETS as PRESETS, check_param as check_param, preset as preset
 from ._resnet import ResNet as ResNet, init_resnet as init_resnet

@@ -42,13 +42,31 @@ def nested_derivative(start: S, move: Callable[[S, Any, Array], S], evaluate: Ca
     ``eps`` along ``direction`` evaluated at ``state``; ``evaluate(state)`` is the kernel there.
     """
 
+    return grouped_derivative(start, lambda state, g, eps: move(state, g[0], eps[0]), evaluate,
+                              [(d,) for d in directions], dtype)
+
+
+def grouped_derivative(start: S, move: Callable[[S, Sequence[Any], Sequence[Array]], S],
+                       evaluate: Callable[[S], Array], groups: Sequence[Sequence[Any]], dtype) -> Array:
+    """The mixed derivative of ``evaluate`` along groups of directions (docs/math.md section 7).
+
+    The last group's steps are taken at ``start``; each earlier group's directions are evaluated at the state
+    already moved by the later groups. Within a group every direction is evaluated at the same state, so the
+    group's directions are held fixed while it is differentiated: a group of two is D^2 F[u, v] with u, v
+    fixed (O11, M), a group of three D^3 F[u, v, w] (O111), and groups [[b, c], [e]] differentiate
+    O11(.., b, c) along e with its directions moving (P). Singleton groups are :func:`nested_derivative`.
+    ``move(state, directions, steps)`` returns the state moved by sum_j steps_j directions_j(state).
+    """
+    sizes = [len(g) for g in groups]
+
     def F(eps):
-        state = start
-        for j in reversed(range(len(directions))):
-            state = move(state, directions[j], eps[j])
+        state, end = start, len(eps)
+        for g, size in zip(reversed(groups), reversed(sizes)):
+            state = move(state, g, eps[end - size:end])
+            end -= size
         return evaluate(state)
 
-    return mixed_partial(F, len(directions), dtype)
+    return mixed_partial(F, sum(sizes), dtype)
 
 
 @jax.custom_jvp
