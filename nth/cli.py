@@ -101,7 +101,7 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
                    "(default 10)")
     g.add_argument("--normalization", default="sphere", choices=NORMALIZATIONS,
                    help="input normalization (default: project onto the unit sphere)")
-    g = s.add_argument_group("corrections" + ("" if sweep else " and finite learning rate"))
+    g = s.add_argument_group("corrections and finite learning rate")
     g.add_argument("--dg", action=argparse.BooleanOptionalAction, default=None,
                    help="Dyer & Gur-Ari O(1/m) correction (default: on when p >= 4)")
     g.add_argument("--dg-method", default="closed", choices=DG_METHODS,
@@ -112,9 +112,12 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
     g.add_argument("--quadrature-order", type=int, default=DEFAULT_ORDER,
                    help=f"Gauss-Hermite nodes per dimension for Kbar^(2) (default {DEFAULT_ORDER}; erf and relu use "
                    "closed forms)")
-    if not sweep:
-        g.add_argument("--lr", type=float, help="also train by gradient descent with this learning rate ...")
-        g.add_argument("--steps", type=int, help="... for this many steps; predictions are compared at t = lr * step")
+    g.add_argument("--lr", type=float, help="also train by gradient descent with this learning rate ...")
+    g.add_argument("--lr-fraction", type=float, help="... or with this fraction of the stable step "
+                   "2n / lambda_max(K^(2)(0)) ...")
+    g.add_argument("--steps", type=int, help="... for this many steps; predictions are compared at t = lr * step, "
+                   "and the discrete-time hierarchy (rows d-p2, d-o1m) predicts the steps themselves"
+                   + (" (the horizon is then lr * steps, not --t-max)" if sweep else ""))
     g = s.add_argument_group("solver")
     if sweep:
         g.add_argument("--t-max", type=float, default=20.0, help="time horizon shared by every run (default 20)")
@@ -218,7 +221,11 @@ def _add_plot(sub) -> None:
         k.add_argument("sweep", help="sweep file written by nth sweep")
         k.add_argument("--out", help="PNG to write (default: next to the sweep file)")
         if kind == "error-vs-width":
-            k.add_argument("--quantity", default="max_f_error", choices=("max_f_error", "max_K2_error", "max_test_error"))
+            k.add_argument("--quantity", default="max_f_error",
+                           choices=("max_f_error", "max_K2_error", "max_test_error", "max_f_error_gd",
+                                    "max_test_error_gd"),
+                           help="error against the flow (default), or against gradient descent (_gd) in a sweep "
+                           "with --lr")
         if kind == "trajectories":
             k.add_argument("--seed", type=_seed, default=0)
             k.add_argument("--entry", type=int, default=0, help="which output f_a to show (default 0)")
@@ -248,7 +255,7 @@ def config_from_args(args: argparse.Namespace) -> SolveConfig:
                        rtol=args.rtol, atol=args.atol, max_steps=args.max_steps, nth_solver=args.nth_solver,
                        flow_solver=args.flow_solver, dtype=args.dtype, memory_budget=args.memory_budget,
                        save_kernels=get("save_kernels", False), n_test=args.n_test, dg=args.dg,
-                       dg_method=args.dg_method, lr=get("lr"), steps=get("steps"),
+                       dg_method=args.dg_method, lr=get("lr"), lr_fraction=get("lr_fraction"), steps=get("steps"),
                        digits_per_class=args.digits_per_class, matrix_free=args.matrix_free, chunk=args.chunk,
                        devices=args.devices, param=args.param, infinite=args.infinite,
                        quadrature_order=args.quadrature_order)
@@ -273,6 +280,8 @@ def _sweep(args) -> int:
     base = dataclasses.replace(base, depth=base.depth or (DEFAULT_DEPTH if base.model is None else None),
                                n=base.n or (DEFAULT_N if base.data is None else None),
                                d=base.d or (DEFAULT_D if base.data is None else None))
+    if base.gradient_descent:  # the horizon is lr * steps
+        base = dataclasses.replace(base, t_max=None)
     cfg = SweepConfig(widths=args.widths, num_seeds=args.seeds, base=base)
     t = time.perf_counter()
     counts = run_sweep(cfg, args.out, progress=not args.quiet, batch_seeds=args.batch_seeds, log=stderr_log)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 
 import numpy as np
 
@@ -51,14 +52,19 @@ def _save(plt, fig, out: str) -> None:
     write_atomic(out, buf.getvalue(), force=True, what="nth plot")
 
 
+_LABEL = re.compile(r"p\d+|dg|inf|discrete_p2|discrete_o1m")
+
+
 def _labels(scalars: dict, prefix: str) -> list[str]:
-    labels = sorted((k[len(prefix):] for k in scalars if k.startswith(prefix)),
+    """The prediction labels of the keys ``prefix + label`` (p2.., dg, inf, discrete_p2, discrete_o1m)."""
+    labels = sorted((k[len(prefix):] for k in scalars if k.startswith(prefix) and _LABEL.fullmatch(k[len(prefix):])),
                     key=lambda s: (s in ("dg", "inf"), s == "inf", int(s[1:]) if s[1:].isdigit() else 99))
     return labels
 
 
 def _name(label: str) -> str:
-    return {"dg": "DG", "inf": "m = inf (kernel GD, Kbar)"}.get(label, f"p = {label[1:]}")
+    return {"dg": "DG", "inf": "m = inf (kernel GD, Kbar)", "discrete_p2": "discrete p = 2 (frozen kernel)",
+            "discrete_o1m": "discrete O(1/m)"}.get(label, f"p = {label[1:]}")
 
 
 def _reference_slopes(ax, widths, anchors: dict[int, float]):
@@ -76,13 +82,19 @@ def describe(sweep: dict) -> str:
         arch = f"model {cfg['model']}"
     else:
         arch = f"{cfg.get('arch', 'mlp')}, {cfg['activation']}, depth {cfg['depth']}"
-    return f"{arch}, {data}, t in [0, {cfg['t_max']:g}], {sweep['seeds'].size} seeds"
+    if cfg.get("steps") is not None:  # gradient descent: the horizon is lr * steps
+        lr = f"lr {cfg['lr']:g}" if cfg.get("lr") is not None else f"lr {cfg['lr_fraction']:g} x stable step"
+        horizon = f"{lr}, {cfg['steps']} steps"
+    else:
+        horizon = f"t in [0, {cfg['t_max']:g}]"
+    return f"{arch}, {data}, {horizon}, {sweep['seeds'].size} seeds"
 
 
 def error_vs_width(path: str, out: str, *, quantity: str = "max_f_error") -> dict[str, tuple[float, float, float]]:
     """Log-log error against width, one line per level p and for DG, with fitted slopes and 95% bootstrap
     intervals in the legend and dashed reference slopes -1 and -2 (HY Thm 2.6, DG Eq. 89). ``quantity`` is
-    max_f_error, max_K2_error or max_test_error. Returns {label: (slope, low, high)}."""
+    max_f_error, max_K2_error or max_test_error (against the flow), or max_f_error_gd or max_test_error_gd
+    (against gradient descent, in a sweep with a learning rate). Returns {label: (slope, low, high)}."""
     out = check_figure_path(out)
     plt = _plt()
     sw = load_sweep(path)
@@ -100,7 +112,7 @@ def error_vs_width(path: str, out: str, *, quantity: str = "max_f_error") -> dic
         line, = ax.plot(widths, g, "o-", label=f"{_name(label)}: slope {s:.2f} [{lo:.2f}, {hi:.2f}]")
         ax.scatter(np.repeat(widths, E.shape[1]), E.ravel(), s=6, color=line.get_color(), alpha=0.3)
     first = {lab: geometric_mean(sc[f"{quantity}_{lab}"][0]) for lab in labels}
-    second = [first[lab] for lab in ("p4", "dg") if lab in first]
+    second = [first[lab] for lab in ("p4", "dg", "discrete_o1m") if lab in first]
     refs = {-1: max(v for lab, v in first.items() if lab != "inf") if len(first) > ("inf" in first) else None,
             -2: max(second) if second else None, -0.5: first.get("inf")}
     _reference_slopes(ax, widths, {s: a for s, a in refs.items() if a is not None})
@@ -108,7 +120,9 @@ def error_vs_width(path: str, out: str, *, quantity: str = "max_f_error") -> dic
     ax.set_yscale("log")
     ax.set_xlabel("width m")
     what = {"max_f_error": "max_t |f - f_true| / sqrt(n)", "max_K2_error": "max_t |K2 - K2_true|",
-            "max_test_error": "max_t |f(x_test) - f_true(x_test)| / sqrt(k)"}[quantity]
+            "max_test_error": "max_t |f(x_test) - f_true(x_test)| / sqrt(k)",
+            "max_f_error_gd": "max_step |f - f_GD| / sqrt(n)",
+            "max_test_error_gd": "max_step |f(x_test) - f_GD(x_test)| / sqrt(k)"}[quantity]
     ax.set_ylabel(what + " (geo. mean over seeds)")
     ax.set_title(f"error vs width: {describe(sw)}", fontsize=9)
     ax.legend(fontsize=8)

@@ -116,6 +116,26 @@ def test_finite_learning_rate_run(tmp_path, capsys):
     with h5py.File(out) as h:
         np.testing.assert_array_equal(h["/gd/step"][()], [0, 50, 100, 150, 200])
         assert 0 < h["/gd"].attrs["max_f_error"] < 0.05  # O(lr) away from the flow
+        for order in ("p2", "o1m"):  # the discrete-time rows, on the same steps
+            assert h[f"/discrete/{order}/f"].shape == (5, 6) and h[f"/discrete/{order}/f_test"].shape == (5, 4)
+            assert h[f"/discrete/{order}"].attrs["lr"] == 0.05
+    assert "d-o1m" in captured.out and "test vs GD" in captured.out
+
+
+def test_discrete_rows_predict_gradient_descent_at_half_the_stable_step(tmp_path, capsys):
+    """`--lr-fraction 0.5`: against real gradient descent the discrete O(1/m) row beats the discrete frozen kernel,
+    and both beat the continuous p = 4 prediction, whose O(lr) error no width removes (docs/math.md section 7)."""
+    out = tmp_path / "gd.h5"
+    code = main(["solve", "--p", "4", "--width", "1024", "--depth", "1", "--n", "6", "--d", "3", "--n-test", "2",
+                 "--lr-fraction", "0.5", "--steps", "40", "--num-times", "5", "--no-inf", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    with h5py.File(out) as h:
+        e = {g: h[g].attrs["max_f_error_gd"] for g in ("/discrete/o1m", "/discrete/p2", "/nth/p4")}
+        cfg = json.loads(h.attrs["config"])
+        stable = 2 * 6 / np.linalg.eigvalsh(h["/true/K2"][0])[-1]
+    assert e["/discrete/o1m"] < e["/discrete/p2"] / 5 < e["/nth/p4"] / 5, e
+    np.testing.assert_allclose(cfg["lr"], 0.5 * stable, rtol=1e-10)
+    assert cfg["lr_fraction"] == 0.5 and cfg["steps"] == 40
 
 
 def test_dry_run_prints_the_plan_and_refuses_what_would_not_fit(tmp_path, capsys, monkeypatch):

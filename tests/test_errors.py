@@ -52,6 +52,9 @@ def files(tmp_path):
     (["--p", "2", "--devices", "0"], r"devices = 0 must be a positive integer"),
     (["--p", "2", "--chunk", "0"], r"chunk = 0 must be a positive integer"),
     (["--p", "2", "--lr", "-0.1", "--steps", "3"], r"lr = -0.1 must be"),
+    (["--p", "2", "--lr-fraction", "1.5", "--steps", "3"], r"lr_fraction = 1.5 must be in \(0, 1\)"),
+    (["--p", "2", "--lr", "0.1", "--lr-fraction", "0.5", "--steps", "3"], r"give the learning rate once"),
+    (["--p", "2", "--lr-fraction", "0.5"], r"needs both lr and steps"),
 ])
 def test_bad_options(tmp_path, capsys, args, pattern):
     code, err, out = run_cli(SMALL + args + ([] if "--lr" in args else HORIZON), tmp_path, capsys)

@@ -153,3 +153,25 @@ def test_batched_seeds_equal_sequential_runs(tmp_path):
         np.testing.assert_allclose(b["scalars"][k], a["scalars"][k], rtol=1e-7, err_msg=k)
     np.testing.assert_allclose(b["runs"][(32, 2)]["p4_f"], a["runs"][(32, 2)]["p4_f"], rtol=0, atol=1e-11)
     assert b["scalars"]["max_f_error_p4"].shape == (1, 3)
+
+
+def test_gradient_descent_sweep(tmp_path, capsys):
+    """`nth sweep --lr-fraction F --steps S`: every run holds gradient descent and the discrete-time rows on its
+    steps, errors against gradient descent are tabulated (max_f_error_gd_<label>), and the figure plots them."""
+    out = tmp_path / "gd.h5"
+    args = ["sweep", "--widths", "16,32", "--seeds", "2", "--depth", "1", "--n", "4", "--d", "3", "--n-test", "0",
+            "--p", "4", "--lr-fraction", "0.5", "--steps", "10", "--num-times", "3", "--no-inf", "--quiet",
+            "--out", str(out)]
+    assert main(args) == 0, capsys.readouterr().err
+    sw = load_sweep(str(out))
+    for label in ("p2", "p4", "dg", "discrete_p2", "discrete_o1m"):
+        E = sw["scalars"][f"max_f_error_gd_{label}"]
+        assert E.shape == (2, 2) and np.isfinite(E).all() and (E > 0).all(), label
+    run = sw["runs"][(32, 1)]
+    assert run["discrete_o1m_f"].shape == (3, 4) and run["gd_f"].shape == (3, 4)
+    np.testing.assert_array_equal(run["gd_step"], [0, 5, 10])
+    assert sw["config"]["base"]["t_max"] is None and sw["config"]["base"]["lr_fraction"] == 0.5
+    assert main(["plot", "error-vs-width", str(out), "--quantity", "max_f_error_gd"]) == 0
+    assert "discrete_o1m: slope" in capsys.readouterr().out
+    assert main(args[:-1] + [str(tmp_path / "b.h5"), "--batch-seeds"]) == 2
+    assert "--batch-seeds computes gradient flow only" in capsys.readouterr().err

@@ -69,6 +69,7 @@ class SolveConfig:
     dg: bool | None = None
     dg_method: str = "closed"
     lr: float | None = None
+    lr_fraction: float | None = None
     steps: int | None = None
     digits_per_class: int = 10
     matrix_free: bool = False
@@ -90,6 +91,17 @@ class SolveConfig:
         """The m = inf row (kernel gradient descent with Kbar^(2)): on by default where a limiting kernel exists
         (the mlp in a kernel-regime parametrization; TP4 Theorem 3.8)."""
         return self.model_spec.has_kernel_limit if self.infinite is None else self.infinite
+
+    @property
+    def gradient_descent(self) -> bool:
+        """Whether the run trains by gradient descent (``lr`` or ``lr_fraction`` with ``steps``)."""
+        return self.steps is not None
+
+    @property
+    def use_discrete_o1m(self) -> bool:
+        """The discrete O(1/m) system needs dense K^(3), K^(4) (docs/math.md section 7): p >= 4, K^(4) not
+        matrix-free (p >= 5 when it is)."""
+        return self.gradient_descent and self.p >= (5 if self.matrix_free else 4)
 
     @property
     def use_dg(self) -> bool:
@@ -197,10 +209,18 @@ class SolveConfig:
                               "(with --data FILE, test inputs come from X_test in the file)")
         if not isinstance(self.digits_per_class, int) or self.digits_per_class < 1:
             raise ConfigError(f"digits_per_class = {self.digits_per_class!r} must be a positive integer")
-        if (self.lr is None) != (self.steps is None):
-            raise ConfigError("finite learning rate needs both lr and steps (--lr ETA --steps S)")
-        if self.lr is not None:
-            if not (math.isfinite(self.lr) and self.lr > 0):
+        if self.lr is not None and self.lr_fraction is not None:
+            raise ConfigError("give the learning rate once: lr (--lr ETA) or lr_fraction (--lr-fraction F, a fraction of "
+                              "the stable step 2n / lambda_max(K^(2)(0)))")
+        if (self.lr is None and self.lr_fraction is None) != (self.steps is None):
+            raise ConfigError("finite learning rate needs both lr and steps (--lr ETA --steps S, or --lr-fraction F "
+                              "--steps S)")
+        if self.lr_fraction is not None and not (isinstance(self.lr_fraction, (int, float))
+                                                 and math.isfinite(self.lr_fraction) and 0 < self.lr_fraction < 1):
+            raise ConfigError(f"lr_fraction = {self.lr_fraction!r} must be in (0, 1): a fraction of the stable step "
+                              "2n / lambda_max(K^(2)(0)) (gradient descent diverges beyond 1)")
+        if self.lr is not None or self.lr_fraction is not None:
+            if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
                 raise ConfigError(f"lr = {self.lr!r} must be a finite positive learning rate")
             if not isinstance(self.steps, int) or self.steps < 1:
                 raise ConfigError(f"steps = {self.steps!r} must be a positive integer")

@@ -10,7 +10,9 @@ the kernels stay resident, so the predicted peak is the kernels plus the largest
 - gradient flow: the Diffrax state (a parameter-sized displacement) times the solver's stage count, the
   forward/backward pass of the batch of inputs, and the saved trajectory (f, K^(2), loss at every saved time);
 - truncated NTH: the state (f, K^(2)..K^(p-1), test rows) times the stage count, and the saved trajectory;
-- DG: the eigenbasis copies of K^(3) and K^(4).
+- DG: the eigenbasis copies of K^(3) and K^(4);
+- the discrete-time hierarchy (gradient descent at a finite learning rate, with ``discrete``): the tensors
+  O11, O111, M, P (docs/math.md section 7) and one direction tuple of their nested JVPs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import dataclasses
 import jax.numpy as jnp
 
 from ..errors import ConfigError, MemoryBudgetError
-from ..kernel import KernelPlan, forward_entries, format_bytes, kernel_bytes, plan_kernels
+from ..kernel import IMPLEMENTATIONS, KernelPlan, forward_entries, format_bytes, kernel_bytes, plan_kernels
+from ..kernel._gd import gd_tensor_bytes
 from ..models import AbstractModel, as_model, num_params
 from ..models._base import model_dtype
 
@@ -60,7 +63,8 @@ class SolvePlan:
 def plan_solve(model: AbstractModel, *, n: int, n_test: int, p: int, num_times: int = 41,
                memory_budget: int | None = None, chunk: int | None = None, matrix_free: bool = False,
                dg: bool = False, nth_solver: str = "tsit5", flow_solver: str = "dopri8",
-               implementation="auto", models: int = 1, in_shape: tuple[int, ...] | None = None) -> SolvePlan:
+               implementation="auto", models: int = 1, in_shape: tuple[int, ...] | None = None,
+               discrete: bool = False) -> SolvePlan:
     """Plan every stage of a run of ``model`` (abstract or concrete); raise
     :class:`~nth.errors.MemoryBudgetError` with the itemized plan if the peak exceeds the budget."""
     model = as_model(model)
@@ -89,6 +93,11 @@ def plan_solve(model: AbstractModel, *, n: int, n_test: int, p: int, num_times: 
     }
     if dg:
         stages["DG correction"] = 2 * (kernel_bytes(n, 3, dtype) + kernel_bytes(n, 4, dtype)) + saved
+    if discrete:  # the tensors O11, O111, M, P (training and test rows) and one batch of their work
+        tensors = sum(gd_tensor_bytes(n, None, dtype).values()) + (sum(gd_tensor_bytes(n, n_test, dtype).values())
+                                                                   if n_test else 0)
+        work = IMPLEMENTATIONS["jvp"].work_bytes(model, 4, 1, n, n_test or n, False, in_shape)
+        stages["discrete-time hierarchy"] = tensors + work + 2 * saved
     stages = {k: models * v for k, v in stages.items()}
     plan = SolvePlan(kernels=kp, test_kernels=tp, resident=resident, stages=stages, budget=kp.budget, models=models)
     if plan.peak > plan.budget:

@@ -24,10 +24,10 @@ from jaxtyping import Array
 
 from ..compare import f_error, k2_error
 from ..data import Dataset, ProblemShape, load_problem, problem_shape, read_npz
-from ..dynamics import (FlowSolution, GDSolution, NTHSolution, default_horizon, dg_correction, eigenbasis,
-                        gradient_descent, gradient_flow, stable_lr, truncated_nth)
+from ..dynamics import (FlowSolution, GDSolution, NTHSolution, default_horizon, dg_correction, discrete_nth,
+                        eigenbasis, gradient_descent, gradient_flow, stable_lr, truncated_nth)
 from ..errors import ConfigError, DataError
-from ..kernel import KernelOperator, limiting_kernels
+from ..kernel import KernelOperator, gd_tensors, limiting_kernels
 from ..kernel import kernels as compute_kernels
 from ..kernel._engine import _mesh
 from ..models import AbstractModel, mlp_from_arrays, model_dtype, num_params, preset
@@ -154,7 +154,7 @@ def plan_run(cfg: SolveConfig, data: Dataset | ProblemShape, model: AbstractMode
     return plan_solve(model, n=data.n, n_test=data.k, p=cfg.p, num_times=cfg.num_times,
                       memory_budget=cfg.memory_budget, chunk=cfg.chunk, matrix_free=cfg.matrix_free, dg=cfg.use_dg,
                       nth_solver=cfg.nth_solver, flow_solver=cfg.flow_solver, implementation=cfg.kernel_impl,
-                      models=models, in_shape=data.in_shape)
+                      models=models, in_shape=data.in_shape, discrete=cfg.use_discrete_o1m)
 
 
 def describe_model(model: AbstractModel) -> str:
@@ -217,6 +217,9 @@ def errors_against(pred, flow: FlowSolution, gd: GDSolution | None) -> dict[str,
         e["max_test_error"] = float(f_error(pred.f_test, flow.f_test).max())
     if gd is not None:
         e["max_f_error_gd"] = float(f_error(pred.f, gd.f).max())
+        e["max_K2_error_gd"] = float(k2_error(pred.K2, gd.K2).max())
+        if gd.f_test is not None and pred.f_test is not None:
+            e["max_test_error_gd"] = float(f_error(pred.f_test, gd.f_test).max())
     return e
 
 
@@ -252,6 +255,22 @@ def _pick(tree, i: int):
     return jax.tree_util.tree_map(lambda x: x[i] if eqx.is_array(x) else x, tree)
 
 
+def discrete_predictions(cfg: SolveConfig, model: AbstractModel, X, Xt, y, ks, kt, f0, ft0, steps, plan: SolvePlan,
+                         devices, progress: bool, timed, say) -> dict[str, GDSolution]:
+    """The discrete-time hierarchy's predictions of gradient descent at ``cfg.lr`` (docs/math.md section 7): the
+    frozen kernel ("discrete_p2") always, the O(1/m) system ("discrete_o1m") when K^(3), K^(4) are dense."""
+    out = {"discrete_p2": timed("discrete_p2", lambda: discrete_nth(ks, f0, y, cfg.lr, steps, order="p2",
+                                                                     test_kernels=kt, f0_test=ft0))}
+    if cfg.use_discrete_o1m:
+        say("[+] discrete-time hierarchy: tensors O11, O111, M, P by nested JVPs, then the O(1/m) system")
+        kw = dict(memory_budget=plan.budget, progress=progress, devices=devices)
+        T = timed("discrete_tensors", lambda: gd_tensors(model, X, **kw))
+        Tt = None if Xt is None else timed("discrete_test_tensors", lambda: gd_tensors(model, X, first=Xt, **kw))
+        out["discrete_o1m"] = timed("discrete_o1m", lambda: discrete_nth(
+            ks, f0, y, cfg.lr, steps, order="o1m", tensors=T, test_kernels=kt, test_tensors=Tt, f0_test=ft0))
+    return out
+
+
 def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, devices=None,
                 log: Callable[[str], None] | None = None) -> list[SolveResult]:
     """Every stage of a run for each seed in ``seeds`` as one computation (module docstring).
@@ -269,7 +288,7 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds = {seeds!r} must be a non-empty list of distinct integers")
     B = len(seeds)
-    if B > 1 and (cfg.t_max is None or cfg.weights is not None or cfg.lr is not None or cfg.matrix_free):
+    if B > 1 and (cfg.t_max is None or cfg.weights is not None or cfg.gradient_descent or cfg.matrix_free):
         raise ConfigError("several seeds together need a fixed t_max, seeded weights (no --weights), gradient flow "
                           "(no --lr) and dense kernels (no --matrix-free); run them one at a time otherwise")
     devices = cfg.devices if devices is None else devices
@@ -319,12 +338,18 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
     if cfg.use_inf:  # Kbar^(2) (and its input checks) before the long solves; shared by every seed
         kbar = infinite_kernels(cfg, model.depth, X, Xt)
     gd = None
-    if cfg.lr is not None:
+    discrete: dict[str, Any] = {}
+    if cfg.gradient_descent:
+        stable = stable_lr(ks[2])
+        if cfg.lr_fraction is not None:  # the learning rate is a fraction of this network's stable step
+            cfg = dataclasses.replace(cfg, lr=cfg.lr_fraction * stable)
         steps = np.unique(np.round(np.linspace(0, cfg.steps, cfg.num_times)).astype(np.int64))
         ts = jnp.asarray(cfg.lr * steps, dtype=dtype)
         t_max = cfg.lr * cfg.steps
-        say(f"[+] gradient descent: lr {cfg.lr:g} (stable step about {stable_lr(ks[2]):.3g}), {cfg.steps} steps")
+        say(f"[+] gradient descent: lr {cfg.lr:g} ({cfg.lr / stable:.3g} of the stable step {stable:.3g}), "
+            f"{cfg.steps} steps")
         gd = timed("gradient_descent", lambda: gradient_descent(model, X, y, cfg.lr, steps, X_test=Xt))
+        discrete = discrete_predictions(cfg, model, X, Xt, y, ks, kt, f0, ft0, steps, plan, devices, progress, timed, say)
     else:
         t_max = cfg.t_max if cfg.t_max is not None else default_horizon(ks[2], f0, y, fall=DEFAULT_LOSS_FALL)
         ts = jnp.linspace(0.0, t_max, cfg.num_times, dtype=dtype)
@@ -338,6 +363,7 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
         preds[f"p{q}"] = timed(f"nth_p{q}", lambda q=q: truncated_nth(
             ks, f0, y, ts, p=q, test_kernels=kt, f0_test=ft0, solver=cfg.nth_settings, stacked=stacked,
             labels=labels))
+    preds.update(discrete)
     if cfg.use_inf:
         say("[+] m = inf: kernel gradient descent with the limiting NTK Kbar^(2) from the network's f(0)")
     if cfg.use_dg:
@@ -349,7 +375,8 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
         k_i, kt_i = pick(dense(ks)), pick(dense(kt))
         f0_i, ft0_i = pick(f0), pick(ft0)
         flow_i = dataclasses.replace(pick(flow), ts=flow.ts, stats=flow.stats[i] if stacked else flow.stats)
-        pr = {label: dataclasses.replace(pick(sol), ts=sol.ts, stats=sol.stats[i] if stacked else sol.stats)
+        pr = {label: sol if label in discrete else
+              dataclasses.replace(pick(sol), ts=sol.ts, stats=sol.stats[i] if stacked else sol.stats)
               for label, sol in preds.items()}
         w = dict(wall)
         if cfg.use_dg:

@@ -10,6 +10,9 @@ with T saved times, n training points, k test points and inputs of shape ``in``:
     R/dg/f, f_test, K2, loss, K2_late   DG first-order correction (p >= 4)   attrs: the errors, method
     R/inf/f, f_test, K2, loss           kernel gradient descent with Kbar^(2) (the m = inf row)
     R/gd/step, t, f, f_test, K2, loss   gradient descent at t = lr * step      attrs: lr, the errors
+    R/discrete/p2/f, f_test, K2, loss   the discrete-time hierarchy's predictions of gradient descent on the
+    R/discrete/o1m/...                  steps R/gd/step (frozen kernel; O(1/m) system; docs/math.md section 7)
+                                        attrs: lr, the errors (max_f_error_gd etc. against gradient descent)
     R/init/f0 (n,)                      outputs at t = 0
     R/kernels/K{r} (n,)*r, K{r}_test (k,)+(n,)*(r-1)   K^(r)(0) (solve files with save_kernels)
     R                                   attrs: width, seed, loss_fall, K2_movement, kernel_mean_abs_K{r},
@@ -48,16 +51,20 @@ COMPRESS_ABOVE = 65536
 
 
 def prediction_group(label: str) -> str:
-    """Group of a prediction label: p{q} -> nth/p{q}; dg, inf -> themselves."""
+    """Group of a prediction label: p{q} -> nth/p{q}; discrete_{order} -> discrete/{order}; dg, inf -> themselves."""
+    if label.startswith("discrete_"):
+        return "discrete/" + label[len("discrete_"):]
     return label if label in ("dg", "inf") else f"nth/{label}"
 
 
 def wall_key(label: str) -> str:
-    return label if label in ("dg", "inf") else f"nth_{label}"
+    return label if label in ("dg", "inf") or label.startswith("discrete_") else f"nth_{label}"
 
 
 def row_name(label: str) -> str:
-    """Table name of a prediction label: p=2.., dg, inf."""
+    """Table name of a prediction label: p=2.., dg, inf, d-p2, d-o1m (discrete time)."""
+    if label.startswith("discrete_"):
+        return "d-" + label[len("discrete_"):]
     return label if label in ("dg", "inf") else f"p={label[1:]}"
 
 
@@ -94,6 +101,8 @@ def run_datasets(result: SolveResult, *, save_kernels: bool = False) -> tuple[di
         if label == "dg":
             ds["dg/K2_late"] = pred.K2_late
             attrs[g]["method"] = pred.method
+        elif label.startswith("discrete_"):
+            attrs[g]["lr"] = pred.lr
         else:
             attrs[g]["num_steps"] = pred.stats.get("num_steps", -1)
     if result.gd is not None:

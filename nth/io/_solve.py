@@ -39,13 +39,15 @@ def run_solve(cfg: SolveConfig, out: str | os.PathLike | None = None, *, force: 
 
 
 def format_table(result: SolveResult) -> str:
-    """The per-prediction summary ``nth solve`` prints: errors against true gradient flow (and gradient
-    descent), and stage wall times."""
+    """The per-prediction summary ``nth solve`` prints: errors against true gradient flow (and, with a learning
+    rate, against gradient descent, the reference of the discrete-time rows d-p2 and d-o1m), and stage wall
+    times."""
     w = result.wall_times
     test = result.flow.f_test is not None
     gd = result.gd is not None
     head = f"{'level':>7} {'max_t |f-f_true|/sqrt(n)':>26} {'max |K2-K2_true|':>18}"
-    head += f" {'test error':>11}" * test + f" {'f vs GD':>10}" * gd + f" {'wall [s]':>9}"
+    tg = test and gd
+    head += f" {'test error':>11}" * test + f" {'f vs GD':>10}" * gd + f" {'test vs GD':>11}" * tg + f" {'wall [s]':>9}"
     lines = [head]
     for label, e in result.errors.items():
         if label == "gd":
@@ -53,14 +55,15 @@ def format_table(result: SolveResult) -> str:
         row = f"{row_name(label):>7} {e['max_f_error']:>26.3e} {e['max_K2_error']:>18.3e}"
         row += f" {e.get('max_test_error', float('nan')):>11.3e}" * test
         row += f" {e.get('max_f_error_gd', float('nan')):>10.3e}" * gd
+        row += f" {e.get('max_test_error_gd', float('nan')):>11.3e}" * tg
         lines.append(row + f" {w[wall_key(label)]:>9.2f}")
     if gd:
         e = result.errors["gd"]
         row = f"{'gd':>7} {e['max_f_error']:>26.3e} {e['max_K2_error']:>18.3e}"
-        row += f" {e.get('max_test_error', float('nan')):>11.3e}" * test + f" {'':>10}"
+        row += f" {e.get('max_test_error', float('nan')):>11.3e}" * test + f" {'(reference)':>10}" + f" {'':>11}" * tg
         lines.append(row + f" {w['gradient_descent']:>9.2f}")
     lines.append(f"{'true':>7} {'(reference)':>26} {'':>18}" + f" {'':>11}" * test + f" {'':>10}" * gd
-                 + f" {w['gradient_flow']:>9.2f}")
+                 + f" {'':>11}" * tg + f" {w['gradient_flow']:>9.2f}")
     lines.append(f"kernels K^(2)..K^({result.config['p']}): {w['kernels']:.2f} s"
                  + (f" (+ {w['test_kernels']:.2f} s at test inputs)" if "test_kernels" in w else "")
                  + (f"; write: {w['write']:.2f} s" if "write" in w else ""))

@@ -39,7 +39,9 @@ class SweepConfig:
     """A sweep: the widths, the seeds 0..num_seeds-1, and the solve configuration shared by every run.
 
     ``base.width`` and ``base.seed`` are ignored (set per run). ``t_max`` must be fixed so that every width
-    is compared on the same horizon (docs/math.md section 3); it defaults to 20.
+    is compared on the same horizon (docs/math.md section 3); it defaults to 20. With gradient descent
+    (``lr`` or ``lr_fraction`` and ``steps``) the horizon is lr * steps: the same for every run with ``lr``,
+    within O(1/sqrt(m)) of each other with ``lr_fraction`` (each network's own stable step).
     """
 
     widths: tuple[int, ...]
@@ -55,9 +57,10 @@ class SweepConfig:
             raise ConfigError(f"seeds = {self.num_seeds!r} must be a positive integer")
         if self.base.weights is not None:
             raise ConfigError("a width sweep draws its own weights; --weights cannot be used with nth sweep")
-        if self.base.lr is not None:
-            raise ConfigError("nth sweep compares with gradient flow; --lr/--steps are for nth solve")
-        if self.base.t_max is None:
+        if self.base.gradient_descent:
+            if self.base.lr is not None and self.base.t_max is not None:
+                raise ConfigError("with --lr the horizon is lr * steps; do not pass --t-max")
+        elif self.base.t_max is None:
             raise ConfigError("a sweep needs a fixed horizon t_max shared by every width")
         self.run_config(self.widths[0], 0).validate()
 
@@ -166,6 +169,9 @@ def run_sweep(cfg: SweepConfig, path: str, *, progress: bool = False, batch_seed
     each still committed as its own run. Returns {"done": runs already in the file, "ran": runs computed now}.
     """
     cfg.validate()
+    if batch_seeds and cfg.base.gradient_descent:
+        raise ConfigError("--batch-seeds computes gradient flow only; run a gradient-descent sweep (--lr / "
+                          "--lr-fraction) without it")
     path = check_output_path(path, force=True)
     with writer_lock(path, f"nth sweep (widths {','.join(map(str, cfg.widths))}, {cfg.num_seeds} seeds)"):
         done = open_sweep(cfg, path, log=log)
@@ -221,6 +227,10 @@ def _flat_name(path: str) -> str | None:
         return f"{parts[1]}_{parts[2]}"
     if parts[0] in ("dg", "inf"):
         return f"{parts[0]}_{parts[1]}"
+    if parts[0] == "gd" and len(parts) == 2:
+        return f"gd_{parts[1]}"
+    if parts[0] == "discrete" and len(parts) == 3:
+        return f"discrete_{parts[1]}_{parts[2]}"
     return None
 
 
@@ -256,7 +266,7 @@ def load_sweep(path: str) -> dict[str, Any]:
                                    "same nth sweep again to recompute them")
         cfg = json.loads(h.attrs["sweep_config"])
         widths, seeds = list(cfg["widths"]), list(range(cfg["num_seeds"]))
-        labels = [f"p{q}" for q in range(2, cfg["base"]["p"] + 1)] + ["dg", "inf"]
+        labels = [f"p{q}" for q in range(2, cfg["base"]["p"] + 1)] + ["dg", "inf", "discrete_p2", "discrete_o1m"]
         scalars: dict[str, np.ndarray] = {}
         runs: dict[tuple[int, int], dict[str, np.ndarray]] = {}
         for name, g in h["runs"].items():
