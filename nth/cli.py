@@ -266,7 +266,7 @@ def _solve(args) -> int:
     if args.dry_run:
         print(dry_run(cfg))
         return 0
-    out = args.out or default_out_path(cfg)
+    out = default_out_path(cfg) if args.out is None else args.out
     result = run_solve(cfg, out, force=args.force, progress=not args.quiet, log=None if args.quiet else stderr_log)
     print(format_table(result))
     return 0
@@ -303,15 +303,15 @@ def _plot(args) -> int:
         return 0
     stem = os.path.splitext(args.sweep)[0]
     if args.kind == "error-vs-width":
-        out = args.out or f"{stem}_{args.quantity.replace('max_', '')}_vs_width.png"
+        out = args.out if args.out is not None else f"{stem}_{args.quantity.replace('max_', '')}_vs_width.png"
         fits = plot.error_vs_width(args.sweep, out, quantity=args.quantity)
         for label, (s, lo, hi) in fits.items():
             print(f"{label:>4}: slope {s:.2f}  95% CI [{lo:.2f}, {hi:.2f}]")
     elif args.kind == "trajectories":
-        out = args.out or f"{stem}_trajectories.png"
+        out = args.out if args.out is not None else f"{stem}_trajectories.png"
         plot.trajectories(args.sweep, out, seed=args.seed, entry=args.entry)
     else:
-        out = args.out or f"{stem}_kernel_sizes.png"
+        out = args.out if args.out is not None else f"{stem}_kernel_sizes.png"
         for label, (s, lo, hi) in plot.kernel_sizes(args.sweep, out).items():
             print(f"{label:>12}: slope {s:.2f}  95% CI [{lo:.2f}, {hi:.2f}]")
     print(f"wrote {out}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
+import zlib
 from typing import NamedTuple
 
 import numpy as np
@@ -118,6 +120,8 @@ def make_dataset(X: Float[np.ndarray, "n *in"], y: Float[np.ndarray, " n"], X_te
     Xt = None
     if X_test is not None:
         Xt = _real_array("X_test", X_test, source)
+        if Xt.ndim >= 1 and Xt.shape[0] == 0:
+            raise DataError(f"{source}: 'X_test' has 0 rows; leave it out of the file for a run without test inputs")
         if Xt.shape[1:] != X.shape[1:]:
             want = ", ".join(map(str, X.shape[1:]))
             raise DataError(f"{source}: 'X_test' has shape {Xt.shape}; expected (k, {want}) to match 'X'")
@@ -196,12 +200,12 @@ def digits_problem(per_class: int = 10, classes: tuple[int, int] = (0, 1), n_tes
 def npz_headers(path: str, kind: str = "data") -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """The shape and dtype of every array of an ``.npz`` file, read from the headers (nothing is loaded);
     DataError if the file is missing, not an .npz archive, or holds pickled objects."""
-    import zipfile
-
     if not os.path.exists(path):
         raise DataError(f"{kind} file {path!r} does not exist")
     if os.path.isdir(path):
         raise DataError(f"{kind} file {path!r} is a directory, not an .npz file")
+    if not os.path.isfile(path):  # a FIFO or device would block or never end
+        raise DataError(f"{kind} file {path!r} is not a regular file; give an .npz file written by numpy.savez")
     if not zipfile.is_zipfile(path):
         size = os.path.getsize(path)
         raise DataError(f"{kind} file {path!r} ({size} bytes) is not an .npz archive; write one with "
@@ -217,9 +221,9 @@ def npz_headers(path: str, kind: str = "data") -> dict[str, tuple[tuple[int, ...
                     read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
                     shape, _, dtype = read(fh)
                 out[info.filename[:-4]] = (tuple(int(s) for s in shape), np.dtype(dtype))
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{kind} file {path!r} is not a readable .npz archive ({e}); write one with "
-                        "numpy.savez(path, X=..., y=...)") from None
+    except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"{kind} file {path!r} is not a readable .npz archive ({type(e).__name__}: {e}); write one "
+                        "with numpy.savez(path, X=..., y=...)") from None
     for k, (_, dt) in out.items():
         if dt.kind == "c":
             raise DataError(f"{kind} file {path!r}: '{k}' is complex ({dt}); nth trains real networks on real data, so "
@@ -237,8 +241,8 @@ def read_npz(path: str, kind: str = "data") -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"{kind} file {path!r} is not a readable .npz archive ({e})") from None
+    except (OSError, ValueError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"{kind} file {path!r} is not a readable .npz archive ({type(e).__name__}: {e})") from None
 
 
 def _check_members(path: str, found, targets: bool) -> None:

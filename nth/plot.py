@@ -112,9 +112,12 @@ def error_vs_width(path: str, out: str, *, quantity: str = "max_f_error") -> dic
         line, = ax.plot(widths, g, "o-", label=f"{_name(label)}: slope {s:.2f} [{lo:.2f}, {hi:.2f}]")
         ax.scatter(np.repeat(widths, E.shape[1]), E.ravel(), s=6, color=line.get_color(), alpha=0.3)
     first = {lab: geometric_mean(sc[f"{quantity}_{lab}"][0]) for lab in labels}
-    second = [first[lab] for lab in ("p4", "dg", "discrete_o1m") if lab in first]
-    refs = {-1: max(v for lab, v in first.items() if lab != "inf") if len(first) > ("inf" in first) else None,
-            -2: max(second) if second else None, -0.5: first.get("inf")}
+    if quantity.endswith("_gd"):  # against gradient descent the discrete rows carry the 1/m and 1/m^2 laws
+        refs = {-1: first.get("discrete_p2"), -2: first.get("discrete_o1m")}
+    else:
+        second = [first[lab] for lab in ("p4", "dg") if lab in first]
+        refs = {-1: max(v for lab, v in first.items() if lab != "inf") if len(first) > ("inf" in first) else None,
+                -2: max(second) if second else None, -0.5: first.get("inf")}
     _reference_slopes(ax, widths, {s: a for s, a in refs.items() if a is not None})
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")

@@ -8,7 +8,8 @@ sweep() { local name=$1; shift; local t0=$SECONDS; echo "== $name: nth sweep $*"
           nth sweep "$@" --out "results/sweep_$name.h5" --quiet
           echo "$name $((SECONDS - t0)) s" >> results/walltimes.txt
           nth plot error-vs-width "results/sweep_$name.h5" --quantity max_f_error_gd; }
-common=(--depth 1 --n 4 --d 3 --n-test 2 --widths 256,512,1024,2048 --seeds 5 --p 4 --num-times 11 --no-inf)
-sweep gd_half_mlp "${common[@]}" --lr-fraction 0.5 --steps 30
-sweep gd_tenth_mlp "${common[@]}" --lr-fraction 0.1 --steps 150
-sweep gd_half_resnet "${common[@]}" --arch resnet --lr-fraction 0.5 --steps 30
+common=(--depth 1 --n 4 --d 3 --n-test 2 --p 4 --num-times 11 --no-inf)
+mlp=(--widths 256,512,1024,2048,4096 --seeds 10)
+sweep gd_half_mlp "${common[@]}" "${mlp[@]}" --lr-fraction 0.5 --steps 30
+sweep gd_tenth_mlp "${common[@]}" "${mlp[@]}" --lr-fraction 0.1 --steps 150
+sweep gd_half_resnet "${common[@]}" --arch resnet --widths 256,512,1024,2048 --seeds 5 --lr-fraction 0.5 --steps 30

@@ -88,6 +88,22 @@ def _truncated_h5(tmp):
     return path
 
 
+def _fifo(tmp):
+    os.mkfifo(tmp / "fifo.npz")
+    return tmp / "fifo.npz"
+
+
+def _bad_deflate(tmp):
+    """An .npz whose compressed member's deflate stream is damaged (its CRC would catch nothing: zlib fails first)."""
+    path = tmp / "deflate.npz"
+    np.savez_compressed(path, X=np.arange(400.0).reshape(100, 4), y=np.zeros(100))
+    data = bytearray(path.read_bytes())
+    start = data.index(b"X.npy") + 40
+    data[start:start + 40] = b"\xff" * 40
+    path.write_bytes(bytes(data))
+    return path
+
+
 def _dangling(tmp, name):
     os.symlink(tmp / "missing" / "target", tmp / name)
     return tmp / name
@@ -118,6 +134,17 @@ def _path_argv(tmp, cmd, what):
         return ["plot", "error-vs-width", str(tmp / "sweep.h5"), "--out", re.sub(r"\.h5$", ".png", out)]
     base = {"solve": SOLVE, "sweep": SWEEP, "kernel": KERNEL}[cmd]
     return [*base, "--out", out]
+
+
+def test_trailing_slash_and_empty_names_are_refused_before_computing(tmp_path, capsys, no_compute):
+    (tmp_path / "file.h5").write_bytes(b"x")
+    for out, pattern in ((f"{tmp_path}/newdir/", r"names a directory"), (f"{tmp_path}/file.h5/", r"names a directory"),
+                         ("", r"empty or not a file name")):
+        for base in (SOLVE, SWEEP, KERNEL):
+            code, _ = run([*base, "--out", out] + (["--force"] if base is SOLVE else []))
+            err = capsys.readouterr().err
+            assert code == 2 and re.search(pattern, err), (base[0], out, err)
+    assert sorted(os.listdir(tmp_path)) == ["file.h5"]
 
 
 PATH_PATTERNS = {"long-name": r"is 30\d bytes long and this file system allows \d+",
@@ -162,6 +189,10 @@ CASES = [
      r"is not an \.npz archive; write one with numpy\.savez"),
     ("pickled-npz", lambda t: ["solve", "--data", _npz(t, X=np.array([{"a": 1}] * 4, dtype=object)), "--quiet"],
      2, r"hold Python objects"),
+    ("fifo-as-npz", lambda t: ["solve", "--data", _fifo(t), "--quiet"], 2, r"is not a regular file"),
+    ("empty-X_test", lambda t: ["solve", "--data", _npz(t, X_test=np.zeros((0, 3))), "--quiet"], 2,
+     r"'X_test' has 0 rows"),
+    ("bad-deflate-npz", lambda t: ["solve", "--data", _bad_deflate(t), "--quiet"], 2, r"is not a readable \.npz archive"),
     ("plot-missing", lambda t: ["plot", "kernel-sizes", t / "nope.h5"], 2, r"sweep file .* does not exist"),
     ("plot-empty", lambda t: ["plot", "kernel-sizes", _text_file(t, "e.h5", "")], 2, r"is empty \(0 bytes\)"),
     ("plot-text", lambda t: ["plot", "trajectories", _text_file(t, "t.h5")], 2, r"is not a readable HDF5 file"),
@@ -303,6 +334,43 @@ def test_read_only_file_system(tmp_path, cmd):
                         r"choose another --out\n", proc.stderr), proc.stderr
 
 
+def test_refused_sweep_leaves_no_file_and_the_corrected_command_runs(tmp_path, capsys):
+    """A sweep refused by its plan (or failing in its first run) leaves no file and no directory behind, so the
+    corrected command is not blocked by "different arguments"."""
+    out = tmp_path / "new" / "sweep.h5"
+    code, _ = run([*SWEEP[:2], "100000000", *SWEEP[3:], "--out", out])
+    assert code == 2 and "over the memory budget" in capsys.readouterr().err
+    code, _ = run([*SWEEP[:2], "8", *SWEEP[3:], "--max-steps", "1", "--out", out])
+    assert code == 2 and "solve failed" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+    assert run([*SWEEP[:2], "8", *SWEEP[3:], "--out", out])[0] == 0
+
+
+def test_outputs_through_symbolic_links(tmp_path, capsys):
+    """Through a link the file it points to is written and the link stays; a read-only sweep file is refused,
+    and a replaced file keeps its permissions."""
+    store = tmp_path / "store"
+    store.mkdir()
+    real, link = store / "sweep.h5", tmp_path / "link.h5"
+    argv = ["sweep", "--widths", "8", "--seeds", "2", *SWEEP[5:]]
+    assert run([*argv, "--out", real])[0] == 0
+    with h5py.File(real, "r+") as h:  # a sweep with one run still to do
+        del h["runs/m8_s1"]
+    os.symlink(real, link)
+    assert run([*argv, "--out", link])[0] == 0
+    assert os.path.islink(link) and nth.io.finished_runs(str(real)) == {"m8_s0", "m8_s1"}
+    if not ROOT:
+        os.chmod(real, 0o440)
+        assert run([*argv, "--out", link])[0] == 2 and "is read-only" in capsys.readouterr().err
+        os.chmod(real, 0o640)
+    out = tmp_path / "solve.h5"
+    assert run([*SOLVE, "--out", out])[0] == 0
+    os.chmod(out, 0o600)
+    assert run([*SOLVE, "--out", out, "--force", "--seed", "1"])[0] == 0
+    assert os.stat(out).st_mode & 0o777 == 0o600
+    assert sorted(os.listdir(tmp_path)) == ["link.h5", "solve.h5", "store"]
+
+
 def test_stale_temporaries_and_locks_of_a_killed_writer_are_removed(tmp_path):
     """A killed run leaves its (possibly 0-byte) temporary file and lock file; the next writer of the same
     target removes them and succeeds."""
@@ -428,7 +496,7 @@ def test_full_disk_in_the_middle_of_a_sweep(tmp_path, capsys, monkeypatch):
 
     def write_all(fd, data):
         calls.append(len(data))
-        if len(calls) == 3:  # 1: the new file, 2: run m8_s0, 3: run m8_s1
+        if len(calls) == 2:  # 1: the new file with run m8_s0, 2: run m8_s1
             _enospc_after(100)(fd, data)
         real(fd, data)
 

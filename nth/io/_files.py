@@ -35,8 +35,9 @@ from ..errors import ConfigError, OutputExistsError, OutputWriteError, WriterBus
 
 #: Bytes written per os.write call.
 _BLOCK = 1 << 24
-#: Locks this process holds: absolute target path -> (fd, lock path); a nested writer_lock is a no-op.
-_HELD: dict[str, tuple[int, str]] = {}
+#: Locks this process holds: resolved target path -> (fd, lock path, directories created for it); a nested
+#: writer_lock is a no-op.
+_HELD: dict[str, tuple[int, str, list[str]]] = {}
 #: Temporary files this process is writing right now.
 _TEMPS: set[str] = set()
 
@@ -47,14 +48,24 @@ def abandon() -> None:
     for tmp in list(_TEMPS):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-    for _, lock_path in list(_HELD.values()):
+    for _, lock_path, created in list(_HELD.values()):
         with contextlib.suppress(OSError):
             os.unlink(lock_path)
+        for d in created:  # deepest first; stops at the first that is not empty
+            try:
+                os.rmdir(d)
+            except OSError:
+                break
+
+
+def _real(path: str | os.PathLike) -> str:
+    """The file a path names, symbolic links (of the file and its directories) resolved: one file, one lock."""
+    return os.path.realpath(os.fspath(path))
 
 
 def _key(path: str) -> tuple[str, str]:
     """(directory, short stem) of the sidecar files of ``path``: names of fixed length, whatever the target's."""
-    full = os.path.abspath(path)
+    full = _real(path)
     digest = hashlib.sha1(os.path.basename(full).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return os.path.dirname(full), f".nth-{digest}"
 
@@ -81,6 +92,9 @@ def check_output_path(path: str | os.PathLike, force: bool) -> str:
         raise ConfigError(f"output path {path!r} is not valid UTF-8; choose a name of UTF-8 characters") from None
     if "\0" in path:
         raise ConfigError(f"output path {path!r} contains a NUL character")
+    if path.endswith(os.sep) or os.path.basename(path) in ("", ".", ".."):
+        raise ConfigError(f"output path {path!r} names a directory; give a file name such as "
+                          f"{os.path.join(path, 'run.h5')}")
     if os.path.isdir(path):
         raise ConfigError(f"output path {path!r} is a directory; give a file name such as {path}/run.h5")
     if os.path.islink(path) and not os.path.exists(path):
@@ -91,7 +105,7 @@ def check_output_path(path: str | os.PathLike, force: bool) -> str:
                                 "to overwrite it")
     if os.path.lexists(path) and not os.path.isfile(path):
         raise ConfigError(f"output path {path!r} exists and is not a regular file; choose another --out")
-    directory = os.path.dirname(os.path.abspath(path))
+    directory = os.path.dirname(_real(path))
     anc = _nearest_existing(directory)
     if not os.path.isdir(anc):
         raise ConfigError(f"cannot write {path!r}: {anc!r} is a file, not a directory; choose another --out")
@@ -99,7 +113,10 @@ def check_output_path(path: str | os.PathLike, force: bool) -> str:
         name_max = os.pathconf(anc, "PC_NAME_MAX")
     except (OSError, ValueError):
         name_max = 255
-    for part in os.path.relpath(os.path.abspath(path), anc).split(os.sep):
+    if len(_real(path).encode("utf-8")) >= 4096:
+        raise ConfigError(f"cannot write {path[:60]!r}...: the path is {len(_real(path).encode('utf-8'))} bytes long, "
+                          "over the 4095 this system allows; choose a shorter --out")
+    for part in os.path.relpath(_real(path), anc).split(os.sep):
         if len(part.encode("utf-8")) > name_max:
             raise ConfigError(f"cannot write {path!r}: the name {part[:40]!r}... is {len(part.encode('utf-8'))} "
                               f"bytes long and this file system allows {name_max}; choose a shorter --out")
@@ -126,7 +143,7 @@ def _holder(lock_path: str) -> str:
 def writer_lock(path: str | os.PathLike, what: str = "nth") -> Iterator[None]:
     """Hold the exclusive writer lock of ``path`` (module docstring); refuse with WriterBusyError if another
     process holds it. Re-entrant within a process. Creates the target's directory if needed."""
-    target = os.path.abspath(os.fspath(path))
+    target = _real(path)
     if target in _HELD:
         yield
         return
@@ -139,6 +156,9 @@ def writer_lock(path: str | os.PathLike, what: str = "nth") -> Iterator[None]:
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as e:
+        for d in created:
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
         raise ConfigError(f"cannot create the directory {directory!r} of {os.fspath(path)!r} ({e.strerror})") from None
     lock_path = os.path.join(directory, stem + ".lock")
     while True:
@@ -168,7 +188,7 @@ def writer_lock(path: str | os.PathLike, what: str = "nth") -> Iterator[None]:
         os.write(fd, f"{what} (pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
     except OSError:
         pass  # the holder's description is a courtesy
-    _HELD[target] = (fd, lock_path)
+    _HELD[target] = (fd, lock_path, created)
     try:
         _remove_temporaries(target)  # left by a killed writer; nobody else writes this target now
         yield
@@ -207,15 +227,18 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, force: bool = False, w
     OutputWriteError (naming the cause, e.g. no space left on the device) if the bytes cannot be written; in
     every failure no temporary file is left and an existing file is unchanged.
     """
-    path = check_output_path(path, force)
+    shown = check_output_path(path, force)
+    path = _real(shown)  # through a symbolic link, the file it points to is written (the link stays)
     with writer_lock(path, what):
         directory, stem = _key(path)
         tmp = os.path.join(directory, f"{stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
             umask = os.umask(0)
             os.umask(umask)
+            mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o666 & ~umask
             _TEMPS.add(tmp)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~umask)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.fchmod(fd, mode)  # a replaced file keeps its permissions
             try:
                 _write_all(fd, data)
                 os.fsync(fd)
@@ -246,11 +269,11 @@ def write_atomic(path: str | os.PathLike, data: bytes, *, force: bool = False, w
                 raise
             why = "no space left on the device" if e.errno == errno.ENOSPC else \
                 "disk quota exceeded" if e.errno == errno.EDQUOT else (e.strerror or str(e))
-            raise OutputWriteError(f"could not write {path!r}: {why} ({len(data)} bytes to write); nothing was "
+            raise OutputWriteError(f"could not write {shown!r}: {why} ({len(data)} bytes to write); nothing was "
                                    "written" + ("" if not os.path.lexists(path) else " and the existing file is "
                                                 "unchanged")) from None
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             _TEMPS.discard(tmp)
-    return path
+    return shown

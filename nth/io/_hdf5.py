@@ -133,11 +133,14 @@ def digest(obj: h5py.Group | h5py.Dataset, skip: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def verify(obj: h5py.Group | h5py.Dataset) -> bool:
-    """Whether ``obj`` can be read in full and matches its stored ``sha256`` attribute (True if it has none)."""
+def verify(obj: h5py.Group | h5py.Dataset, required: bool = False) -> bool:
+    """Whether ``obj`` can be read in full and matches its stored ``sha256`` attribute (without one: True, unless
+    ``required``)."""
     try:
         stored = obj.attrs.get("sha256")
-        return stored is None or str(stored) == digest(obj)
+        if stored is None:
+            return not required
+        return str(stored) == digest(obj)
     except (OSError, KeyError, ValueError, RuntimeError, UnicodeDecodeError):
         return False
 

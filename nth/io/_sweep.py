@@ -104,12 +104,13 @@ def finished_runs(path: str) -> set[str]:
 def _damaged(h: h5py.File) -> tuple[bool, list[str]]:
     """(whether /data is damaged, names of the damaged runs): parts that cannot be read in full or fail their
     sha256 attribute (:func:`nth.io._hdf5.verify`)."""
-    data_bad = "data" in h and not verify(h["data"])
+    required = h.attrs.get("checksums") == "sha256"  # files written since checksums exist carry one on every run
+    data_bad = "data" in h and not verify(h["data"], required)
     try:
         names = list(h["runs"].keys())
     except (OSError, KeyError, RuntimeError):
         return data_bad, ["runs"]
-    return data_bad, [name for name in names if not verify(h["runs"][name])]
+    return data_bad, [name for name in names if not verify(h["runs"][name], required)]
 
 
 def open_sweep(cfg: SweepConfig, path: str, log: Callable[[str], None] | None = None) -> set[str]:
@@ -117,6 +118,8 @@ def open_sweep(cfg: SweepConfig, path: str, log: Callable[[str], None] | None = 
     return the names of the (intact) runs it already holds. Damaged runs are removed, to be computed again.
     The caller holds the writer lock of ``path``."""
     if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"{path!r} is read-only; make it writable (chmod u+w) to add runs, or choose another --out")
         try:
             h = h5py.File(path, "r")
         except OSError as e:
@@ -152,10 +155,12 @@ def open_sweep(cfg: SweepConfig, path: str, log: Callable[[str], None] | None = 
 
             _commit(path, drop)
         return finished_runs(path)
-    attrs = file_attrs() | {"format": FORMAT, "sweep_config": cfg.to_json(), "widths": np.asarray(cfg.widths),
-                            "seeds": np.arange(cfg.num_seeds)}
-    _commit(path, lambda h: h.create_group("runs"), create_attrs=attrs)
-    return set()
+    return set()  # a new file is created with its first run (a refused or failed sweep leaves no file)
+
+
+def _new_file_attrs(cfg: SweepConfig) -> dict[str, Any]:
+    return file_attrs() | {"format": FORMAT, "sweep_config": cfg.to_json(), "widths": np.asarray(cfg.widths),
+                           "seeds": np.arange(cfg.num_seeds), "checksums": "sha256"}
 
 
 def run_sweep(cfg: SweepConfig, path: str, *, progress: bool = False, batch_seeds: bool = False, devices=None,
@@ -191,7 +196,7 @@ def run_sweep(cfg: SweepConfig, path: str, *, progress: bool = False, batch_seed
                 if bar is not None:
                     bar.set_postfix(width=w, seeds=",".join(map(str, seeds)))
                 for s, res in zip(seeds, solve_seeds(cfg.run_config(w, seeds[0]), seeds, devices=devices)):
-                    _commit_run(path, w, s, res)
+                    _commit_run(path, w, s, res, None if os.path.exists(path) else _new_file_attrs(cfg))
                     if on_run:
                         on_run(run_name(w, s), res)
                     if bar is not None:
@@ -202,11 +207,15 @@ def run_sweep(cfg: SweepConfig, path: str, *, progress: bool = False, batch_seed
     return {"done": len(done), "ran": len(todo)}
 
 
-def _commit_run(path: str, w: int, s: int, res: SolveResult) -> None:
+def _commit_run(path: str, w: int, s: int, res: SolveResult, create: dict[str, Any] | None = None) -> None:
+    """Add one run (and, the first time, the data) to the sweep file; ``create``: the root attributes of a new
+    file, created by this commit."""
     ds, attrs = run_datasets(res)
     attrs[""].update(created=created_now(), config=json.dumps(res.config, default=str))
 
     def add(h):
+        if "runs" not in h:
+            h.create_group("runs")
         if "data" not in h:
             data_ds, data_attrs = data_datasets(res.data)
             _write_group(h, data_ds, data_attrs)
@@ -215,7 +224,7 @@ def _commit_run(path: str, w: int, s: int, res: SolveResult) -> None:
         _write_group(g, ds, attrs)
         g.attrs["sha256"] = digest(g)
 
-    _commit(path, add)
+    _commit(path, add, create_attrs=create)
 
 
 #: How a run's datasets of layout 2 map onto the flat names of layout 1 (what load_sweep returns for both).
