@@ -17,3 +17,4 @@ python scripts/results_table.py results/sweep_{tanh_d1,gelu_d1,digits_tanh_d1,ta
 scripts/inf_vs_p2.sh
 scripts/dichotomy.sh
 scripts/architectures.sh
+scripts/gd_sweeps.sh
