@@ -18,3 +18,4 @@ scripts/inf_vs_p2.sh
 scripts/dichotomy.sh
 scripts/architectures.sh
 scripts/gd_sweeps.sh
+python scripts/gd_lr_study.py --width 1024 --seeds 5 --out results/gd_lr_study
