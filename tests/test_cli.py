@@ -150,6 +150,8 @@ def test_dry_run_prints_the_plan_and_refuses_what_would_not_fit(tmp_path, capsys
     assert "--matrix-free" in capsys.readouterr().err
     assert main(["solve", "--p", "4", "--n", "128", "--memory-budget", "2GiB", "--matrix-free", "--dry-run"]) == 0
     assert "K^(4): not stored" in capsys.readouterr().out
+    assert main(["solve", "--p", "4", "--n", "16", "--lr", "0.1", "--steps", "10", "--dry-run"]) == 0
+    assert "stage discrete-time hierarchy" in capsys.readouterr().out  # the tensors O11, O111, M, P are planned
     assert os.listdir(tmp_path) == []
 
 

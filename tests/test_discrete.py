@@ -154,3 +154,13 @@ def test_discrete_prediction_of_gradient_descent(problem):
     test = {name: float(nth.f_error(sol.f_test, gd.f_test).max()) for name, sol in (("o1m", o1m), ("p2", p2))}
     assert test["o1m"] < test["p2"] / 5, test
     np.testing.assert_allclose(o1m.ts, gd.ts)
+
+
+def test_tensors_are_planned_before_allocation(tiny):
+    """The discrete-time tensors' bytes (n^4 each) and one batch of work are predicted and refused over budget."""
+    model, X, _, _ = tiny
+    with pytest.raises(nth.MemoryBudgetError, match=r"discrete-time tensors at n = 3 need about .*grow like n\^4"):
+        nth.gd_tensors(model, X, memory_budget=20_000)
+    sizes = nth.kernel._gd.gd_tensor_bytes(10, 2, jnp.float64)
+    assert sizes == {"O11": 2 * 100 * 8, "O111": 2 * 1000 * 8, "M": 2 * 1000 * 8, "P": 2 * 1000 * 8}
+

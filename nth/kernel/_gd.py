@@ -30,7 +30,7 @@ from ..models import grouped_derivative, partition
 from ..models._base import first_model, model_dtype
 from ._engine import TensorSpec, tensor
 from ._impl import IMPLEMENTATIONS, jacobian_ntk
-from ._plan import format_bytes, plan_kernels
+from ._plan import default_memory_budget, format_bytes, plan_kernels
 
 #: name -> (direction groups as slot positions, head axes: 1 for a derivative of f, 2 for one of K^(2)).
 GD_TENSORS: dict[str, tuple[tuple[tuple[int, ...], ...], int]] = {
@@ -98,15 +98,21 @@ def gd_tensors(model: AbstractModel, X: Float[Array, "n *in"], *, first: Float[A
     specs = [gd_spec(name) for name in names]
     n, k = X.shape[0], None if X1 is None else X1.shape[0]
     # one batch of M's work (a second derivative of K^(2)) bounds every tensor's; K^(4)'s plan gives it
-    plan = plan_kernels(one, n, 4, implementation=IMPLEMENTATIONS["jvp"], memory_budget=memory_budget, chunk=chunk,
-                        first_rows=k, models=B, in_shape=tuple(X.shape[1:]))
     sizes = {s: b * B for s, b in gd_tensor_bytes(n, k, model_dtype(one)).items() if s in names}
-    total = sum(sizes.values()) + plan.work_bytes * B
-    if total > plan.budget:
+    jvp, in_shape = IMPLEMENTATIONS["jvp"], tuple(X.shape[1:])
+    try:
+        plan = plan_kernels(one, n, 4, implementation=jvp, memory_budget=memory_budget, chunk=chunk, first_rows=k,
+                            models=B, in_shape=in_shape)
+        work, budget = plan.work_bytes * B, plan.budget
+    except MemoryBudgetError:  # even one batch of work does not fit: say so for these tensors
+        plan, work = None, jvp.work_bytes(one, 4, 1, n, k or n, False, in_shape) * B
+        budget = default_memory_budget() if memory_budget is None else int(memory_budget)
+    total = sum(sizes.values()) + work
+    if plan is None or total > budget:
         raise MemoryBudgetError(
             f"the discrete-time tensors at n = {n} need about {format_bytes(total)}, over the memory budget of "
-            f"{format_bytes(plan.budget)}: " + ", ".join(f"{s} {format_bytes(b)}" for s, b in sizes.items())
-            + f", work per batch {format_bytes(plan.work_bytes * B)}. Reduce n (they grow like n^4), the width, or "
+            f"{format_bytes(budget)}: " + ", ".join(f"{s} {format_bytes(b)}" for s, b in sizes.items())
+            + f", work per batch {format_bytes(work)}. Reduce n (they grow like n^4), the width, or "
             "raise the budget (--memory-budget / memory_budget=).")
     return {s.label: tensor(model, X, s, first=X1, chunk=plan.chunk, progress=progress, devices=devices,
                             stacked=stacked) for s in specs}
