@@ -31,18 +31,6 @@ def check_scales(**values: float) -> None:
             raise ConfigError(f"{name} = {val!r} must be a finite positive number")
 
 
-def check_finite(name: str, arr: np.ndarray, source: str, what: str = "values") -> None:
-    """Raise DataError if ``arr`` holds NaN or inf, naming the first offending index."""
-    arr = np.asarray(arr)
-    if not np.issubdtype(arr.dtype, np.number):
-        raise DataError(f"{source}: '{name}' has non-numeric dtype {arr.dtype}")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise DataError(f"{source}: '{name}' has {int(bad.sum())} non-finite value(s), first at index {idx} "
-                        f"({arr[idx]!r}); all {what} must be finite")
-
-
 # ---- array arguments of library functions ------------------------------------------------------------
 
 
@@ -88,13 +76,16 @@ def check_all_finite(name: str, x: Any, *, where: str = "", what: str = "values"
     if is_traced(x) or not np.issubdtype(np.dtype(x.dtype), np.inexact):
         return
     ok = np.isfinite(x).all() if isinstance(x, np.ndarray) else jnp.isfinite(x).all()
-    if bool(ok):
-        return
+    if not bool(ok):
+        raise DataError(f"{_at(where)}'{name}' has {_non_finite(x)}; {what} must be finite")
+
+
+def _non_finite(x, place: str = "") -> str:
+    """'3 non-finite value(s){place}, first at index (1, 2) (nan)' for an array known to hold some."""
     arr = np.asarray(x)
     bad = ~np.isfinite(arr)
     idx = tuple(int(i) for i in np.argwhere(bad)[0])
-    raise DataError(f"{_at(where)}'{name}' has {int(bad.sum())} non-finite value(s), first at index {idx} "
-                    f"({float(arr[idx])}); {what} must be finite")
+    return f"{int(bad.sum())} non-finite value(s){place}, first at index {idx} ({float(arr[idx])})"
 
 
 def shape_fits(shape: Sequence[int], expected: Shape) -> bool:
@@ -167,13 +158,9 @@ def check_tree_finite(name: str, tree: Any, *, where: str = "", what: str = "val
     if bool(jnp.stack([jnp.isfinite(x).all() for _, x in leaves]).all()):
         return
     for path, x in leaves:
-        arr = np.asarray(x)
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            idx = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise DataError(f"{_at(where)}'{name}' has {int(bad.sum())} non-finite value(s) in "
-                            f"{jax.tree_util.keystr(path) or 'its array'} (first at index {idx}: "
-                            f"{float(arr[idx])}); {what} must be finite")
+        if not np.isfinite(np.asarray(x)).all():
+            place = f" in {jax.tree_util.keystr(path) or 'its array'}"
+            raise DataError(f"{_at(where)}'{name}' has {_non_finite(x, place)}; {what} must be finite")
 
 
 #: Seeds are integers in 0..2^63 - 1 (what numpy's and JAX's generators both accept).

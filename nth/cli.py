@@ -13,7 +13,7 @@ import threading
 import time
 
 from . import __version__
-from .checks import MAX_SEED
+from .checks import check_seed
 from .data import NORMALIZATIONS
 from .dynamics import DG_METHODS, SOLVERS
 from .engine import DTYPES, SolveConfig, dry_run
@@ -54,8 +54,10 @@ def _seed(text: str) -> int:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer seed") from None
-    if not 0 <= v <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"seed {text} is out of range; seeds are integers in 0..2^63-1")
+    try:
+        check_seed("seed", v)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return v
 
 

@@ -17,7 +17,7 @@ from jaxtyping import Float
 
 import equinox as eqx
 
-from .checks import check_finite
+from .checks import as_real, check_all_finite
 from .errors import DataError
 
 NORMALIZATIONS = ("sphere", "none")
@@ -86,23 +86,17 @@ def check_magnitude(X: np.ndarray, name: str, source: str) -> None:
                         "'sphere' (x -> x/|x|, computed without overflow)")
 
 
-def _real_array(name: str, value, source: str) -> np.ndarray:
-    """``value`` as a float64 array; complex, boolean-free non-numeric or object arrays are refused (never
-    silently converted)."""
-    a = np.asarray(value) if not isinstance(value, np.ndarray) else value
-    if np.iscomplexobj(a):
-        raise DataError(f"{source}: '{name}' is complex ({a.dtype}); nth trains real networks on real data, so "
-                        f"'{name}' must be real (pass its real part or split real and imaginary parts into features)")
-    if a.dtype.kind not in "biuf":
-        raise DataError(f"{source}: '{name}' has dtype {a.dtype}; it must be a real numeric array")
-    return np.asarray(a, dtype=np.float64)
+def _real_array(name: str, value, source: str, what: str) -> np.ndarray:
+    """``value`` as a float64 array; complex or non-numeric entries are refused (:func:`nth.checks.as_real`), never
+    silently converted."""
+    return np.asarray(as_real(name, value, where=source, what=what), dtype=np.float64)
 
 
 def make_dataset(X: Float[np.ndarray, "n *in"], y: Float[np.ndarray, " n"], X_test: Float[np.ndarray, "k *in"] | None = None,
                  *, normalization: str = "sphere", source: str = "arrays") -> Dataset:
     """Validate and normalize user arrays: ``X`` (n, ...) with n >= 1, ``y`` (n,), ``X_test`` (k, ...) shaped like X's
     rows."""
-    X, y = _real_array("X", X, source), _real_array("y", y, source)
+    X, y = _real_array("X", X, source, "inputs"), _real_array("y", y, source, "targets")
     if X.ndim < 2:
         raise DataError(f"{source}: 'X' has shape {X.shape}; expected (n, d) or (n, ...) with one row per input")
     n = X.shape[0]
@@ -115,17 +109,17 @@ def make_dataset(X: Float[np.ndarray, "n *in"], y: Float[np.ndarray, " n"], X_te
     if y.shape != (n,):
         raise DataError(f"{source}: 'y' has shape {y.shape}; expected ({n},) to match 'X' {X.shape} "
                         "(nth trains a scalar-output network)")
-    check_finite("X", X, source, "inputs")
-    check_finite("y", y, source, "targets")
+    check_all_finite("X", X, where=source, what="inputs")
+    check_all_finite("y", y, where=source, what="targets")
     Xt = None
     if X_test is not None:
-        Xt = _real_array("X_test", X_test, source)
+        Xt = _real_array("X_test", X_test, source, "inputs")
         if Xt.ndim >= 1 and Xt.shape[0] == 0:
             raise DataError(f"{source}: 'X_test' has 0 rows; leave it out of the file for a run without test inputs")
         if Xt.shape[1:] != X.shape[1:]:
             want = ", ".join(map(str, X.shape[1:]))
             raise DataError(f"{source}: 'X_test' has shape {Xt.shape}; expected (k, {want}) to match 'X'")
-        check_finite("X_test", Xt, source, "inputs")
+        check_all_finite("X_test", Xt, where=source, what="inputs")
         if normalization == "none":
             check_magnitude(Xt, "X_test", source)
         Xt = normalize_inputs(Xt, normalization, "X_test", source)

@@ -139,7 +139,7 @@ def _path_argv(tmp, cmd, what):
 def test_trailing_slash_and_empty_names_are_refused_before_computing(tmp_path, capsys, no_compute):
     (tmp_path / "file.h5").write_bytes(b"x")
     for out, pattern in ((f"{tmp_path}/newdir/", r"names a directory"), (f"{tmp_path}/file.h5/", r"names a directory"),
-                         ("", r"empty or not a file name")):
+                         ("", r"output path '' is empty")):
         for base in (SOLVE, SWEEP, KERNEL):
             code, _ = run([*base, "--out", out] + (["--force"] if base is SOLVE else []))
             err = capsys.readouterr().err

@@ -4,7 +4,7 @@ of gradient descent at a finite learning rate, and the references (true gradient
 
 from ._corrections import METHODS as DG_METHODS, DGSolution as DGSolution, dg_correction as dg_correction
 from ._corrections import eigenbasis as eigenbasis
-from ._discrete import ORDERS as DISCRETE_ORDERS, discrete_nth as discrete_nth
+from ._discrete import discrete_nth as discrete_nth
 from ._hierarchy import (
     NTHSolution as NTHSolution,
     default_horizon as default_horizon,
@@ -29,4 +29,4 @@ from ._references import (
     stable_lr as stable_lr,
 )
 
-__all__ = ["DG_METHODS", "DISCRETE_ORDERS"]
+__all__ = ["DG_METHODS"]

@@ -43,7 +43,8 @@ def _contract(T: Array, d: Array, times: int) -> Array:
 
 
 def _step(order: str, h, frozen, state):
-    """One step of the discrete system ``order`` (module docstring) for the training and (optionally) test rows."""
+    """One step of the discrete system ``order`` (module docstring; docs/math.md section 7: the h, h^2/2 and h^3/6
+    terms of the Taylor expansion along the step) for the training and (optionally) test rows."""
     d = state["f"] - frozen["y"]
     new = {}
     for rows in ("", "_test"):

@@ -51,11 +51,18 @@ def abandon() -> None:
     for _, lock_path, created in list(_HELD.values()):
         with contextlib.suppress(OSError):
             os.unlink(lock_path)
-        for d in created:  # deepest first; stops at the first that is not empty
-            try:
-                os.rmdir(d)
-            except OSError:
-                break
+        _remove_empty(created)
+
+
+def _remove_empty(created: list[str]) -> None:
+    """Remove the directories a writer created (deepest first), up to the first one that is not empty."""
+    for d in created:
+        try:
+            os.rmdir(d)
+        except FileNotFoundError:  # never made (makedirs failed below it)
+            continue
+        except OSError:
+            break
 
 
 def _real(path: str | os.PathLike) -> str:
@@ -84,8 +91,10 @@ def check_output_path(path: str | os.PathLike, force: bool) -> str:
         path = os.fspath(path)
     except TypeError:
         raise ConfigError(f"output path {path!r} is not a file name") from None
-    if not isinstance(path, str) or not path:
-        raise ConfigError(f"output path {path!r} is empty or not a file name")
+    if not isinstance(path, str):
+        raise ConfigError(f"output path {path!r} must be a str (or os.PathLike of str), not {type(path).__name__}")
+    if not path:
+        raise ConfigError("output path '' is empty; give a file name")
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
@@ -105,18 +114,18 @@ def check_output_path(path: str | os.PathLike, force: bool) -> str:
                                 "to overwrite it")
     if os.path.lexists(path) and not os.path.isfile(path):
         raise ConfigError(f"output path {path!r} exists and is not a regular file; choose another --out")
-    directory = os.path.dirname(_real(path))
-    anc = _nearest_existing(directory)
+    real = _real(path)
+    anc = _nearest_existing(os.path.dirname(real))
     if not os.path.isdir(anc):
         raise ConfigError(f"cannot write {path!r}: {anc!r} is a file, not a directory; choose another --out")
     try:
         name_max = os.pathconf(anc, "PC_NAME_MAX")
     except (OSError, ValueError):
         name_max = 255
-    if len(_real(path).encode("utf-8")) >= 4096:
-        raise ConfigError(f"cannot write {path[:60]!r}...: the path is {len(_real(path).encode('utf-8'))} bytes long, "
+    if len(real.encode("utf-8")) >= 4096:
+        raise ConfigError(f"cannot write {path[:60]!r}...: the path is {len(real.encode('utf-8'))} bytes long, "
                           "over the 4095 this system allows; choose a shorter --out")
-    for part in os.path.relpath(_real(path), anc).split(os.sep):
+    for part in os.path.relpath(real, anc).split(os.sep):
         if len(part.encode("utf-8")) > name_max:
             raise ConfigError(f"cannot write {path!r}: the name {part[:40]!r}... is {len(part.encode('utf-8'))} "
                               f"bytes long and this file system allows {name_max}; choose a shorter --out")
@@ -156,9 +165,7 @@ def writer_lock(path: str | os.PathLike, what: str = "nth") -> Iterator[None]:
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as e:
-        for d in created:
-            with contextlib.suppress(OSError):
-                os.rmdir(d)
+        _remove_empty(created)
         raise ConfigError(f"cannot create the directory {directory!r} of {os.fspath(path)!r} ({e.strerror})") from None
     lock_path = os.path.join(directory, stem + ".lock")
     while True:
@@ -197,11 +204,7 @@ def writer_lock(path: str | os.PathLike, what: str = "nth") -> Iterator[None]:
         with contextlib.suppress(OSError):
             os.unlink(lock_path)  # while still holding the lock (a waiting opener then retries, see above)
         os.close(fd)
-        for d in created:  # deepest first
-            try:
-                os.rmdir(d)
-            except OSError:
-                break
+        _remove_empty(created)
 
 
 def _remove_temporaries(target: str) -> None:

@@ -43,6 +43,24 @@ def _attr(v: Any) -> Any:
     return v
 
 
+#: Arrays larger than this (bytes) are stored gzip-compressed, with HDF5's fletcher32 checksums; smaller ones
+#: contiguous (a chunk index costs more than gzip saves on them).
+COMPRESS_ABOVE = 65536
+
+
+def write_group(h: h5py.Group, datasets: Mapping[str, Any], attrs: Mapping[str, Mapping[str, Any]]) -> None:
+    """Datasets ({'path/name': array}, relative to ``h``) and attributes ({'group': {key: value}}, '' or '/' for
+    ``h`` itself) under the group ``h``: big arrays compressed (COMPRESS_ABOVE), dicts and lists as JSON."""
+    for name, arr in datasets.items():
+        arr = np.asarray(arr)
+        big = arr.nbytes > COMPRESS_ABOVE
+        h.create_dataset(name, data=arr, **({"compression": "gzip", "shuffle": True, "fletcher32": True} if big else {}))
+    for group, kv in attrs.items():
+        obj = h if group in ("", "/") else (h[group] if group in h else h.create_group(group))
+        for k, v in kv.items():
+            obj.attrs[k] = _attr(v)
+
+
 def build_h5(
     datasets: Mapping[str, Any],
     attrs: Mapping[str, Mapping[str, Any]] | None = None,
@@ -53,12 +71,7 @@ def build_h5(
     value}}), built in memory. ``before_commit`` (used by tests) is called on the open file before it is closed."""
     bio = io.BytesIO()
     with h5py.File(bio, "w") as h:
-        for name, arr in datasets.items():
-            h.create_dataset(name, data=np.asarray(arr))
-        for group, kv in (attrs or {}).items():
-            obj = h[group] if group in h else h.create_group(group)
-            for k, v in kv.items():
-                obj.attrs[k] = _attr(v)
+        write_group(h, datasets, attrs or {})
         if before_commit is not None:
             before_commit(h)
     return bio.getvalue()

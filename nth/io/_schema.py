@@ -46,8 +46,6 @@ from ..engine import SolveResult
 from ._hdf5 import package_versions
 
 SCHEMA_VERSION = 2
-#: Per-run arrays larger than this (bytes) are stored gzip-compressed in sweep files.
-COMPRESS_ABOVE = 65536
 
 
 def prediction_group(label: str) -> str:

@@ -27,8 +27,8 @@ import numpy as np
 from ..engine import SolveConfig, SolveResult, solve_seeds
 from ..errors import ConfigError, DamagedFileError
 from ._files import check_output_path, writer_lock
-from ._hdf5 import digest, edit_h5, open_results, verify
-from ._schema import COMPRESS_ABOVE, created_now, data_datasets, file_attrs, prediction_group, run_datasets
+from ._hdf5 import digest, edit_h5, open_results, verify, write_group
+from ._schema import created_now, data_datasets, file_attrs, prediction_group, run_datasets
 
 FORMAT = "nth-sweep-2"
 FORMATS_READ = ("nth-sweep-1", FORMAT)
@@ -76,24 +76,6 @@ class SweepConfig:
 
 def run_name(width: int, seed: int) -> str:
     return f"m{width}_s{seed}"
-
-
-def _write_group(h: h5py.Group, datasets: dict[str, np.ndarray], attrs: dict[str, dict]) -> None:
-    """Datasets (relative paths) and attributes (relative group -> dict) under ``h``; big arrays gzip-compressed
-    with HDF5's fletcher32 checksums (small ones contiguous: a chunk index costs more than gzip saves on them;
-    the run's sha256 attribute covers every byte anyway)."""
-    for k, v in datasets.items():
-        big = np.asarray(v).nbytes > COMPRESS_ABOVE
-        h.create_dataset(k, data=v, **({"compression": "gzip", "shuffle": True, "fletcher32": True} if big else {}))
-    for g, kv in attrs.items():
-        obj = h if g == "" else (h[g] if g in h else h.create_group(g))
-        for k, v in kv.items():
-            obj.attrs[k] = v
-
-
-def _commit(path: str, edit: Callable[[h5py.File], None], create_attrs: dict[str, Any] | None = None) -> None:
-    """Apply ``edit`` to the sweep file (in memory) and atomically replace the file with the result."""
-    edit_h5(path, edit, create=create_attrs)
 
 
 def finished_runs(path: str) -> set[str]:
@@ -153,7 +135,7 @@ def open_sweep(cfg: SweepConfig, path: str, log: Callable[[str], None] | None = 
                 for name in bad:
                     del h["runs"][name]
 
-            _commit(path, drop)
+            edit_h5(path, drop)
         return finished_runs(path)
     return set()  # a new file is created with its first run (a refused or failed sweep leaves no file)
 
@@ -218,13 +200,13 @@ def _commit_run(path: str, w: int, s: int, res: SolveResult, create: dict[str, A
             h.create_group("runs")
         if "data" not in h:
             data_ds, data_attrs = data_datasets(res.data)
-            _write_group(h, data_ds, data_attrs)
+            write_group(h, data_ds, data_attrs)
             h["data"].attrs["sha256"] = digest(h["data"])
         g = h["runs"].create_group(run_name(w, s))
-        _write_group(g, ds, attrs)
+        write_group(g, ds, attrs)
         g.attrs["sha256"] = digest(g)
 
-    _commit(path, add, create_attrs=create)
+    edit_h5(path, add, create=create)
 
 
 #: How a run's datasets of layout 2 map onto the flat names of layout 1 (what load_sweep returns for both).

@@ -188,7 +188,8 @@ def _kernel(model: AbstractModel, X: Array, r: int, *, first: Array | None, chun
 
 def tensor(model: AbstractModel, X: Array, spec: TensorSpec, *, first: Array | None, chunk: int, progress: bool,
            devices, stacked: bool) -> Array:
-    """The tensor ``spec`` at the weights of ``model`` on checked arguments: its n^slots direction tuples in
+    """The tensor ``spec`` at the weights of ``model`` on checked arguments (K^(r) of HY Eq. 10 and docs/math.md
+    section 2, or a tensor of the discrete-time hierarchy of section 7): its n^slots direction tuples in
     batches of ``chunk`` (one compiled, vmapped call per batch, sharded over ``devices``), assembled with the
     head axes first. The one loop every tensor of the hierarchy goes through (K^(r), and the tensors of the
     discrete-time hierarchy, :mod:`nth.kernel._gd`)."""

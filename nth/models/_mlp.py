@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..checks import check_finite, check_scales
+from ..checks import as_real, check_all_finite, check_scales
 from ..errors import ConfigError, DataError
 from . import _mlp_structured as structured
 from ._activations import AbstractActivation, Tanh, activation as make_activation
@@ -170,7 +170,7 @@ def mlp_from_arrays(arrays: dict[str, np.ndarray], activation: str | AbstractAct
                             f"m x m, with m = {m} from 'a')")
         Ws.append(W)
     for name, arr in [(f"W{l}", W) for l, W in enumerate(Ws, 1)] + [("a", a)]:
-        check_finite(name, arr, source, "weights")
+        check_all_finite(name, as_real(name, arr, where=source, what="weights"), where=source, what="weights")
     return MLP(Ws=tuple(jnp.asarray(W, dtype=dtype) for W in Ws), a=jnp.asarray(a, dtype=dtype),
                activation=make_activation(activation, beta))
 
