@@ -34,7 +34,7 @@ from .dynamics import (  # noqa: E402
     stable_lr as stable_lr,
     truncated_nth as truncated_nth,
 )
-from .engine import SolveConfig as SolveConfig, SolveResult as SolveResult  # noqa: E402
+from .engine import CorrConfig as CorrConfig, SolveConfig as SolveConfig, SolveResult as SolveResult  # noqa: E402
 from .engine import solve as solve, solve_seeds as solve_seeds  # noqa: E402
 from .errors import (  # noqa: E402
     ConfigError as ConfigError,
@@ -50,16 +50,20 @@ from .errors import (  # noqa: E402
 from .io import SweepConfig as SweepConfig, load_sweep as load_sweep, read_h5 as read_h5  # noqa: E402
 from .io import run_solve as run_solve, run_sweep as run_sweep, write_h5 as write_h5  # noqa: E402
 from .io import write_result as write_result  # noqa: E402
+from .io import load_corr as load_corr, run_corr as run_corr  # noqa: E402
 from .kernel import (  # noqa: E402
     IMPLEMENTATIONS as IMPLEMENTATIONS,
     KernelOperator as KernelOperator,
+    CorrelationFunction as CorrelationFunction,
     KernelPlan as KernelPlan,
+    correlation_value as correlation_value,
     LimitingKernels as LimitingKernels,
     gd_tensors as gd_tensors,
     kernel_fn as kernel_fn,
     kernels as kernels,
     limiting_kernels as limiting_kernels,
     ntk as ntk,
+    parse_correlation as parse_correlation,
     plan_kernels as plan_kernels,
 )
 from .models import (  # noqa: E402

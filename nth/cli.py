@@ -1,5 +1,5 @@
 """Command line: ``nth solve`` (a thin layer over :func:`nth.run_solve`), ``nth sweep``, ``nth plot``,
-``nth kernel`` and ``nth params``."""
+``nth kernel``, ``nth params`` and ``nth corr``."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from . import __version__
 from .checks import check_seed
 from .data import NORMALIZATIONS
 from .dynamics import DG_METHODS, SOLVERS
-from .engine import DTYPES, SolveConfig, dry_run
+from .engine import DTYPES, CorrConfig, SolveConfig, dry_run
 from .engine._config import DEFAULT_D, DEFAULT_N
 from .errors import ConfigError, NTHError
 from .io import abandon, default_out_path, format_table, run_solve, stderr_log
 from .kernel import IMPLEMENTATIONS
-from .models import ACTIVATIONS, ARCHS, DEFAULT_DEPTH, DEFAULT_ORDER, PRESETS
+from .models import ACTIVATIONS, ARCHS, DEFAULT_DEPTH, DEFAULT_ORDER, INITS, PRESETS
 from .models._activations import EXPECTATION_METHODS
 
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
@@ -67,7 +67,7 @@ def _add_architecture(g) -> None:
                    help="built-in architecture: mlp (default), cnn (width = channels), resnet (blocks of width m)")
     g.add_argument("--kernel-size", type=int, default=3, help="cnn filter size (default 3)")
     g.add_argument("--activation", default="tanh", choices=tuple(ACTIVATIONS),
-                   help="activation (default tanh; relu only with --p 2)")
+                   help="activation (default tanh; relu only with --p 2; linear: a deep linear network)")
     g.add_argument("--beta", type=float, default=1.0, help="softplus sharpness (default 1)")
     g.add_argument("--sigma-w", type=float, default=1.0, help="weight init std (default 1)")
     g.add_argument("--sigma-a", type=float, default=1.0, help="output-layer init std (default 1)")
@@ -210,12 +210,17 @@ def _add_sweep(sub) -> None:
 
 
 def _add_plot(sub) -> None:
-    s = sub.add_parser("plot", help="figures from a sweep file")
+    s = sub.add_parser("plot", help="figures from sweep and correlation files")
     kinds = s.add_subparsers(dest="kind", required=True)
     dk = kinds.add_parser("dichotomy", help="NTK movement and NTH error vs width, one sweep per parametrization")
     dk.add_argument("sweeps", nargs="+", help="PARAM=FILE pairs, e.g. ntk=results/ntk.h5 mup=results/mup.h5")
     dk.add_argument("--level", default="p4", help="NTH level shown on the right (default p4)")
     dk.add_argument("--out", required=True, help="PNG to write")
+    ck = kinds.add_parser("corr", help="|C| (or the variance) vs width per correlation function, one series per file "
+                          "written by nth corr, the predicted slope dashed")
+    ck.add_argument("files", nargs="+", help="correlation files of nth corr holding the same functions")
+    ck.add_argument("--variance", action="store_true", help="plot the variance over draws (predicted 2 s_C)")
+    ck.add_argument("--out", required=True, help="PNG to write")
     for kind, helptext in (("error-vs-width", "log-log error vs width per level, DG, fitted slopes"),
                            ("trajectories", "f(t) and K2(t): true vs p = 2, p = 4, DG at the narrowest and widest width"),
                            ("kernel-sizes", "mean |K^(r)| and NTK movement vs width")):
@@ -233,6 +238,67 @@ def _add_plot(sub) -> None:
             k.add_argument("--entry", type=int, default=0, help="which output f_a to show (default 0)")
 
 
+CORR_HELP = """\
+A correlation function is a product of derivative tensors of the network output, averaged over
+initializations (Dyer & Gur-Ari, Definition 1). Write its factors separated by spaces, the whole in quotes:
+
+  f(xK)                  the output at input xK
+  d{mu,nu}f(xK)          the derivative tensor d^2 f(xK) / d theta_mu d theta_nu (any number of indices)
+
+An index that appears in exactly two places is summed over every parameter (in two factors; twice in one
+factor is a trace); x1, x2, ... (up to x1000) are distinct random inputs (N(0, I) of dimension --in-dim, the
+same for every width and function). For example
+
+  nth corr "d{mu}f(x1) d{nu}f(x2) d{mu,nu}f(x3) f(x4)"
+
+prints the cluster graph (a vertex per factor, an edge per summed index), n_e and n_o (clusters of even and
+odd size), M (factors) and the predicted exponent s_C = n_e + n_o/2 - M/2 (Conjecture 1; the variance goes
+like m^(2 s_C)). With --widths it also measures the function: the mean, variance and standard error over
+--draws initializations at each width, and the fitted exponents of |mean| and of the variance with bootstrap
+95% intervals. A mean closer to zero than 3 standard errors at some width is reported, not fitted. Draws are
+written to a resumable HDF5 file (--out); running again with the same arguments resumes, and more --draws or
+other --widths add draws (draw i at width m is always the same initialization). An index used once or more than twice is refused, and so is a pattern with a cycle (e.g.
+"d{mu,nu}f(x1) d{mu,nu}f(x2)", a trace over all parameters) unless --probes N estimates it with N random
+probe vectors per draw (unbiased, not exact).
+"""
+
+
+def _add_corr(sub) -> None:
+    s = sub.add_parser("corr", help="correlation functions of derivative tensors: predicted and measured width "
+                       "exponents (Dyer & Gur-Ari Conjecture 1)", description=CORR_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("functions", nargs="+", metavar="FUNCTION", help="correlation function(s), each in quotes; "
+                   "several are measured on the same draws")
+    s.add_argument("--widths", type=_widths, help="comma-separated widths to measure at, e.g. 128,256,512,1024 "
+                   "(without it only the prediction is printed)")
+    d = {f.name: f.default for f in dataclasses.fields(CorrConfig)}
+    s.add_argument("--draws", type=int, help=f"initializations per width (default {d['draws']})")
+    s.add_argument("--depth", type=int, help=f"hidden layers (default {d['depth']}, as Dyer & Gur-Ari)")
+    s.add_argument("--in-dim", type=int, help=f"input dimension (default {d['in_dim']})")
+    s.add_argument("--activation", choices=tuple(a for a in ACTIVATIONS if a != "softplus"),
+                   help=f"activation (default {d['activation']}; linear is the deep linear network of Theorem 1; relu "
+                   "uses the almost-everywhere derivatives)")
+    s.add_argument("--init", choices=INITS, help=f"weights N(0, sigma^2) or uniform on {{-sigma, +sigma}} "
+                   f"(rademacher; default {d['init']})")
+    s.add_argument("--sigma-w", type=float, help=f"weight scale of the hidden layers (default {d['sigma_w']:g})")
+    s.add_argument("--sigma-a", type=float, help=f"weight scale of the output layer (default {d['sigma_a']:g})")
+    s.add_argument("--seed", type=_seed, help=f"seed of the initializations (default {d['seed']})")
+    s.add_argument("--input-seed", type=_seed, help=f"seed of the inputs x1, x2, ... (default {d['input_seed']})")
+    s.add_argument("--probes", type=int, default=0, help="random probes per draw for patterns with cycles "
+                   "(default 0: refuse them)")
+    s.add_argument("--out", help="resumable HDF5 file of the draws (default results/corr_<activation>_<init>_<hash "
+                   "of the arguments>.h5)")
+    s.add_argument("--no-file", action="store_true", help="keep the draws in memory; write nothing")
+    s.add_argument("--json", action="store_true", help="print one JSON object instead of the table (with several "
+                   "functions, {\"functions\": [one object per function]})")
+    s.add_argument("--batch", type=int, help="draws per compiled call (default: as many as the memory budget holds, "
+                   "at most 64)")
+    s.add_argument("--devices", type=int, help="shard each batch of draws over this many devices (default: all)")
+    s.add_argument("--memory-budget", type=parse_bytes, help="bytes a batch may use (default: 80%% of the "
+                   "device's memory)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nth", description="Neural tangent hierarchy for finite-width networks.")
     parser.add_argument("--version", action="version", version=f"nth {__version__}")
@@ -241,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_plot(sub)
     _add_kernel(sub)
+    _add_corr(sub)
     pp = sub.add_parser("params", help="TP4 Table 1: abc-parametrizations, their classification and nth's mapping")
     pp.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="hidden layers L (default 2)")
     return parser
@@ -303,6 +370,14 @@ def _plot(args) -> int:
             print(f"{param:>10}: " + ", ".join(f"{k} slope {s:.2f} [{lo:.2f}, {hi:.2f}]" for k, (s, lo, hi) in fit.items()))
         print(f"wrote {args.out}")
         return 0
+    if args.kind == "corr":
+        for summary, path in zip(plot.correlation_vs_width(args.files, args.out, variance=args.variance), args.files):
+            for st in summary:
+                fit = st["slope_variance" if args.variance else "slope_mean"]
+                print(f"{os.path.basename(path)}: {st['function']}: "
+                      + ("not resolved" if fit is None else f"slope {fit:.2f}"))
+        print(f"wrote {args.out}")
+        return 0
     stem = os.path.splitext(args.sweep)[0]
     if args.kind == "error-vs-width":
         out = args.out if args.out is not None else f"{stem}_{args.quantity.replace('max_', '')}_vs_width.png"
@@ -332,6 +407,41 @@ def _kernel(args) -> int:
     return 0
 
 
+#: nth corr's options that only a measurement uses (refused without --widths: nothing is measured).
+_CORR_MEASURE = ("draws", "depth", "in_dim", "activation", "init", "sigma_w", "sigma_a", "seed", "input_seed",
+                 "batch", "devices", "memory_budget", "out")
+
+
+def _corr(args) -> int:
+    import json
+
+    from .io import default_corr_path, format_corr, run_corr
+
+    given = [k for k in _CORR_MEASURE if getattr(args, k) is not None] + (["no_file"] if args.no_file else [])
+    if args.widths is None:
+        if given:
+            raise ConfigError(f"--{given[0].replace('_', '-')} is a measurement option: add --widths (e.g. "
+                              "--widths 128,256,512) to measure, or leave it out for the prediction alone")
+        corrs = CorrConfig(functions=tuple(args.functions), probes=args.probes).validate()
+        summary = [c.summary() for c in corrs]
+    else:
+        if args.no_file and args.out is not None:
+            raise ConfigError("--no-file and --out contradict each other; give one of them")
+        cfg = CorrConfig(functions=tuple(args.functions), widths=args.widths, probes=args.probes,
+                         **{k: getattr(args, k) for k in _CORR_MEASURE if k != "out" and getattr(args, k) is not None})
+        cfg.validate()
+        out = None if args.no_file else (args.out or default_corr_path(cfg))
+        res = run_corr(cfg, out, progress=not (args.quiet or args.json), log=stderr_log)
+        summary = res["summary"]
+        if out is not None and not args.json:
+            print(f"draws in {out}")
+    if args.json:
+        print(json.dumps(summary[0] if len(summary) == 1 else {"functions": summary}, allow_nan=False))
+    else:
+        print(format_corr(summary))
+    return 0
+
+
 def _params(args) -> int:
     from .models._param import format_table as params_table
 
@@ -345,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"solve": _solve, "sweep": _sweep, "plot": _plot, "kernel": _kernel,
-                "params": _params}[args.command](args)
+                "params": _params, "corr": _corr}[args.command](args)
     except NTHError as e:
         print(f"nth: error: {e}", file=sys.stderr)
         return 2

@@ -239,3 +239,68 @@ def dichotomy(paths: dict[str, str], out: str, *, level: str = "p4") -> dict[str
     _finish_width_axes(plt, fig, (ax1, ax2), f"kernel regime vs feature learning (TP4): {cfg['activation']}, depth "
                        f"{cfg['depth']}, t in [0, {cfg['t_max']:g}], {sw['seeds'].size} seeds; geometric means", out)
     return fits
+
+
+def correlation_vs_width(paths: list[str], out: str, *, variance: bool = False) -> list[list[dict]]:
+    """|C| (or its variance, ``variance=True``) against width, one panel per correlation function and one series
+    per correlation file (activation and initialization), with one standard error as bars, hollow markers where
+    the mean is within 3 standard errors of zero, and DG's predicted slope s_C (2 s_C) dashed through the
+    middle width of every series (docs/math.md section 8). The files must hold the same functions. Returns each
+    file's summaries (:func:`nth.engine.summarize_corr`)."""
+    from .engine import summarize_corr
+    from .io import load_corr
+
+    out = check_figure_path(out)
+    plt = _plt()
+    loaded = [load_corr(p) for p in paths]
+    summaries = [summarize_corr(r["config"], r["values"]) for r in loaded]
+    funcs = [s["function"] for s in summaries[0]]
+    for p, s in zip(paths, summaries):
+        if [x["function"] for x in s] != funcs:
+            raise ConfigError(f"{p!r} holds other correlation functions than {paths[0]!r}; plot them separately")
+    cols = min(3, len(funcs))
+    rows = -(-len(funcs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.7 * rows), squeeze=False)
+    for j, func in enumerate(funcs):
+        ax = axes[j // cols][j % cols]
+        s_pred = summaries[0][j]["variance_exponent" if variance else "s_C"]
+        for r, s in zip(loaded, summaries):
+            st = s[j]
+            w = np.asarray(st["widths"], float)
+            if variance:
+                y, err, fit, ci = np.asarray(st["variance"]), None, st["slope_variance"], st["slope_variance_ci"]
+                ok = np.ones_like(w, bool)
+            else:
+                y, err = np.abs(np.asarray(st["mean"])), np.asarray(st["stderr"])
+                fit, ci = st["slope_mean"], st["slope_mean_ci"]
+                ok = np.asarray([z is None or z > st["resolve"] for z in (st["z"] or [0.0] * len(w))])
+            lab = f"{r['config'].activation}, {r['config'].init}: " + (
+                "not resolved" if fit is None else f"{fit:.2f}" + ("" if None in ci else f" [{ci[0]:.2f}, {ci[1]:.2f}]"))
+            if not np.any(y > 0):  # identically zero: nothing to draw on log axes
+                ax.plot([], [], " ", label=lab + " (identically 0)")
+                continue
+            line = ax.errorbar(w, y, yerr=err, fmt="-", lw=1, label=lab)
+            c = line[0].get_color()
+            ax.plot(w[ok], y[ok], "o", color=c, ms=4)
+            ax.plot(w[~ok], y[~ok], "o", mfc="none", color=c, ms=4)
+            mid = len(w) // 2
+            if y[mid] > 0:  # the predicted slope, dashed through this series' middle width
+                ax.plot(w, y[mid] * (w / w[mid]) ** s_pred, "--", color=c, lw=1, alpha=0.6)
+        ax.plot([], [], "k--", lw=1, alpha=0.6,
+                label=f"predicted {'2 s_C' if variance else 's_C'} = {s_pred:g} (dashed, per series)")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(func, fontsize=7)
+        ax.set_xlabel("width m")
+        ax.set_ylabel("variance over draws" if variance else "|mean| over draws (+- 1 s.e.)")
+        ax.legend(fontsize=6)
+        ax.grid(True, which="both", alpha=0.3)
+    for j in range(len(funcs), rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    cfg = loaded[0]["config"]
+    fig.suptitle(f"{'variances' if variance else 'correlation functions'} vs width: depth {cfg.depth}, inputs of "
+                 f"dimension {cfg.in_dim}, {min(r['draws'] for r in loaded)}+ draws per width; dashed: Dyer & "
+                 "Gur-Ari Conjecture 1", fontsize=9)
+    fig.tight_layout()
+    _save(plt, fig, out)
+    return summaries

@@ -19,3 +19,4 @@ scripts/dichotomy.sh
 scripts/architectures.sh
 scripts/gd_sweeps.sh
 python scripts/gd_lr_study.py --width 1024 --seeds 5 --out results/gd_lr_study
+scripts/dg_tables.sh

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 SCRIPT = r"""
+import dataclasses
 import jax, jax.numpy as jnp, numpy as np
 import nth
 from nth.engine import SolveConfig, solve_seeds
@@ -43,9 +44,9 @@ err = float(jnp.abs(one[3] - four[3]).max() / jnp.abs(one[3]).max())
 print(f"user model K3 rel {err:.2e}")
 assert err < 1e-13, err
 # each batch of direction tuples really is split over the four devices
-from nth.kernel._engine import _batch, _mesh, _ntk_spec
+from nth.kernel._engine import _batch, device_mesh, _ntk_spec
 from nth.kernel import implementation
-mesh = _mesh(4)
+mesh = device_mesh(4)
 P = jax.sharding.PartitionSpec
 idx = jax.device_put(jnp.arange(8, dtype=jnp.int32)[:, None] % 6, jax.sharding.NamedSharding(mesh, P("tuples")))
 out = _batch(_ntk_spec(implementation(net), 3), *jax.device_put((net, X, X), jax.sharding.NamedSharding(mesh, P())), idx, True, False)
@@ -59,6 +60,14 @@ for ra, rb in zip(a, b):
             rel = abs(v - rb.errors[label][k]) / abs(v)
             assert rel < 1e-8, (label, k, v, rb.errors[label][k])
     assert float(jnp.abs(ra.flow.f - rb.flow.f).max()) < 1e-10
+# correlation-function draws: a batch of initializations sharded over the four devices
+from nth.engine import CorrConfig
+from nth.engine._corr import correlation_values
+ccfg = CorrConfig(functions=("d{mu}f(x1) d{nu}f(x2) d{mu,nu}f(x3) f(x4)",), widths=(16,), draws=10, depth=2, batch=6)
+one = correlation_values(dataclasses.replace(ccfg, devices=1), 16)
+four = correlation_values(dataclasses.replace(ccfg, devices=4), 16)
+assert one.shape == four.shape == (10, 1)
+assert float(np.abs(one - four).max()) < 1e-13 * float(np.abs(one).max()), (one, four)
 print("SHARDED-OK")
 """
 

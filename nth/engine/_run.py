@@ -29,7 +29,7 @@ from ..dynamics import (FlowSolution, GDSolution, NTHSolution, default_horizon, 
 from ..errors import ConfigError, DataError
 from ..kernel import KernelOperator, gd_tensors, limiting_kernels
 from ..kernel import kernels as compute_kernels
-from ..kernel._engine import _mesh
+from ..kernel import device_mesh
 from ..models import AbstractModel, mlp_from_arrays, model_dtype, num_params, preset
 from ._config import DEFAULT_LOSS_FALL, DEFAULT_N, DEFAULT_N_TEST, DEFAULT_D, DEFAULT_WIDTH, DTYPES, SolveConfig
 from ._plan import SolvePlan, plan_solve
@@ -293,7 +293,7 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
                           "(no --lr) and dense kernels (no --matrix-free); run them one at a time otherwise")
     devices = cfg.devices if devices is None else devices
     plan = plan_run(cfg, data_shape(cfg), models=B)  # every stage is planned (and refused) from sizes alone
-    _mesh(devices)  # a bad device count is refused before any work too
+    device_mesh(devices)  # a bad device count is refused before any work too
     data = load_data(cfg)
     dtype = DTYPES[cfg.dtype]
     X, y = jnp.asarray(data.X, dtype=dtype), jnp.asarray(data.y, dtype=dtype)

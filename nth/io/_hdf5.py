@@ -106,6 +106,37 @@ def edit_h5(path: str | os.PathLike, edit: Callable[[h5py.File], None],
     write_atomic(path, bio.getvalue(), force=True)
 
 
+def check_writable(path: str, what: str) -> None:
+    """Refuse to add to an existing results file that is read-only (before any computation)."""
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise ConfigError(f"{path!r} is read-only; make it writable (chmod u+w) to add {what}, or choose another --out")
+
+
+def drop_damaged(path: str, names: list[str], log: Callable[[str], None] | None, what: str,
+                 also: Callable[[h5py.File], None] | None = None) -> None:
+    """Remove the damaged parts ``names`` of a resumable file (to be computed again), in one atomic edit; ``also``
+    may repair more in the same edit. The caller holds the writer lock."""
+    if not names:
+        return
+    if log:
+        log(f"{path}: {len(names)} damaged {what} fail their checksum and will be computed again: {', '.join(names)}")
+
+    def drop(h):
+        for name in names:
+            if name in h:
+                del h[name]
+        if also is not None:
+            also(h)
+
+    edit_h5(path, drop)
+
+
+def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """'key: old there, new now; ...' for the keys whose values differ (a resumed file's recorded arguments)."""
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in keys)
+
+
 def _read_bytes(path: str | os.PathLike) -> bytes:
     with open(path, "rb") as fh:
         return fh.read()

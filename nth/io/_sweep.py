@@ -27,7 +27,7 @@ import numpy as np
 from ..engine import SolveConfig, SolveResult, solve_seeds
 from ..errors import ConfigError, DamagedFileError
 from ._files import check_output_path, writer_lock
-from ._hdf5 import digest, edit_h5, open_results, verify, write_group
+from ._hdf5 import check_writable, digest, drop_damaged, edit_h5, open_results, verify, write_group
 from ._schema import created_now, data_datasets, file_attrs, prediction_group, run_datasets
 
 FORMAT = "nth-sweep-2"
@@ -100,8 +100,7 @@ def open_sweep(cfg: SweepConfig, path: str, log: Callable[[str], None] | None = 
     return the names of the (intact) runs it already holds. Damaged runs are removed, to be computed again.
     The caller holds the writer lock of ``path``."""
     if os.path.exists(path):
-        if not os.access(path, os.W_OK):
-            raise ConfigError(f"{path!r} is read-only; make it writable (chmod u+w) to add runs, or choose another --out")
+        check_writable(path, "runs")
         try:
             h = h5py.File(path, "r")
         except OSError as e:
@@ -127,15 +126,7 @@ def open_sweep(cfg: SweepConfig, path: str, log: Callable[[str], None] | None = 
             raise ConfigError(f"{path!r} holds a sweep with different arguments ({', '.join(diff)}: "
                               f"{[(old['base'].get(k, old.get(k)), new['base'].get(k, new.get(k))) for k in diff]}); "
                               "resume it with the same arguments or choose another --out")
-        if bad:
-            if log:
-                log(f"{path}: {len(bad)} damaged run(s) fail their checksum and will be computed again: {', '.join(bad)}")
-
-            def drop(h):
-                for name in bad:
-                    del h["runs"][name]
-
-            edit_h5(path, drop)
+        drop_damaged(path, [f"runs/{name}" for name in bad], log, "run(s)")
         return finished_runs(path)
     return set()  # a new file is created with its first run (a refused or failed sweep leaves no file)
 

@@ -131,8 +131,9 @@ def _batch(spec: TensorSpec, model, X1, X, idx, sym: bool, stacked: bool):
     return eqx.filter_vmap(one)(model) if stacked else one(model)
 
 
-def _mesh(devices):
-    """A 1-D mesh over ``devices`` (a list, an int count, or None for every local device), or None for one."""
+def device_mesh(devices, axis: str = "tuples"):
+    """A 1-D mesh named ``axis`` over ``devices`` (a list, an int count, or None for every local device), or None
+    for one device."""
     all_devs = jax.local_devices()
     if devices is None:
         devs = all_devs
@@ -145,7 +146,7 @@ def _mesh(devices):
         devs = list(devices)
     if len(devs) <= 1:
         return None
-    return jax.sharding.Mesh(np.array(devs), ("tuples",))
+    return jax.sharding.Mesh(np.array(devs), (axis,))
 
 
 def kernel(model: AbstractModel, X: Float[Array, "n *in"], r: int, *, first: Float[Array, "k *in"] | None = None,
@@ -197,7 +198,7 @@ def tensor(model: AbstractModel, X: Array, spec: TensorSpec, *, first: Array | N
     X1 = X if sym else first
     n, k = X.shape[0], spec.slots
     idx = _index_tuples(n, k)
-    mesh = _mesh(devices)
+    mesh = device_mesh(devices)
     if mesh is not None:
         nd = mesh.devices.size
         chunk = -(-chunk // nd) * nd

@@ -11,6 +11,7 @@ from ._activations import (
     DEFAULT_ORDER as DEFAULT_ORDER,
     Erf as Erf,
     Gelu as Gelu,
+    Linear as Linear,
     Relu as Relu,
     SMOOTH_ACTIVATIONS as SMOOTH_ACTIVATIONS,
     Sigmoid as Sigmoid,
@@ -36,7 +37,8 @@ from ._base import (
 from ._cnn import CNN as CNN, init_cnn as init_cnn
 from ._derivatives import grouped_derivative as grouped_derivative, mixed_partial as mixed_partial
 from ._derivatives import nested_derivative as nested_derivative, sym_gram as sym_gram
-from ._mlp import MLP as MLP, init_mlp as init_mlp, mlp_from_arrays as mlp_from_arrays
+from ._mlp import INITS as INITS, MLP as MLP, check_init as check_init, draw_mlp as draw_mlp
+from ._mlp import init_mlp as init_mlp, mlp_from_arrays as mlp_from_arrays
 from ._param import ABC as ABC, PRESETS as PRESETS, check_param as check_param, preset as preset
 from ._resnet import ResNet as ResNet, init_resnet as init_resnet
 from ._spec import ARCHS as ARCHS, DEFAULT_DEPTH as DEFAULT_DEPTH, ModelSpec as ModelSpec

@@ -229,9 +229,23 @@ class Relu(AbstractActivation):
         return E, Ed
 
 
+class Linear(AbstractActivation):
+    """The identity: a deep linear network (DG Theorem 1), whose higher derivatives are exactly zero in each
+    layer's own weights (the network is multilinear in its layers)."""
+
+    name: ClassVar[str] = "linear"
+
+    def __call__(self, x):
+        return x
+
+    def closed_form(self, s11, s12, s22):
+        """E[u v] = s12 and E[1 * 1] = 1."""
+        return s12, jnp.ones_like(s12)
+
+
 #: Every activation nth accepts, by name (relu only for the frozen kernel, p = 2).
 ACTIVATIONS: dict[str, type[AbstractActivation]] = {
-    c.name: c for c in (Tanh, Sigmoid, Erf, Gelu, Softplus, Relu)}
+    c.name: c for c in (Tanh, Sigmoid, Erf, Gelu, Softplus, Relu, Linear)}
 SMOOTH_ACTIVATIONS = tuple(n for n, c in ACTIVATIONS.items() if c.smooth)
 
 

@@ -101,6 +101,11 @@ class MLP(AbstractModel):
                 "lrs": None if self.lrs is None else list(self.lrs)}
 
 
+#: Initial weight distributions: iid N(0, 1) (docs/math.md section 1) or uniform on {-1, +1} (DG Table 2), each
+#: times the layer's scale.
+INITS = ("gaussian", "rademacher")
+
+
 def init_mlp(
     seed: int,
     in_dim: int,
@@ -113,6 +118,7 @@ def init_mlp(
     beta: float = 1.0,
     dtype=jnp.float64,
     param: str = "ntk",
+    init: str = "gaussian",
 ) -> MLP:
     """Gaussian initialization of docs/math.md section 1: W^(l)_ij ~ N(0, sigma_w^2), a_i ~ N(0, sigma_a^2).
 
@@ -120,7 +126,8 @@ def init_mlp(
     rounded, so float32 and float64 runs are directly comparable. ``param`` selects an abc-parametrization
     (:mod:`nth.models._param`; default ``"ntk"``): its per-layer learning rates are stored as ``lrs`` and its initial
     standard deviations are sigma_l m^(g_l) (the same draws, rescaled per layer; e.g. muP's output layer has
-    standard deviation sigma_a / sqrt(m)).
+    standard deviation sigma_a / sqrt(m)). ``init="rademacher"`` draws every entry uniformly from {-1, +1}
+    times the same scale (DG Table 2) instead of from N(0, 1).
     """
     for name, val, lo in (("width", width, 1), ("depth", depth, 1), ("input dimension d", in_dim, 1)):
         if not isinstance(val, (int, np.integer)) or val < lo:
@@ -128,17 +135,37 @@ def init_mlp(
     check_scales(sigma_w=sigma_w, sigma_a=sigma_a)
     act = make_activation(activation, beta)
     check_param(param)
+    check_init(init)
     abc = preset(param, depth)
-    scales = abc.init_scales(width)
-    keys = jax.random.split(jax.random.PRNGKey(seed), depth + 1)
+    lrs = None if param == "ntk" else abc.lrs(width)
+    return draw_mlp(jax.random.PRNGKey(seed), in_dim, width, depth, act, sigma_w=sigma_w, sigma_a=sigma_a,
+                    dtype=dtype, scales=abc.init_scales(width), lrs=lrs, init=init)
+
+
+def check_init(init: str) -> None:
+    if init not in INITS:
+        raise ConfigError(f"init = {init!r} is not known; accepted: {', '.join(INITS)}")
+
+
+def draw_mlp(key, in_dim: int, width: int, depth: int, activation: AbstractActivation, *, sigma_w: float = 1.0,
+             sigma_a: float = 1.0, dtype=jnp.float64, scales: tuple[float, ...] | None = None,
+             lrs: tuple[float, ...] | None = None, init: str = "gaussian") -> MLP:
+    """The network of :func:`init_mlp` from a JAX key, on checked arguments: traceable, so a batch of
+    initializations is one vmapped call (the Monte Carlo of :mod:`nth.engine._corr`)."""
+    scales = scales if scales is not None else (1.0,) * (depth + 1)
+    keys = jax.random.split(key, depth + 1)
     shapes = [(width, in_dim)] + [(width, width)] * (depth - 1)
     # drawn in float64 and cast, so that a seed gives the same network in every dtype
     draw = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-    Ws = tuple((sigma_w * g * jax.random.normal(k, s, dtype=draw)).astype(dtype)
-               for k, s, g in zip(keys[:-1], shapes, scales))
-    a = (sigma_a * scales[-1] * jax.random.normal(keys[-1], (width,), dtype=draw)).astype(dtype)
-    lrs = None if param == "ntk" else abc.lrs(width)
-    return MLP(Ws=Ws, a=a, activation=act, lrs=lrs)
+
+    def sample(k, shape):
+        if init == "rademacher":
+            return jax.random.rademacher(k, shape, dtype=draw)
+        return jax.random.normal(k, shape, dtype=draw)
+
+    Ws = tuple((sigma_w * g * sample(k, s)).astype(dtype) for k, s, g in zip(keys[:-1], shapes, scales))
+    a = (sigma_a * scales[-1] * sample(keys[-1], (width,))).astype(dtype)
+    return MLP(Ws=Ws, a=a, activation=activation, lrs=lrs)
 
 
 def mlp_from_arrays(arrays: dict[str, np.ndarray], activation: str | AbstractActivation = "tanh", *, beta: float = 1.0,

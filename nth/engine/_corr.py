@@ -1,0 +1,248 @@
+"""Monte Carlo over initializations of correlation functions of derivative tensors (docs/math.md section 8).
+
+A :class:`CorrConfig` names the functions (notation of :mod:`nth.kernel._notation`), the network (DG Eq. 2 =
+docs/math.md section 1: depth, input dimension, activation, Gaussian or Rademacher weights), the widths and
+the number of draws. Input xK is N(0, I_d) from its own key (``input_seed``, K), so it is the same in every
+run, width and function. Draw i at width m has its own key (``seed``, m, i), so any range of draws can be computed
+again, or added later, with the same numbers. Draws go in vmapped batches (one compiled call per batch,
+sharded over devices along the draw axis), every function on the same initializations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterator
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ..checks import check_scales, check_seed
+from ..compare import moment_fits
+from ..errors import ConfigError, MemoryBudgetError
+from ..kernel import CorrelationFunction, canonical_correlation as canonical, correlation_value, default_memory_budget
+from ..kernel import device_mesh, format_bytes, parse_correlation as parse
+from ..models import ACTIVATIONS, activation as make_activation, check_init, draw_mlp, num_params as model_params
+
+#: The largest batch of draws evaluated by one compiled call.
+MAX_BATCH = 64
+#: Draws per width and probes per draw accepted (probes are traced one by one into the program).
+MAX_DRAWS = 10**8
+MAX_PROBES = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class CorrConfig:
+    """A correlation-function measurement (module docstring). ``probes`` > 0 estimates patterns with cycles by
+    that many Hutchinson probes per draw (docs/math.md section 8); ``batch``, ``devices`` and
+    ``memory_budget`` change how the draws are computed, never their values."""
+
+    functions: tuple[str, ...]
+    widths: tuple[int, ...] = (128, 256, 512, 1024)
+    draws: int = 1000
+    depth: int = 3
+    in_dim: int = 4
+    activation: str = "tanh"
+    init: str = "gaussian"
+    sigma_w: float = 1.0
+    sigma_a: float = 1.0
+    seed: int = 0
+    input_seed: int = 0
+    probes: int = 0
+    batch: int | None = None
+    devices: int | None = None
+    memory_budget: int | None = None
+
+    def __post_init__(self):
+        """NumPy scalars and lists are taken as the Python values they hold (the file records JSON)."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.integer) and not isinstance(v, bool):
+                object.__setattr__(self, f.name, int(v))
+            elif isinstance(v, np.floating):
+                object.__setattr__(self, f.name, float(v))
+            elif isinstance(v, (list, tuple)) and f.name in ("functions", "widths"):
+                object.__setattr__(self, f.name, tuple(int(w) if isinstance(w, np.integer) else w for w in v))
+
+    def parsed(self) -> tuple[CorrelationFunction, ...]:
+        return tuple(parse(f, allow_cycles=self.probes > 0) for f in self.functions)
+
+    def validate(self) -> tuple[CorrelationFunction, ...]:
+        if isinstance(self.functions, str) or not isinstance(self.functions, (tuple, list)) or not self.functions:
+            raise ConfigError("functions must be a non-empty tuple of correlation functions, e.g. "
+                              "('d{mu}f(x1) d{mu}f(x2)',)")
+        if not isinstance(self.widths, (tuple, list)) or not self.widths or any(not isinstance(w, (int, np.integer)) or isinstance(w, bool) or w < 1
+                                  for w in self.widths):
+            raise ConfigError(f"widths = {self.widths!r} must be a non-empty list of positive integers")
+        if len(set(self.widths)) != len(self.widths):
+            raise ConfigError(f"widths = {list(self.widths)} contain duplicates")
+        for name, val, lo, hi in (("draws", self.draws, 2, MAX_DRAWS), ("depth", self.depth, 1, None),
+                                  ("in_dim", self.in_dim, 1, None), ("probes", self.probes, 0, MAX_PROBES)):
+            if not isinstance(val, int) or isinstance(val, bool) or val < lo or (hi is not None and val > hi):
+                raise ConfigError(f"{name} = {val!r} must be an integer >= {lo}"
+                                  + (f" and <= {hi}" if hi is not None else ""))
+        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS or self.activation == "softplus":
+            raise ConfigError(f"activation = {self.activation!r}; accepted: "
+                              f"{', '.join(a for a in ACTIVATIONS if a != 'softplus')}")
+        check_init(self.init)
+        check_scales(sigma_w=self.sigma_w, sigma_a=self.sigma_a)
+        for name, val in (("sigma_w", self.sigma_w), ("sigma_a", self.sigma_a)):
+            if not isinstance(val, (int, float)) or isinstance(val, bool):
+                raise ConfigError(f"{name} = {val!r} must be a Python float")
+        for name, val in (("seed", self.seed), ("input_seed", self.input_seed)):
+            if not isinstance(val, int) or isinstance(val, bool):
+                raise ConfigError(f"{name} = {val!r} must be a Python int")
+        check_seed("seed", self.seed)
+        check_seed("input_seed", self.input_seed)
+        for name, val in (("batch", self.batch), ("devices", self.devices), ("memory_budget", self.memory_budget)):
+            if val is not None and (not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < 1):
+                raise ConfigError(f"{name} = {val!r} must be a positive integer (or None for the default)")
+        corrs = self.parsed()
+        if self.probes > 0 and all(c.is_forest for c in corrs):
+            raise ConfigError(f"probes = {self.probes}: no function has a cycle, so there is nothing to estimate; "
+                              "leave --probes out (forests are evaluated exactly)")
+        return corrs
+
+    def inputs(self) -> Float[Array, "K d"]:
+        """x1..xK as rows (K the largest input number of any function): xK ~ N(0, I_d) from the key
+        (``input_seed``, K), whatever K and the other functions are."""
+        K = max(c.num_inputs for c in self.parsed())
+        key = jax.random.PRNGKey(self.input_seed)
+        return jnp.stack([jax.random.normal(jax.random.fold_in(key, k), (self.in_dim,), dtype=jnp.float64)
+                          for k in range(1, K + 1)])
+
+    def to_json(self) -> str:
+        """The fields that decide the values of every draw (``widths``, ``draws``, ``batch``, ``devices`` and
+        ``memory_budget`` are left out: draw i at width m is the same initialization whatever the others, so a
+        file can be extended with more widths and more draws)."""
+        d = dataclasses.asdict(self)
+        for k in ("widths", "draws", "batch", "devices", "memory_budget"):
+            d.pop(k)
+        d["functions"] = [canonical(f) for f in self.functions]
+        return json.dumps(d, sort_keys=True)
+
+
+def num_params(cfg: CorrConfig, width: int) -> int:
+    """Parameters of the measured network at ``width``, from shapes alone (nothing is drawn)."""
+    shape = jax.eval_shape(lambda k: _network(cfg, width, k), jax.random.PRNGKey(0))
+    return model_params(shape)
+
+
+def _network(cfg: CorrConfig, width: int, key: Array):
+    return draw_mlp(key, cfg.in_dim, width, cfg.depth, make_activation(cfg.activation), sigma_w=cfg.sigma_w,
+                    sigma_a=cfg.sigma_a, init=cfg.init)
+
+
+def draw_bytes(cfg: CorrConfig, width: int) -> int:
+    """Predicted peak bytes of one draw: the weights, and per function its messages (one parameter vector per
+    summed index) and the tangents of its nested JVPs (2^k at a factor with k derivatives), with the
+    forward pass's activations; all functions of a draw are evaluated in one call."""
+    vectors = 3 + sum(2 * len(c.edges) + 2 ** max(len(f.indices) for f in c.factors) * max(1, cfg.probes)
+                      for c in cfg.parsed())
+    K = max(c.num_inputs for c in cfg.parsed())
+    return 8 * (vectors * num_params(cfg, width) + 8 * width * cfg.depth * K + K * cfg.in_dim)
+
+
+def plan_batch(cfg: CorrConfig, width: int) -> int:
+    """Draws per compiled call at this width: ``cfg.batch``, or as many as the memory budget holds (at most
+    MAX_BATCH). Refuses (MemoryBudgetError) when one draw does not fit."""
+    budget = cfg.memory_budget or default_memory_budget()
+    one = draw_bytes(cfg, width)
+    if one > budget:
+        raise MemoryBudgetError(
+            f"one draw at width {width} needs about {format_bytes(one)} ({num_params(cfg, width):,} parameters "
+            f"and {len(cfg.functions)} function(s)); the memory budget is {format_bytes(budget)}. Reduce the "
+            "largest width, measure fewer functions per run, or raise --memory-budget")
+    if cfg.batch is not None:
+        if cfg.batch * one > budget:
+            raise MemoryBudgetError(f"batch = {cfg.batch} draws at width {width} need about "
+                                    f"{format_bytes(cfg.batch * one)}; the memory budget is {format_bytes(budget)}. "
+                                    f"Use --batch {max(1, budget // one)} or less")
+        return cfg.batch
+    return int(max(1, min(MAX_BATCH, budget // one)))
+
+
+def draw_key(cfg: CorrConfig, width: int, draw: Array) -> Array:
+    """The key of initialization ``draw`` at ``width``: the same whichever batch or run computes it."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(cfg.seed), width), draw)
+
+
+class _Sampler(eqx.Module):
+    """Values of every function at one initialization (hashable: one compiled batch function per width)."""
+
+    corrs: tuple[CorrelationFunction, ...] = eqx.field(static=True)
+    width: int = eqx.field(static=True)
+    cfg: CorrConfig = eqx.field(static=True)
+
+    def __call__(self, key: Array, X: Array) -> Array:
+        c = self.cfg
+        model = _network(c, self.width, jax.random.fold_in(key, 0))
+        out = []
+        for i, corr in enumerate(self.corrs):
+            if corr.is_forest:
+                out.append(correlation_value(model, corr, X))
+            else:
+                keys = jax.random.split(jax.random.fold_in(key, 1 + i), c.probes)
+                out.append(jnp.mean(jnp.stack([correlation_value(model, corr, X, k) for k in keys])))
+        return jnp.stack(out)
+
+
+@eqx.filter_jit
+def _batch(sampler: _Sampler, keys: Array, X: Array) -> Array:
+    return jax.vmap(lambda k: sampler(k, X))(keys)
+
+
+def sample(cfg: CorrConfig, width: int, start: int, stop: int, *,
+           on_batch: Callable[[int], None] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Draws ``start..stop-1`` at ``width``, in batches: yields (first draw of the batch, values of shape
+    (draws in the batch, functions)). Every batch has the same size (the last is padded and trimmed), so
+    one compiled call serves a width."""
+    corrs = cfg.validate()
+    X = cfg.inputs()
+    sampler = _Sampler(corrs, int(width), cfg)
+    batch = plan_batch(cfg, width)
+    mesh = device_mesh(cfg.devices, "draws")
+    if mesh is not None:
+        batch = -(-batch // mesh.size) * mesh.size
+    for lo in range(start, stop, batch):
+        idx = jnp.arange(lo, lo + batch)
+        keys = jax.vmap(lambda i: draw_key(cfg, width, i))(idx)
+        if mesh is not None:
+            keys = jax.device_put(keys, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("draws")))
+        vals = np.asarray(_batch(sampler, keys, X))[: min(batch, stop - lo)]
+        if on_batch is not None:
+            on_batch(len(vals))
+        yield lo, vals
+
+
+def correlation_values(cfg: CorrConfig, width: int, draws: int | None = None) -> Float[np.ndarray, "N F"]:
+    """Draws 0..draws-1 (default ``cfg.draws``) at one width, in memory: (draws, functions)."""
+    n = cfg.draws if draws is None else draws
+    for name, val in (("width", width), ("draws", n)):
+        if not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < 1:
+            raise ConfigError(f"correlation_values: {name} = {val!r} must be a positive integer")
+    return np.concatenate([v for _, v in sample(cfg, width, 0, n)], axis=0)
+
+
+def check_plan(cfg: CorrConfig) -> None:
+    """Everything checkable before any draw: the arguments, and the memory of one batch at the largest width."""
+    cfg.validate()
+    device_mesh(cfg.devices, "draws")
+    plan_batch(cfg, max(cfg.widths))
+
+
+def summarize(cfg: CorrConfig, values: dict[int, np.ndarray], *, resolve: float = 3.0) -> list[dict[str, object]]:
+    """Prediction next to measurement, per function: the cluster graph's n_e, n_o, M and s_C (DG Conjecture 1)
+    and 2 s_C (DG Lemma 6), and the mean, variance, standard error and fitted exponents over the first N draws
+    of every width, N the fewest any width has (:func:`nth.compare.moment_fits`)."""
+    widths = sorted(values)
+    n = min(len(values[w]) for w in widths)
+    out = []
+    for j, corr in enumerate(cfg.parsed()):
+        V = np.stack([np.asarray(values[w])[:n, j] for w in widths])
+        out.append(corr.summary() | moment_fits(widths, V, resolve=resolve)
+                   | {"activation": cfg.activation, "init": cfg.init, "depth": cfg.depth, "in_dim": cfg.in_dim})
+    return out
