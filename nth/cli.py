@@ -286,6 +286,10 @@ def _add_corr(sub) -> None:
     s.add_argument("--input-seed", type=_seed, help=f"seed of the inputs x1, x2, ... (default {d['input_seed']})")
     s.add_argument("--probes", type=int, default=0, help="random probes per draw for patterns with cycles "
                    "(default 0: refuse them)")
+    s.add_argument("--integrate-output", action="store_true", default=None,
+                   help="for functions of plain outputs f(x1) f(x2) ... (Gaussian weights, at most 8 factors): "
+                   "average each draw exactly over the output weights given the hidden ones (Isserlis): the same "
+                   "mean with a much smaller spread; the reported variance is then that of this estimator")
     s.add_argument("--out", help="resumable HDF5 file of the draws (default results/corr_<activation>_<init>_<hash "
                    "of the arguments>.h5)")
     s.add_argument("--no-file", action="store_true", help="keep the draws in memory; write nothing")
@@ -409,7 +413,7 @@ def _kernel(args) -> int:
 
 #: nth corr's options that only a measurement uses (refused without --widths: nothing is measured).
 _CORR_MEASURE = ("draws", "depth", "in_dim", "activation", "init", "sigma_w", "sigma_a", "seed", "input_seed",
-                 "batch", "devices", "memory_budget", "out")
+                 "integrate_output", "batch", "devices", "memory_budget", "out")
 
 
 def _corr(args) -> int:

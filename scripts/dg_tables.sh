@@ -28,4 +28,7 @@ run tanh gaussian "${TANH_DRAWS:-2000}" 4
 for act in linear relu; do run "$act" gaussian "${DRAWS:-1000}" 4; done
 for act in tanh linear relu; do run "$act" rademacher "${DRAWS:-1000}" 4; done
 run tanh gaussian "${DRAWS:-1000}" 0
+# rows 1 and 2 at the seed-0 inputs again, each draw averaged exactly over the output weights (Isserlis)
+nth corr "${F[0]}" "${F[1]}" --widths "$W" --depth 3 --in-dim 4 --activation tanh --draws "${DRAWS:-1000}" \
+  --input-seed 0 --integrate-output --batch 8 --quiet --out results/dg_tanh_gaussian_x0_integrated.h5 > /dev/null
 python scripts/dg_tables.py

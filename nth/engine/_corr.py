@@ -37,8 +37,11 @@ MAX_PROBES = 64
 @dataclasses.dataclass(frozen=True)
 class CorrConfig:
     """A correlation-function measurement (module docstring). ``probes`` > 0 estimates patterns with cycles by
-    that many Hutchinson probes per draw (docs/math.md section 8); ``batch``, ``devices`` and
-    ``memory_budget`` change how the draws are computed, never their values."""
+    that many Hutchinson probes per draw (docs/math.md section 8). ``integrate_output`` replaces, for every
+    function made of plain outputs f(xK) only, each draw's value by its exact expectation over the Gaussian
+    output weights given the hidden ones (Isserlis; docs/math.md section 8.1): the same mean, a much smaller
+    spread, and no longer the integrand's own variance. ``batch``, ``devices`` and ``memory_budget`` change how
+    the draws are computed, never their values."""
 
     functions: tuple[str, ...]
     widths: tuple[int, ...] = (128, 256, 512, 1024)
@@ -52,6 +55,7 @@ class CorrConfig:
     seed: int = 0
     input_seed: int = 0
     probes: int = 0
+    integrate_output: bool = False
     batch: int | None = None
     devices: int | None = None
     memory_budget: int | None = None
@@ -104,6 +108,16 @@ class CorrConfig:
         if self.probes > 0 and all(c.is_forest for c in corrs):
             raise ConfigError(f"probes = {self.probes}: no function has a cycle, so there is nothing to estimate; "
                               "leave --probes out (forests are evaluated exactly)")
+        if not isinstance(self.integrate_output, bool):
+            raise ConfigError(f"integrate_output = {self.integrate_output!r} must be True or False")
+        if self.integrate_output:
+            if self.init != "gaussian":
+                raise ConfigError("integrate_output needs Gaussian output weights (Isserlis' theorem); with "
+                                  f"init = {self.init!r} leave it out")
+            plain = [c for c in corrs if _integrable(c)]
+            if not plain:
+                raise ConfigError("integrate_output applies to functions of plain outputs f(x1) f(x2) ... (at most "
+                                  f"{MAX_INTEGRATED} factors, no derivatives); none of these is one")
         return corrs
 
     def inputs(self) -> Float[Array, "K d"]:
@@ -123,6 +137,43 @@ class CorrConfig:
             d.pop(k)
         d["functions"] = [canonical(f) for f in self.functions]
         return json.dumps(d, sort_keys=True)
+
+
+#: Factors of a function whose output-weight expectation is taken exactly ((M - 1)!! pairings: 105 at 8).
+MAX_INTEGRATED = 8
+
+
+def _integrable(corr: CorrelationFunction) -> bool:
+    return not corr.edges and corr.num_factors <= MAX_INTEGRATED
+
+
+def _pairings(items: tuple[int, ...]) -> list[list[tuple[int, int]]]:
+    """Every perfect matching of the positions ``items`` (Isserlis' theorem); none for an odd count."""
+    if not items:
+        return [[]]
+    first, rest = items[0], items[1:]
+    out = []
+    for j, other in enumerate(rest):
+        for tail in _pairings(rest[:j] + rest[j + 1:]):
+            out.append([(first, other)] + tail)
+    return out
+
+
+def output_expectation(model, corr: CorrelationFunction, X: Array, sigma_a: float) -> Array:
+    """E over the output weights a ~ N(0, sigma_a^2 I) of prod_k f(x_k), the hidden weights held fixed (docs/math.md
+    section 8.1): f(x) = a . x^(H)(x) is Gaussian given them, with covariance G_ij = sigma_a^2 x^(H)(x_i) .
+    x^(H)(x_j), so the expectation is the sum over pairings of the factors of prod G (Isserlis), 0 for an odd
+    number of factors."""
+    feats = model.features(X)[1][-1]  # x^(H) of every input, (K, m)
+    G = sigma_a**2 * feats @ feats.T
+    inputs = [f.input - 1 for f in corr.factors]
+    total = jnp.zeros((), G.dtype)
+    for pairing in _pairings(tuple(range(len(inputs)))):
+        term = jnp.ones((), G.dtype)
+        for i, j in pairing:
+            term = term * G[inputs[i], inputs[j]]
+        total = total + term
+    return total
 
 
 def num_params(cfg: CorrConfig, width: int) -> int:
@@ -182,7 +233,9 @@ class _Sampler(eqx.Module):
         model = _network(c, self.width, jax.random.fold_in(key, 0))
         out = []
         for i, corr in enumerate(self.corrs):
-            if corr.is_forest:
+            if c.integrate_output and _integrable(corr):
+                out.append(output_expectation(model, corr, X, c.sigma_a))
+            elif corr.is_forest:
                 out.append(correlation_value(model, corr, X))
             else:
                 keys = jax.random.split(jax.random.fold_in(key, 1 + i), c.probes)
