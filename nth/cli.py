@@ -1,4 +1,4 @@
-"""Command line: ``nth solve`` (a thin layer over :func:`nth.run_solve`), ``nth sweep``, ``nth plot``,
+"""Command line: ``nth solve`` (a thin layer over :func:`nth.run_solve`), ``nth sweep``, ``nth plot``, ``nth width-for``,
 ``nth kernel``, ``nth params`` and ``nth corr``."""
 
 from __future__ import annotations
@@ -303,6 +303,22 @@ def _add_corr(sub) -> None:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_width_for(sub) -> None:
+    s = sub.add_parser("width-for", help="how wide must the network be: the width at which a prediction's error "
+                       "falls below --eps, from a sweep's fitted error law",
+                       description="Fit the error law c * m^s of each prediction of a sweep file (geometric mean over "
+                       "seeds of the error over the sweep's horizon, log-log least squares) and print the width at "
+                       "which it falls below --eps, with a 95%% bootstrap interval (seeds resampled at each width).")
+    s.add_argument("sweep", help="sweep file written by nth sweep")
+    s.add_argument("--eps", type=float, required=True, help="error to reach, e.g. 1e-4")
+    s.add_argument("--level", help="one prediction (p2, p3, p4, ..., dg, inf, discrete_p2, discrete_o1m); default all")
+    s.add_argument("--quantity", default="max_f_error", help="max_f_error (default), max_K2_error, max_test_error, "
+                   "max_f_error_gd or max_test_error_gd")
+    s.add_argument("--fit-widths", type=_widths, help="fit on these widths of the sweep only (e.g. to check the law "
+                   "against a width the fit does not see)")
+    s.add_argument("--json", action="store_true", help="print one JSON object {level: fit}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nth", description="Neural tangent hierarchy for finite-width networks.")
     parser.add_argument("--version", action="version", version=f"nth {__version__}")
@@ -312,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plot(sub)
     _add_kernel(sub)
     _add_corr(sub)
+    _add_width_for(sub)
     pp = sub.add_parser("params", help="TP4 Table 1: abc-parametrizations, their classification and nth's mapping")
     pp.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="hidden layers L (default 2)")
     return parser
@@ -446,6 +463,44 @@ def _corr(args) -> int:
     return 0
 
 
+def _width_for(args) -> int:
+    import json
+
+    import numpy as np
+
+    from .compare import width_for
+    from .io import load_sweep
+
+    sw = load_sweep(args.sweep)
+    widths = np.asarray(sw["widths"])
+    rows = np.arange(widths.size)
+    if args.fit_widths is not None:
+        missing = sorted(set(args.fit_widths) - set(widths.tolist()))
+        if missing:
+            raise ConfigError(f"--fit-widths {missing} are not widths of {args.sweep!r} ({widths.tolist()})")
+        rows = np.flatnonzero(np.isin(widths, args.fit_widths))
+    prefix = args.quantity + "_"
+    labels = sorted(k[len(prefix):] for k in sw["scalars"] if k.startswith(prefix) and "wall" not in k)
+    if args.level is not None:
+        if args.level not in labels:
+            raise ConfigError(f"--level {args.level!r}: {args.sweep!r} holds {args.quantity} for {', '.join(labels)}")
+        labels = [args.level]
+    if not labels:
+        raise ConfigError(f"{args.sweep!r} holds no {args.quantity!r} values")
+    fits = {lab: width_for(widths[rows], sw["scalars"][prefix + lab][rows], args.eps) for lab in labels}
+    if args.json:
+        print(json.dumps(fits))
+        return 0
+    for lab, f in fits.items():
+        if f["width"] is None:
+            print(f"{lab:>4}: the error does not fall with width (fitted slope {f['slope']:.2f}); no width reaches it")
+            continue
+        lo, hi = (f"{v:.0f}" if v is not None else "never" for v in f["width_ci"])
+        print(f"{lab:>4}: error ~ {f['c']:.3g} m^{f['slope']:.2f} (fit on widths {','.join(map(str, f['widths']))}): "
+              f"below {args.eps:g} from m = {f['width']:.0f}  95% CI [{lo}, {hi}]")
+    return 0
+
+
 def _params(args) -> int:
     from .models._param import format_table as params_table
 
@@ -459,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"solve": _solve, "sweep": _sweep, "plot": _plot, "kernel": _kernel,
-                "params": _params, "corr": _corr}[args.command](args)
+                "params": _params, "corr": _corr,
+                "width-for": _width_for}[args.command](args)
     except NTHError as e:
         print(f"nth: error: {e}", file=sys.stderr)
         return 2

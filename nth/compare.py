@@ -129,3 +129,36 @@ def moment_fits(widths: Float[np.ndarray, " W"], values: Float[np.ndarray, "W N"
 
 def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
+
+
+def width_for(widths: Float[np.ndarray, " W"], errors: Float[np.ndarray, "W S"], eps: float, *, level: float = 0.95,
+              resamples: int = 2000, seed: int = 0) -> dict[str, object]:
+    """The width at which the error law c m^s, fitted to the geometric mean over seeds of ``errors`` (W widths x
+    S seeds) in log-log, falls below ``eps``: m* = (eps / c)^(1/s), with a bootstrap interval (seeds resampled at
+    every width, as :func:`slope_with_ci`). ``width`` is None when the fitted error does not fall with width
+    (s >= 0); bootstrap fits with s >= 0 count as 'never' (infinite width) in the interval."""
+    if not (isinstance(eps, (int, float)) and np.isfinite(eps) and eps > 0):
+        raise ConfigError(f"eps = {eps!r} must be a positive number")
+    E = np.asarray(errors, dtype=np.float64)
+    widths = np.asarray(widths, dtype=np.float64)
+    if E.ndim != 2 or E.shape[0] != widths.size:
+        raise ConfigError(f"errors of shape {E.shape} must be (widths, seeds) with {widths.size} widths")
+    usable = [E[i][np.isfinite(E[i]) & (E[i] > 0)] for i in range(E.shape[0])]
+    keep = [i for i, r in enumerate(usable) if r.size]
+    widths, rows = widths[keep], [usable[i] for i in keep]
+
+    def solve(g):
+        x, y = np.log(widths), np.log(g)
+        s, logc = np.linalg.lstsq(np.vstack([x, np.ones_like(x)]).T, y, rcond=None)[0]
+        return s, logc, (float(np.exp((np.log(eps) - logc) / s)) if s < 0 else np.inf)
+
+    fit_slope(widths, [geometric_mean(r) for r in rows])  # refuses fewer than two widths
+    s, logc, m = solve([geometric_mean(r) for r in rows])
+    rng = np.random.default_rng(seed)
+    boot = np.array([solve([geometric_mean(rng.choice(r, size=r.size)) for r in rows])[2] for _ in range(resamples)])
+    a = (1 - level) / 2
+    order = np.sort(boot)  # order statistics: 'never' (inf) sorts last, without arithmetic on it
+    lo, hi = order[int(np.floor(a * (resamples - 1)))], order[int(np.ceil((1 - a) * (resamples - 1)))]
+    return {"slope": float(s), "c": float(np.exp(logc)), "eps": float(eps), "width": m if np.isfinite(m) else None,
+            "width_ci": [float(lo) if np.isfinite(lo) else None, float(hi) if np.isfinite(hi) else None],
+            "widths": widths.astype(int).tolist()}

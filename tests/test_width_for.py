@@ -1,0 +1,42 @@
+"""`nth width-for` (issue 15 item 4): the error law c m^s of each prediction, fitted on the narrower widths of a
+committed sweep, predicts the width at which the error reaches the value measured at the widest width, which the
+fit did not see."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import nth
+from nth.cli import main
+from nth.compare import geometric_mean, width_for
+
+SWEEP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "sweep_tanh_d1.h5")
+
+
+def test_held_out_widest_width_is_predicted(capsys):
+    sw = nth.load_sweep(SWEEP)
+    widths = sw["widths"]
+    for lab in ("p2", "p3", "p4", "p5", "dg"):
+        E = sw["scalars"][f"max_f_error_{lab}"]
+        eps = geometric_mean(E[-1])  # measured at 4096, not seen by the fit below
+        assert main(["width-for", SWEEP, "--eps", repr(float(eps)), "--level", lab, "--json",
+                     "--fit-widths", ",".join(map(str, widths[:-1]))]) == 0
+        fit = json.loads(capsys.readouterr().out)[lab]
+        lo, hi = fit["width_ci"]
+        assert lo < widths[-1] < hi, (lab, fit)
+        assert abs(np.log(fit["width"] / widths[-1])) < np.log(1.2), (lab, fit["width"])  # measured: within 11%
+
+
+def test_width_for_exact_law_and_refusals():
+    widths = np.array([100, 200, 400, 800])
+    E = np.stack([np.full(5, 3.0 * w**-2.0) for w in widths])
+    f = width_for(widths, E, 3.0 * 1000.0**-2.0)
+    assert abs(f["slope"] + 2) < 1e-12 and abs(f["width"] - 1000.0) < 1e-6
+    assert width_for(widths, np.ones((4, 3)), 0.5)["width"] is None  # a flat error never reaches eps
+    for eps in (0, -1.0, float("nan")):
+        with pytest.raises(nth.ConfigError, match="eps"):
+            width_for(widths, E, eps)
+    assert main(["width-for", SWEEP, "--eps", "1e-4", "--level", "p9"]) == 2
+    assert main(["width-for", SWEEP, "--eps", "1e-4", "--fit-widths", "256,300"]) == 2
