@@ -16,10 +16,10 @@ from . import __version__
 from .checks import check_seed
 from .data import NORMALIZATIONS
 from .dynamics import DG_METHODS, SOLVERS
-from .engine import DTYPES, CorrConfig, SolveConfig, dry_run
+from .engine import CORR_ACTIVATIONS, DTYPES, CorrConfig, SolveConfig, dry_run
 from .engine._config import DEFAULT_D, DEFAULT_N
 from .errors import ConfigError, NTHError
-from .io import abandon, default_out_path, format_table, run_solve, stderr_log
+from .io import ERROR_QUANTITIES, abandon, default_out_path, format_table, run_solve, stderr_log
 from .kernel import IMPLEMENTATIONS
 from .models import ACTIVATIONS, ARCHS, DEFAULT_DEPTH, DEFAULT_ORDER, INITS, PRESETS
 from .models._activations import EXPECTATION_METHODS
@@ -228,9 +228,7 @@ def _add_plot(sub) -> None:
         k.add_argument("sweep", help="sweep file written by nth sweep")
         k.add_argument("--out", help="PNG to write (default: next to the sweep file)")
         if kind == "error-vs-width":
-            k.add_argument("--quantity", default="max_f_error",
-                           choices=("max_f_error", "max_K2_error", "max_test_error", "max_f_error_gd",
-                                    "max_test_error_gd"),
+            k.add_argument("--quantity", default="max_f_error", choices=tuple(ERROR_QUANTITIES),
                            help="error against the flow (default), or against gradient descent (_gd) in a sweep "
                            "with --lr")
         if kind == "trajectories":
@@ -275,7 +273,7 @@ def _add_corr(sub) -> None:
     s.add_argument("--draws", type=int, help=f"initializations per width (default {d['draws']})")
     s.add_argument("--depth", type=int, help=f"hidden layers (default {d['depth']}, as Dyer & Gur-Ari)")
     s.add_argument("--in-dim", type=int, help=f"input dimension (default {d['in_dim']})")
-    s.add_argument("--activation", choices=tuple(a for a in ACTIVATIONS if a != "softplus"),
+    s.add_argument("--activation", choices=CORR_ACTIVATIONS,
                    help=f"activation (default {d['activation']}; linear is the deep linear network of Theorem 1; relu "
                    "uses the almost-everywhere derivatives)")
     s.add_argument("--init", choices=INITS, help=f"weights N(0, sigma^2) or uniform on {{-sigma, +sigma}} "
@@ -312,8 +310,8 @@ def _add_width_for(sub) -> None:
     s.add_argument("sweep", help="sweep file written by nth sweep")
     s.add_argument("--eps", type=float, required=True, help="error to reach, e.g. 1e-4")
     s.add_argument("--level", help="one prediction (p2, p3, p4, ..., dg, inf, discrete_p2, discrete_o1m); default all")
-    s.add_argument("--quantity", default="max_f_error", help="max_f_error (default), max_K2_error, max_test_error, "
-                   "max_f_error_gd or max_test_error_gd")
+    s.add_argument("--quantity", default="max_f_error", choices=tuple(ERROR_QUANTITIES),
+                   help="the error whose law is fitted (default max_f_error; _gd: against gradient descent)")
     s.add_argument("--fit-widths", type=_widths, help="fit on these widths of the sweep only (e.g. to check the law "
                    "against a width the fit does not see)")
     s.add_argument("--json", action="store_true", help="print one JSON object {level: fit}")
@@ -428,9 +426,10 @@ def _kernel(args) -> int:
     return 0
 
 
-#: nth corr's options that only a measurement uses (refused without --widths: nothing is measured).
-_CORR_MEASURE = ("draws", "depth", "in_dim", "activation", "init", "sigma_w", "sigma_a", "seed", "input_seed",
-                 "integrate_output", "batch", "devices", "memory_budget", "out")
+#: nth corr's options that only a measurement uses (refused without --widths: nothing is measured): the fields of
+#: CorrConfig but the functions, widths and probes, and the output file.
+_CORR_MEASURE = tuple(f.name for f in dataclasses.fields(CorrConfig)
+                      if f.name not in ("functions", "widths", "probes")) + ("out",)
 
 
 def _corr(args) -> int:
@@ -469,7 +468,7 @@ def _width_for(args) -> int:
     import numpy as np
 
     from .compare import width_for
-    from .io import load_sweep
+    from .io import load_sweep, prediction_labels
 
     sw = load_sweep(args.sweep)
     widths = np.asarray(sw["widths"])
@@ -480,7 +479,7 @@ def _width_for(args) -> int:
             raise ConfigError(f"--fit-widths {missing} are not widths of {args.sweep!r} ({widths.tolist()})")
         rows = np.flatnonzero(np.isin(widths, args.fit_widths))
     prefix = args.quantity + "_"
-    labels = sorted(k[len(prefix):] for k in sw["scalars"] if k.startswith(prefix) and "wall" not in k)
+    labels = prediction_labels(sw["scalars"], prefix)
     if args.level is not None:
         if args.level not in labels:
             raise ConfigError(f"--level {args.level!r}: {args.sweep!r} holds {args.quantity} for {', '.join(labels)}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from jaxtyping import Float
 
@@ -25,19 +27,42 @@ def geometric_mean(x: Float[np.ndarray, "..."], axis: int | None = None) -> Floa
     return np.exp(np.mean(np.log(np.asarray(x, dtype=np.float64)), axis=axis))
 
 
-def fit_slope(widths: Float[np.ndarray, " W"], errors: Float[np.ndarray, " W"]) -> tuple[float, float]:
-    """Least-squares slope of log(error) against log(width), and its standard error."""
-    x, y = np.log(np.asarray(widths, dtype=float)), np.log(np.asarray(errors, dtype=float))
+def loglog_fit(widths: Float[np.ndarray, " W"], values: Float[np.ndarray, " W"]) -> tuple[float, float, float]:
+    """The law value = c m^s fitted by least squares in log-log: (s, log c, standard error of s; NaN with two
+    widths). Fewer than two distinct widths raise ConfigError (docs/math.md section 3)."""
+    x, y = np.log(np.asarray(widths, dtype=float)), np.log(np.asarray(values, dtype=float))
     if np.unique(x).size < 2:
         raise ConfigError(f"a slope needs at least two distinct widths; got {np.asarray(widths).tolist()}")
     A = np.vstack([x, np.ones_like(x)]).T
-    coef, res, *_ = np.linalg.lstsq(A, y, rcond=None)
+    coef = np.linalg.lstsq(A, y, rcond=None)[0]
     dof = x.size - 2
-    if dof <= 0:
-        return float(coef[0]), float("nan")
-    sigma2 = float(np.sum((y - A @ coef) ** 2)) / dof
-    se = np.sqrt(sigma2 / np.sum((x - x.mean()) ** 2))
-    return float(coef[0]), float(se)
+    se = np.sqrt(float(np.sum((y - A @ coef) ** 2)) / dof / np.sum((x - x.mean()) ** 2)) if dof > 0 else np.nan
+    return float(coef[0]), float(coef[1]), float(se)
+
+
+def fit_slope(widths: Float[np.ndarray, " W"], errors: Float[np.ndarray, " W"]) -> tuple[float, float]:
+    """Least-squares slope of log(error) against log(width), and its standard error (:func:`loglog_fit`)."""
+    slope, _, se = loglog_fit(widths, errors)
+    return slope, se
+
+
+def _seed_rows(widths, errors) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The widths that have finite positive errors (a log-log fit needs them), and those errors per width:
+    NaN entries (missing runs) and non-positive errors are left out, and a width left with none is dropped."""
+    E = np.asarray(errors, dtype=np.float64)
+    widths = np.asarray(widths, dtype=np.float64)
+    if E.ndim != 2 or E.shape[0] != widths.size:
+        raise ConfigError(f"errors of shape {E.shape} must be (widths, seeds) with {widths.size} widths")
+    usable = [E[i][np.isfinite(E[i]) & (E[i] > 0)] for i in range(E.shape[0])]
+    keep = [i for i, r in enumerate(usable) if r.size]
+    return widths[keep], [usable[i] for i in keep]
+
+
+def _bootstrap_geomeans(rows: list[np.ndarray], resamples: int, seed: int) -> Iterator[list[float]]:
+    """Geometric means per width of the seeds resampled with replacement, independently at every width."""
+    rng = np.random.default_rng(seed)
+    for _ in range(resamples):
+        yield [geometric_mean(rng.choice(r, size=r.size)) for r in rows]
 
 
 def slope_with_ci(widths: Float[np.ndarray, " W"], errors: Float[np.ndarray, "W S"], *, level: float = 0.95,
@@ -50,17 +75,9 @@ def slope_with_ci(widths: Float[np.ndarray, " W"], errors: Float[np.ndarray, "W 
     runs) and non-positive errors (no logarithm) are ignored, and a width left with none is dropped; fewer than
     two widths left raise ConfigError. Returns (slope, low, high).
     """
-    E = np.asarray(errors, dtype=np.float64)
-    widths = np.asarray(widths, dtype=np.float64)
-    # a log-log fit uses the finite positive errors; a width without any is left out
-    usable = [E[i][np.isfinite(E[i]) & (E[i] > 0)] for i in range(E.shape[0])]
-    keep = [i for i, r in enumerate(usable) if r.size]
-    widths, rows = widths[keep], [usable[i] for i in keep]
+    widths, rows = _seed_rows(widths, errors)
     slope = fit_slope(widths, [geometric_mean(r) for r in rows])[0]
-    rng = np.random.default_rng(seed)
-    boot = np.empty(resamples)
-    for b in range(resamples):
-        boot[b] = fit_slope(widths, [geometric_mean(rng.choice(r, size=r.size)) for r in rows])[0]
+    boot = np.array([fit_slope(widths, g)[0] for g in _bootstrap_geomeans(rows, resamples, seed)])
     a = (1 - level) / 2
     lo, hi = np.quantile(boot, [a, 1 - a])
     return slope, float(lo), float(hi)
@@ -133,32 +150,24 @@ def _finite(x: float) -> float | None:
 
 def width_for(widths: Float[np.ndarray, " W"], errors: Float[np.ndarray, "W S"], eps: float, *, level: float = 0.95,
               resamples: int = 2000, seed: int = 0) -> dict[str, object]:
-    """The width at which the error law c m^s, fitted to the geometric mean over seeds of ``errors`` (W widths x
-    S seeds) in log-log, falls below ``eps``: m* = (eps / c)^(1/s), with a bootstrap interval (seeds resampled at
-    every width, as :func:`slope_with_ci`). ``width`` is None when the fitted error does not fall with width
-    (s >= 0); bootstrap fits with s >= 0 count as 'never' (infinite width) in the interval."""
+    """The width at which the error law c m^s (docs/math.md section 3: s = -1 for p = 2, -2 for p = 4 and DG),
+    fitted to the geometric mean over seeds of ``errors`` (W widths x S seeds) in log-log, falls below ``eps``:
+    m* = (eps / c)^(1/s), with a bootstrap interval (seeds resampled at every width, as :func:`slope_with_ci`).
+    ``width`` is None when the fitted error does not fall with width (s >= 0); bootstrap fits with s >= 0 count
+    as 'never' (infinite width) in the interval."""
     if not (isinstance(eps, (int, float)) and np.isfinite(eps) and eps > 0):
         raise ConfigError(f"eps = {eps!r} must be a positive number")
-    E = np.asarray(errors, dtype=np.float64)
-    widths = np.asarray(widths, dtype=np.float64)
-    if E.ndim != 2 or E.shape[0] != widths.size:
-        raise ConfigError(f"errors of shape {E.shape} must be (widths, seeds) with {widths.size} widths")
-    usable = [E[i][np.isfinite(E[i]) & (E[i] > 0)] for i in range(E.shape[0])]
-    keep = [i for i, r in enumerate(usable) if r.size]
-    widths, rows = widths[keep], [usable[i] for i in keep]
+    widths, rows = _seed_rows(widths, errors)
 
     def solve(g):
-        x, y = np.log(widths), np.log(g)
-        s, logc = np.linalg.lstsq(np.vstack([x, np.ones_like(x)]).T, y, rcond=None)[0]
+        s, logc, _ = loglog_fit(widths, g)
         return s, logc, (float(np.exp((np.log(eps) - logc) / s)) if s < 0 else np.inf)
 
-    fit_slope(widths, [geometric_mean(r) for r in rows])  # refuses fewer than two widths
     s, logc, m = solve([geometric_mean(r) for r in rows])
-    rng = np.random.default_rng(seed)
-    boot = np.array([solve([geometric_mean(rng.choice(r, size=r.size)) for r in rows])[2] for _ in range(resamples)])
+    boot = np.array([solve(g)[2] for g in _bootstrap_geomeans(rows, resamples, seed)])
     a = (1 - level) / 2
     order = np.sort(boot)  # order statistics: 'never' (inf) sorts last, without arithmetic on it
     lo, hi = order[int(np.floor(a * (resamples - 1)))], order[int(np.ceil((1 - a) * (resamples - 1)))]
-    return {"slope": float(s), "c": float(np.exp(logc)), "eps": float(eps), "width": m if np.isfinite(m) else None,
+    return {"slope": s, "c": float(np.exp(logc)), "eps": float(eps), "width": m if np.isfinite(m) else None,
             "width_ci": [float(lo) if np.isfinite(lo) else None, float(hi) if np.isfinite(hi) else None],
             "widths": widths.astype(int).tolist()}

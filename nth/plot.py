@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import io
 import os
-import re
 
 import numpy as np
 
 from .compare import geometric_mean, slope_with_ci
 from .errors import ConfigError
-from .io import check_output_path, load_sweep, write_atomic
+from .io import ERROR_QUANTITIES, check_output_path, load_sweep, prediction_labels, write_atomic
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -50,16 +49,6 @@ def _save(plt, fig, out: str) -> None:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     write_atomic(out, buf.getvalue(), force=True, what="nth plot")
-
-
-_LABEL = re.compile(r"p\d+|dg|inf|discrete_p2|discrete_o1m")
-
-
-def _labels(scalars: dict, prefix: str) -> list[str]:
-    """The prediction labels of the keys ``prefix + label`` (p2.., dg, inf, discrete_p2, discrete_o1m)."""
-    labels = sorted((k[len(prefix):] for k in scalars if k.startswith(prefix) and _LABEL.fullmatch(k[len(prefix):])),
-                    key=lambda s: (s in ("dg", "inf"), s == "inf", int(s[1:]) if s[1:].isdigit() else 99))
-    return labels
 
 
 def _name(label: str) -> str:
@@ -99,7 +88,7 @@ def error_vs_width(path: str, out: str, *, quantity: str = "max_f_error") -> dic
     plt = _plt()
     sw = load_sweep(path)
     widths, sc = sw["widths"], sw["scalars"]
-    labels = _labels(sc, quantity + "_")
+    labels = prediction_labels(sc, quantity + "_")
     if not labels:
         raise ConfigError(f"{path!r} holds no '{quantity}' values (finished runs: {len(sw['runs'])})")
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
@@ -122,11 +111,7 @@ def error_vs_width(path: str, out: str, *, quantity: str = "max_f_error") -> dic
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("width m")
-    what = {"max_f_error": "max_t |f - f_true| / sqrt(n)", "max_K2_error": "max_t |K2 - K2_true|",
-            "max_test_error": "max_t |f(x_test) - f_true(x_test)| / sqrt(k)",
-            "max_f_error_gd": "max_step |f - f_GD| / sqrt(n)",
-            "max_test_error_gd": "max_step |f(x_test) - f_GD(x_test)| / sqrt(k)"}[quantity]
-    ax.set_ylabel(what + " (geo. mean over seeds)")
+    ax.set_ylabel(ERROR_QUANTITIES[quantity] + " (geo. mean over seeds)")
     ax.set_title(f"error vs width: {describe(sw)}", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 
-import numpy as np
 
 import nth
 import nth.plot

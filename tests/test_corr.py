@@ -294,7 +294,7 @@ def test_output_weights_integrated_exactly():
     np.testing.assert_array_equal(raw[:, 1], rb[:, 1])  # a function with derivatives: unchanged
     se = np.sqrt(raw[:, 0].var(ddof=1) / 400 + rb[:, 0].var(ddof=1) / 400)
     assert abs(raw[:, 0].mean() - rb[:, 0].mean()) < 4 * se
-    assert rb[:, 0].var() < 0.2 * raw[:, 0].var()
+    assert rb[:, 0].var() < 0.05 * raw[:, 0].var()  # measured 0.018 at m = 16 (it falls like 1/m)
     for bad, why in ((dict(init="rademacher"), "Gaussian"), (dict(functions=("d{mu}f(x1) d{mu}f(x2)",)), "plain")):
         with pytest.raises(nth.ConfigError, match=why):
             dataclasses.replace(cfg, integrate_output=True, **bad).validate()
@@ -415,7 +415,7 @@ def test_committed_tanh_exponents_match_s_C(tanh_table):
             assert abs(s["slope_mean"] - s["s_C"]) < 0.15, (s["function"], s["slope_mean"], s["s_C"])
         else:
             assert s["slope_mean"] is None
-    assert resolved >= 4
+    assert resolved == len(TABLE1)  # every row at the committed inputs (seed 4); seed 0 leaves rows 2 and 6 out
 
 
 def test_committed_draws_are_reproduced(tanh_table):
@@ -433,6 +433,6 @@ def test_committed_star_is_below_the_bound_on_linear_and_relu(act):
     _, summary = _committed(f"dg_{act}_gaussian_x4.h5")
     star = summary[4]
     assert star["s_C"] == -1 and star["resolved"]
-    assert abs(star["slope_mean"] + 2) < 0.25, star["slope_mean"]
+    assert abs(star["slope_mean"] + 2) < 0.1, star["slope_mean"]  # measured -2.00 (linear), -2.01 (relu)
     lo, hi = star["slope_mean_ci"]
     assert hi < -1.5  # the bound -1 is not tight

@@ -1,7 +1,7 @@
 """The run engine: one configuration (:class:`SolveConfig`) through every stage, for one seed or several seeds
 of one width together, with the memory plan of every stage checked first (docs/math.md sections 2-6)."""
 
-from ._corr import CorrConfig as CorrConfig, check_plan as check_corr_plan, correlation_values as correlation_values
+from ._corr import CORR_ACTIVATIONS as CORR_ACTIVATIONS, CorrConfig as CorrConfig, check_plan as check_corr_plan, correlation_values as correlation_values
 from ._corr import plan_batch as plan_batch, sample as sample_draws, summarize as summarize_corr
 from ._config import DTYPES as DTYPES, SolveConfig as SolveConfig
 from ._plan import SolvePlan as SolvePlan, plan_solve as plan_solve

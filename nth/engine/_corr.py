@@ -27,11 +27,18 @@ from ..kernel import CorrelationFunction, canonical_correlation as canonical, co
 from ..kernel import device_mesh, format_bytes, parse_correlation as parse
 from ..models import ACTIVATIONS, activation as make_activation, check_init, draw_mlp, num_params as model_params
 
+#: Activations a measurement accepts: every one nth has, but softplus (whose sharpness is not a CorrConfig field).
+CORR_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != "softplus")
 #: The largest batch of draws evaluated by one compiled call.
 MAX_BATCH = 64
 #: Draws per width and probes per draw accepted (probes are traced one by one into the program).
 MAX_DRAWS = 10**8
 MAX_PROBES = 64
+
+
+def _is_int(val, lo: int, hi: int | None = None) -> bool:
+    """A Python int (numpy integers are converted by CorrConfig) in lo..hi, not a bool."""
+    return isinstance(val, int) and not isinstance(val, bool) and val >= lo and (hi is None or val <= hi)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +68,8 @@ class CorrConfig:
     memory_budget: int | None = None
 
     def __post_init__(self):
-        """NumPy scalars and lists are taken as the Python values they hold (the file records JSON)."""
+        """NumPy scalars and lists are taken as the Python values they hold (the file records JSON); a lone
+        string of functions stays a string, to be refused by :meth:`validate`."""
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if isinstance(v, np.integer) and not isinstance(v, bool):
@@ -75,34 +83,28 @@ class CorrConfig:
         return tuple(parse(f, allow_cycles=self.probes > 0) for f in self.functions)
 
     def validate(self) -> tuple[CorrelationFunction, ...]:
-        if isinstance(self.functions, str) or not isinstance(self.functions, (tuple, list)) or not self.functions:
+        if not isinstance(self.functions, tuple) or not self.functions:
             raise ConfigError("functions must be a non-empty tuple of correlation functions, e.g. "
                               "('d{mu}f(x1) d{mu}f(x2)',)")
-        if not isinstance(self.widths, (tuple, list)) or not self.widths or any(not isinstance(w, (int, np.integer)) or isinstance(w, bool) or w < 1
-                                  for w in self.widths):
+        if not isinstance(self.widths, tuple) or not self.widths or not all(_is_int(w, 1) for w in self.widths):
             raise ConfigError(f"widths = {self.widths!r} must be a non-empty list of positive integers")
         if len(set(self.widths)) != len(self.widths):
             raise ConfigError(f"widths = {list(self.widths)} contain duplicates")
         for name, val, lo, hi in (("draws", self.draws, 2, MAX_DRAWS), ("depth", self.depth, 1, None),
                                   ("in_dim", self.in_dim, 1, None), ("probes", self.probes, 0, MAX_PROBES)):
-            if not isinstance(val, int) or isinstance(val, bool) or val < lo or (hi is not None and val > hi):
+            if not _is_int(val, lo, hi):
                 raise ConfigError(f"{name} = {val!r} must be an integer >= {lo}"
                                   + (f" and <= {hi}" if hi is not None else ""))
-        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS or self.activation == "softplus":
-            raise ConfigError(f"activation = {self.activation!r}; accepted: "
-                              f"{', '.join(a for a in ACTIVATIONS if a != 'softplus')}")
+        if self.activation not in CORR_ACTIVATIONS:
+            raise ConfigError(f"activation = {self.activation!r}; accepted: {', '.join(CORR_ACTIVATIONS)}")
         check_init(self.init)
+        if isinstance(self.sigma_w, bool) or isinstance(self.sigma_a, bool):
+            raise ConfigError(f"sigma_w = {self.sigma_w!r}, sigma_a = {self.sigma_a!r} must be numbers, not booleans")
         check_scales(sigma_w=self.sigma_w, sigma_a=self.sigma_a)
-        for name, val in (("sigma_w", self.sigma_w), ("sigma_a", self.sigma_a)):
-            if not isinstance(val, (int, float)) or isinstance(val, bool):
-                raise ConfigError(f"{name} = {val!r} must be a Python float")
-        for name, val in (("seed", self.seed), ("input_seed", self.input_seed)):
-            if not isinstance(val, int) or isinstance(val, bool):
-                raise ConfigError(f"{name} = {val!r} must be a Python int")
         check_seed("seed", self.seed)
         check_seed("input_seed", self.input_seed)
         for name, val in (("batch", self.batch), ("devices", self.devices), ("memory_budget", self.memory_budget)):
-            if val is not None and (not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < 1):
+            if val is not None and not _is_int(val, 1):
                 raise ConfigError(f"{name} = {val!r} must be a positive integer (or None for the default)")
         corrs = self.parsed()
         if self.probes > 0 and all(c.is_forest for c in corrs):

@@ -1,7 +1,8 @@
 """Correlation-function measurements on disk: one resumable HDF5 file per :class:`~nth.engine.CorrConfig`.
 
 Layout (``nth-corr-1``): root attributes ``format``, ``corr_config`` (JSON of the fields that decide the
-values), ``functions``, ``widths`` (every width the file has draws of), ``checksums = "sha256"`` and those of every nth file (versions, device,
+values, with the functions as nth writes them) and its ``config_sha256``, ``widths`` (every width the file has
+draws of), ``checksums = "sha256"`` and those of every nth file (versions, device,
 creation time, command); ``/inputs`` (K, d), the inputs x1..xK; and per width ``/m{width}/d{start}``
 blocks of values, shape (draws, functions), for draws start..start+len-1, each with ``start`` and ``sha256``
 attributes. Each block is committed atomically (the whole file is rewritten through a temporary, as a sweep
@@ -59,11 +60,6 @@ def _contiguous(h: h5py.File, width: int) -> tuple[np.ndarray | None, list[str]]
     return (np.concatenate(parts) if parts else None), bad
 
 
-def _have(h: h5py.File, width: int) -> tuple[int, list[str]]:
-    vals, bad = _contiguous(h, width)
-    return (0 if vals is None else len(vals)), bad
-
-
 def _sha(text: str) -> str:
     import hashlib
 
@@ -93,14 +89,15 @@ def _widths_in(h: h5py.File) -> list[int]:
     return sorted(int(k[1:]) for k in h if k.startswith("m") and k[1:].isdigit())
 
 
-def _open(cfg: CorrConfig, path: str, log: Callable[[str], None] | None) -> dict[int, int]:
+def _open(cfg: CorrConfig, path: str, log: Callable[[str], None] | None) -> dict[int, np.ndarray]:
     """Check an existing file against ``cfg`` (same values-deciding arguments, readable, writable), drop its
-    damaged blocks (at every width it holds) and repair damaged inputs; return {width: draws it holds}. The
+    damaged blocks (at every width it holds) and repair damaged inputs; return {width: the first cfg.draws of
+    its intact contiguous draws} for the widths of ``cfg`` it holds. The
     draws already there must be this code's: the inputs are compared bit for bit and the first draw of the
     narrowest width is computed again (a JAX whose random numbers differ would otherwise mix two sets of draws
     in one file). A new file is created with its first block."""
     if not os.path.exists(path):
-        return {w: 0 for w in cfg.widths}
+        return {}
     check_writable(path, "draws")
     with open_results(path, "correlation file") as h:
         old, new = _saved_config(h, path), json.loads(cfg.to_json())
@@ -109,7 +106,7 @@ def _open(cfg: CorrConfig, path: str, log: Callable[[str], None] | None) -> dict
                               "it with the same arguments (more --draws or --widths add draws) or choose another --out")
         bad = []
         for w in _widths_in(h):
-            bad += _have(h, w)[1]
+            bad += _contiguous(h, w)[1]
         inputs_bad = "inputs" in h and not verify(h["inputs"], required=True)
         if "inputs" in h and not inputs_bad and not np.array_equal(h["inputs"][()], np.asarray(cfg.inputs())):
             raise ConfigError(f"{path!r} holds draws at other inputs than this nth computes for input seed "
@@ -117,17 +114,15 @@ def _open(cfg: CorrConfig, path: str, log: Callable[[str], None] | None) -> dict
     drop_damaged(path, bad + (["inputs"] if inputs_bad else []), log, "part(s)",
                  also=(lambda h: _write_inputs(h, cfg)) if inputs_bad else None)
     with h5py.File(path, "r") as h:
-        have = {w: _have(h, w)[0] for w in cfg.widths}
-        stored = [(w, _contiguous(h, w)[0]) for w in _widths_in(h)]
-    stored = [(w, v) for w, v in stored if v is not None]
+        stored = {w: v for w in _widths_in(h) if (v := _contiguous(h, w)[0]) is not None}
     if stored:
-        w, v = stored[0]
+        w = min(stored)
         again = correlation_values(cfg, w, draws=1)[0]
-        if not np.allclose(again, v[0], rtol=1e-10, atol=1e-300):
+        if not np.allclose(again, stored[w][0], rtol=1e-10, atol=1e-300):
             raise ConfigError(f"{path!r}: draw 0 at width {w} computed now differs from the one stored ({again} "
-                              f"against {v[0]}): the file was made by another version of nth or JAX; choose another "
-                              "--out")
-    return have
+                              f"against {stored[w][0]}): the file was made by another version of nth or JAX; choose "
+                              "another --out")
+    return {w: v[: cfg.draws] for w, v in stored.items() if w in cfg.widths}
 
 
 def _write_inputs(h: h5py.File, cfg: CorrConfig) -> None:
@@ -139,8 +134,7 @@ def _commit(path: str, cfg: CorrConfig, width: int, start: int, vals: np.ndarray
     create = None
     if not os.path.exists(path):
         create = file_attrs() | {"format": FORMAT, "corr_config": cfg.to_json(), "checksums": "sha256",
-                                 "config_sha256": _sha(cfg.to_json()),
-                                 "functions": json.dumps(list(cfg.functions)), "widths": np.asarray(cfg.widths)}
+                                 "config_sha256": _sha(cfg.to_json())}
 
     def add(h):
         if "inputs" not in h:
@@ -164,22 +158,17 @@ def run_corr(cfg: CorrConfig, path: str | None = None, *, progress: bool = False
     checked before the first draw; the process is the file's only writer (``writer_lock``)."""
     check_plan(cfg)
     if path is None:
-        return _measure(cfg, None, {w: 0 for w in cfg.widths}, progress)
+        return _measure(cfg, None, {}, progress)
     path = check_output_path(path, force=True)
     with writer_lock(path, f"nth corr (widths {','.join(map(str, cfg.widths))})"):
-        have = _open(cfg, path, log)
-        return _measure(cfg, path, have, progress)
+        return _measure(cfg, path, _open(cfg, path, log), progress)
 
 
-def _measure(cfg: CorrConfig, path: str | None, have: dict[int, int], progress: bool) -> dict[str, Any]:
-    values: dict[int, list[np.ndarray]] = {w: [] for w in cfg.widths}
-    if path is not None and os.path.exists(path):
-        with h5py.File(path, "r") as h:
-            for w in cfg.widths:
-                arr = _contiguous(h, w)[0]
-                if arr is not None:
-                    values[w].append(arr[: cfg.draws])
-    todo = {w: max(0, cfg.draws - min(have[w], cfg.draws)) for w in cfg.widths}
+def _measure(cfg: CorrConfig, path: str | None, stored: dict[int, np.ndarray], progress: bool) -> dict[str, Any]:
+    """Draw what ``stored`` (the file's draws per width) lacks, committing blocks to ``path``; the summary."""
+    values: dict[int, list[np.ndarray]] = {w: [stored[w]] if w in stored else [] for w in cfg.widths}
+    have = {w: len(stored[w]) if w in stored else 0 for w in cfg.widths}
+    todo = {w: cfg.draws - have[w] for w in cfg.widths}
     bar = None
     if progress and sum(todo.values()):
         from tqdm.auto import tqdm
@@ -188,7 +177,7 @@ def _measure(cfg: CorrConfig, path: str | None, have: dict[int, int], progress: 
                    unit="draw", desc="nth corr")
     try:
         for w in cfg.widths:
-            start = min(have[w], cfg.draws)
+            start = have[w]
             if start >= cfg.draws:
                 continue
             if bar is not None:
@@ -243,9 +232,7 @@ def load_corr(path: str, draws: int | None = None) -> dict[str, Any]:
 def default_corr_path(cfg: CorrConfig) -> str:
     """results/corr_{activation}_{init}_{hash}.h5: the same name for the same values-deciding arguments, so that
     running a measurement again resumes (or extends) it, and a different one gets its own file."""
-    import hashlib
-
-    tag = hashlib.sha256(cfg.to_json().encode()).hexdigest()[:10]
+    tag = _sha(cfg.to_json())[:10]
     return os.path.join("results", f"corr_{cfg.activation}_{cfg.init}_{tag}.h5")
 
 
@@ -276,8 +263,9 @@ def format_corr(summary: list[dict[str, Any]]) -> str:
         elif len(set(s["widths"])) < 2:
             lines.append("  one width: no exponent can be fitted (give two widths or more)")
         else:
-            lines.append(f"  mean not resolved (|mean| <= 3 standard errors at some width): no exponent fitted; about "
-                         f"{_num(s['draws_needed'], 'd')} draws per width would resolve it at the measured spread")
+            lines.append(f"  mean not resolved (within {s['resolve']:g} standard errors of zero at some width, or of "
+                         f"both signs): no exponent fitted; about {_num(s['draws_needed'], 'd')} draws per width "
+                         "would resolve the measured mean with 80% probability")
         if s["slope_variance"] is not None:
             lo, hi = s["slope_variance_ci"]
             lines.append(f"  fitted exponent of the variance: {s['slope_variance']:.2f} [{_num(lo)}, {_num(hi)}]  "

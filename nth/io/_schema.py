@@ -32,6 +32,7 @@ the root attributes with the request as ``config``.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -53,6 +54,24 @@ def prediction_group(label: str) -> str:
     if label.startswith("discrete_"):
         return "discrete/" + label[len("discrete_"):]
     return label if label in ("dg", "inf") else f"nth/{label}"
+
+
+#: Prediction labels as they appear in scalar names (``max_f_error_p4``, ``max_f_error_dg``, ...).
+_LABEL = re.compile(r"p\d+|dg|inf|discrete_p2|discrete_o1m")
+
+#: The per-run error scalars of a sweep, against the flow or (``_gd``) against gradient descent, with what each
+#: measures over the horizon.
+ERROR_QUANTITIES = {"max_f_error": "max_t |f - f_true| / sqrt(n)", "max_K2_error": "max_t |K2 - K2_true|",
+                    "max_test_error": "max_t |f(x_test) - f_true(x_test)| / sqrt(k)",
+                    "max_f_error_gd": "max_step |f - f_GD| / sqrt(n)",
+                    "max_test_error_gd": "max_step |f(x_test) - f_GD(x_test)| / sqrt(k)"}
+
+
+def prediction_labels(scalars: Mapping[str, Any], prefix: str) -> list[str]:
+    """The prediction labels of the keys ``prefix + label`` (p2, p3, ..., dg, inf, discrete_p2, discrete_o1m),
+    levels first in order, then dg and inf."""
+    found = (k[len(prefix):] for k in scalars if k.startswith(prefix) and _LABEL.fullmatch(k[len(prefix):]))
+    return sorted(found, key=lambda s: (s in ("dg", "inf"), s == "inf", int(s[1:]) if s[1:].isdigit() else 99))
 
 
 def wall_key(label: str) -> str:

@@ -24,22 +24,16 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from ..models import AbstractModel, combine, mixed_partial, partition
+from ..models import AbstractModel, combine, grouped_derivative, move_along, partition
 from ._notation import CorrelationFunction
 
 
-def _move(params: PyTree, directions: Sequence[PyTree], steps: Sequence[Array]) -> PyTree:
-    return jax.tree_util.tree_map(lambda p, *gs: p + sum(e * g for e, g in zip(steps, gs)), params, *directions)
-
-
 def derivative(params: PyTree, static: PyTree, x: Array, directions: Sequence[PyTree]) -> Array:
-    """D^k f(x)[g_1, .., g_k] at ``params`` with the directions held fixed (k nested JVPs; k = 0 is f(x))."""
+    """D^k f(x)[g_1, .., g_k] at ``params`` with the directions held fixed: one group of k nested JVPs
+    (docs/math.md section 8; k = 0 is f(x))."""
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
-
-    def F(eps):
-        return combine(_move(params, directions, eps), static)(x[None])[0]
-
-    return mixed_partial(F, len(directions), dtype)
+    return grouped_derivative(params, move_along, lambda p: combine(p, static)(x[None])[0], [list(directions)],
+                              dtype)
 
 
 def _plan(corr: CorrelationFunction) -> tuple[list[int], dict[int, list[tuple[str, int]]], tuple[str, ...]]:

@@ -19,14 +19,13 @@ and goes through the kernel engine's one loop (batches, devices, several seeds, 
 from __future__ import annotations
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ..checks import check_tree_finite
 from ..errors import ConfigError, MemoryBudgetError
 from ..models import AbstractModel, Direction, as_model, check_inputs as check_model_inputs, combine, flow_direction
-from ..models import grouped_derivative, partition
+from ..models import grouped_derivative, move_along, partition
 from ..models._base import first_model, model_dtype
 from ._engine import TensorSpec, tensor
 from ._impl import IMPLEMENTATIONS, jacobian_ntk
@@ -54,8 +53,7 @@ class _GDTuple(eqx.Module):
 
         def move(p, group, steps):
             m = combine(p, static)
-            gs = [flow_direction(m, d) for d in group]
-            return jax.tree_util.tree_map(lambda a, *bs: a + sum(e * b for e, b in zip(steps, bs)), p, *gs)
+            return move_along(p, [flow_direction(m, d) for d in group], steps)
 
         if head == 1:
             evaluate = lambda p: combine(p, static)(X1)  # noqa: E731

@@ -64,8 +64,9 @@ class CorrelationFunction:
         """The largest input number K (inputs x1..xK are drawn, also those no factor names)."""
         return max(f.input for f in self.factors)
 
-    def components(self) -> list[list[int]]:
-        """The connected components (clusters) of the cluster graph, as sorted lists of factor positions."""
+    def _forest(self) -> tuple[list[int], tuple[str, ...]]:
+        """Union-find over the edges in the order written: each factor's cluster representative, and the
+        indices whose edge joins a factor to its own cluster (closing a cycle)."""
         parent = list(range(self.num_factors))
 
         def root(i):
@@ -74,11 +75,20 @@ class CorrelationFunction:
                 i = parent[i]
             return i
 
-        for _, a, b in self.edges:
-            parent[root(a)] = root(b)
+        cycles = []
+        for name, a, b in self.edges:
+            ra, rb = root(a), root(b)
+            if ra == rb:
+                cycles.append(name)
+            else:
+                parent[ra] = rb
+        return [root(i) for i in range(self.num_factors)], tuple(cycles)
+
+    def components(self) -> list[list[int]]:
+        """The connected components (clusters) of the cluster graph, as sorted lists of factor positions."""
         groups: dict[int, list[int]] = {}
-        for i in range(self.num_factors):
-            groups.setdefault(root(i), []).append(i)
+        for i, r in enumerate(self._forest()[0]):
+            groups.setdefault(r, []).append(i)
         return sorted(groups.values())
 
     @property
@@ -100,21 +110,7 @@ class CorrelationFunction:
     def cycle_edges(self) -> tuple[str, ...]:
         """Indices whose edge closes a cycle (a trace over theta: a self-loop, a repeated pair, a longer loop),
         in the order a spanning forest built from the edges in order meets them; empty for a forest."""
-        parent = list(range(self.num_factors))
-
-        def root(i):
-            while parent[i] != i:
-                i = parent[i]
-            return i
-
-        out = []
-        for name, a, b in self.edges:
-            ra, rb = root(a), root(b)
-            if ra == rb:
-                out.append(name)
-            else:
-                parent[ra] = rb
-        return tuple(out)
+        return self._forest()[1]
 
     @property
     def is_forest(self) -> bool:

@@ -36,6 +36,7 @@ from ._base import (
 )
 from ._cnn import CNN as CNN, init_cnn as init_cnn
 from ._derivatives import grouped_derivative as grouped_derivative, mixed_partial as mixed_partial
+from ._derivatives import move_along as move_along
 from ._derivatives import nested_derivative as nested_derivative, sym_gram as sym_gram
 from ._mlp import INITS as INITS, MLP as MLP, check_init as check_init, draw_mlp as draw_mlp
 from ._mlp import init_mlp as init_mlp, mlp_from_arrays as mlp_from_arrays

@@ -69,6 +69,12 @@ def grouped_derivative(start: S, move: Callable[[S, Sequence[Any], Sequence[Arra
     return mixed_partial(F, sum(sizes), dtype)
 
 
+def move_along(params: Any, directions: Sequence[Any], steps: Sequence[Array]) -> Any:
+    """theta + sum_j steps_j g_j for parameter-shaped trees g_j: the ``move`` of :func:`grouped_derivative` for
+    directions held fixed within a group (docs/math.md sections 7 and 8)."""
+    return jax.tree_util.tree_map(lambda p, *gs: p + sum(e * g for e, g in zip(steps, gs)), params, *directions)
+
+
 @jax.custom_jvp
 def sym_gram(A: Array) -> Array:
     """A A^T, whose tangent dA A^T + A dA^T = S + S^T is formed from one product S = dA A^T."""

@@ -150,8 +150,9 @@ def check_init(init: str) -> None:
 def draw_mlp(key, in_dim: int, width: int, depth: int, activation: AbstractActivation, *, sigma_w: float = 1.0,
              sigma_a: float = 1.0, dtype=jnp.float64, scales: tuple[float, ...] | None = None,
              lrs: tuple[float, ...] | None = None, init: str = "gaussian") -> MLP:
-    """The network of :func:`init_mlp` from a JAX key, on checked arguments: traceable, so a batch of
-    initializations is one vmapped call (the Monte Carlo of :mod:`nth.engine._corr`)."""
+    """The network of :func:`init_mlp` (docs/math.md section 1; ``init="rademacher"``: DG Table 2) from a JAX key,
+    on checked arguments: traceable, so a batch of initializations is one vmapped call (the Monte Carlo of
+    docs/math.md section 8.1)."""
     scales = scales if scales is not None else (1.0,) * (depth + 1)
     keys = jax.random.split(key, depth + 1)
     shapes = [(width, in_dim)] + [(width, width)] * (depth - 1)
