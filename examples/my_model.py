@@ -4,6 +4,8 @@ Run it with
 
     nth solve --model examples/my_model.py:make_model --p 4 --width 512
 
+or from Python with examples/own_model.py (``nth.SolveConfig(model="examples/my_model.py:make_model")``).
+
 nth needs only that ``model(X)`` maps a batch of inputs X of shape (n, ...) to outputs of shape (n,), and that
 the trained parameters are the module's floating-point array leaves. To see the hierarchy converge as the
 width grows, put the model in NTK parametrization: weights drawn N(0, 1) and every layer divided by the square
@@ -15,6 +17,9 @@ This one has biases (nth's built-in MLP has none) and mixes eqx.nn.Linear layers
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+
+#: Input dimension: that of nth's built-in problem (--d 8). make_model receives only the width and a key.
+IN_DIM = 8
 
 
 class BiasedNet(eqx.Module):
@@ -32,8 +37,8 @@ class BiasedNet(eqx.Module):
 
 
 def make_model(width: int, key) -> BiasedNet:
-    """A two-hidden-layer network of this width on 8-dimensional inputs (nth's default problem), all parameters
-    N(0, 1) (NTK parametrization). The key decides the initial weights (nth passes PRNGKey(seed))."""
+    """A two-hidden-layer network of this width on inputs of dimension IN_DIM = 8 (nth's default problem), all
+    parameters N(0, 1) (NTK parametrization). The key decides the initial weights (nth passes PRNGKey(seed))."""
     k1, k2, k3, k4, k5 = jax.random.split(key, 5)
 
     def linear(k_w, k_b, fan_in, fan_out):
@@ -41,5 +46,5 @@ def make_model(width: int, key) -> BiasedNet:
         layer = eqx.tree_at(lambda l: l.weight, layer, jax.random.normal(k_w, (fan_out, fan_in)))
         return eqx.tree_at(lambda l: l.bias, layer, 0.1 * jax.random.normal(k_b, (fan_out,)))
 
-    return BiasedNet(hidden=[linear(k1, k2, 8, width), linear(k3, k4, width, width)],
+    return BiasedNet(hidden=[linear(k1, k2, IN_DIM, width), linear(k3, k4, width, width)],
                      v=jax.random.normal(k5, (width,)))

@@ -161,7 +161,8 @@ def width_for(widths: Float[np.ndarray, " W"], errors: Float[np.ndarray, "W S"],
 
     def solve(g):
         s, logc, _ = loglog_fit(widths, g)
-        return s, logc, (float(np.exp((np.log(eps) - logc) / s)) if s < 0 else np.inf)
+        log_m = (np.log(eps) - logc) / s if s < 0 else np.inf
+        return s, logc, float(np.exp(log_m)) if log_m < np.log(np.finfo(float).max) else np.inf  # no overflow
 
     s, logc, m = solve([geometric_mean(r) for r in rows])
     boot = np.array([solve(g)[2] for g in _bootstrap_geomeans(rows, resamples, seed)])

@@ -1,10 +1,16 @@
 """Shared fixtures: small float64 problems that exercise every code path in seconds."""
 
-import jax.numpy as jnp
-import numpy as np
-import pytest
+import os
 
-import nth
+# The suite runs in two processes (pytest-xdist, pyproject.toml); on a GPU machine they share the device, so
+# neither may take most of its memory up front (JAX's default). Set before JAX starts its backend.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import nth  # noqa: E402
 
 
 def flat_jacobian(net, X):

@@ -40,7 +40,6 @@ import nth
 from nth.cli import main
 from nth.models import build_user_model
 
-REPO = Path(__file__).resolve().parents[1]
 FLOW = nth.SolverSettings(solver="dopri8", rtol=1e-13, atol=1e-15)
 
 
@@ -438,18 +437,6 @@ def test_model_from_package_module(tmp_path, monkeypatch):
         cfg = json.loads(h.attrs["config"])
         assert cfg["model"] == "mypkg.mod:make_model" and cfg["model_info"]["arch"] == "model"
         assert h["/nth/p2/f"].shape == (2, 4) and "/nth/p3" not in h
-
-
-def test_example_model_runs(tmp_path):
-    """examples/my_model.py:make_model (8-dimensional inputs, the default d) runs through nth solve."""
-    spec = f"{REPO / 'examples' / 'my_model.py'}:make_model"
-    out = tmp_path / "ex.h5"
-    code = main(["solve", "--model", spec, "--p", "3", "--width", "32", "--n", "5", "--t-max", "2",
-                 "--num-times", "3", "--out", str(out), "--quiet"])
-    assert code == 0
-    with h5py.File(out, "r") as h:
-        assert json.loads(h.attrs["config"])["model"] == spec
-        assert h["/nth/p3/f"].shape == (3, 5)
 
 
 # --------------------------------------------------------------------------------------------------------------

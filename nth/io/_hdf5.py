@@ -4,6 +4,14 @@ A file is built in memory and handed to :func:`nth.io._files.write_atomic` (temp
 under the writer lock), so an error, a full disk or an interruption never leaves a partial file under the
 target name. An existing file is never replaced unless ``force=True``. :func:`digest` checksums a group (a
 sweep's runs carry one). What goes into a file is :mod:`nth.io._schema`'s business.
+
+Every axis of a dataset written with an ``axes`` rule is named by a netCDF-4 dimension: an HDF5 dimension scale
+in the same group, which is how netCDF-4 stores dimensions, so that ``xarray.open_dataset(path,
+engine="h5netcdf", group=...)``, netCDF tools and h5py's ``.dims`` see named dimensions. A dimension without
+values of its own (sample, time, ...) is netCDF's "dimension but not a variable": an empty dataset marked as a
+scale with the ``NAME`` netCDF gives those; a coordinate such as the saved times ``t`` is an ordinary dataset
+along the dimension, listed in the ``coordinates`` attribute of the datasets that use it (the CF convention
+xarray decodes). Dimension-scale bookkeeping (object references) is left out of :func:`digest`.
 """
 
 from __future__ import annotations
@@ -47,14 +55,67 @@ def _attr(v: Any) -> Any:
 #: contiguous (a chunk index costs more than gzip saves on them).
 COMPRESS_ABOVE = 65536
 
+#: The ``NAME`` that marks a netCDF-4 dimension that is not a variable (netCDF-C's own text; h5netcdf and
+#: netCDF read it).
+NOT_A_VARIABLE = "This is a netCDF dimension but not a netCDF variable."
+#: Attributes HDF5 and netCDF-4 use for dimension scales: structure, not content (object references whose
+#: values depend on the file's layout), so :func:`digest` leaves them out.
+SCALE_ATTRS = frozenset({"CLASS", "NAME", "DIMENSION_LIST", "REFERENCE_LIST", "_Netcdf4Dimid", "_Netcdf4Coordinates"})
 
-def write_group(h: h5py.Group, datasets: Mapping[str, Any], attrs: Mapping[str, Mapping[str, Any]]) -> None:
+#: A rule naming a dataset's axes: (path relative to its group, shape) -> (dimension names, coordinates), the
+#: coordinates a space-separated list of datasets of the same group, or None.
+AxesRule = Callable[[str, tuple[int, ...]], tuple[tuple[str, ...], "str | None"]]
+
+
+def dimension(h: h5py.Group, name: str, size: int, values: Any = None) -> h5py.Dataset:
+    """The netCDF dimension ``name`` of the group ``h``, created if absent: with ``values`` a coordinate variable
+    (a scale holding them, xarray's index), without a dimension that is not a variable. An existing dimension of
+    another size is a ValueError (a schema defect, not a user error)."""
+    if name in h:
+        d = h[name]
+        if d.shape != (size,) or not d.is_scale:
+            raise ValueError(f"{h.name}/{name} exists with shape {d.shape}; expected the dimension of size {size}")
+        return d
+    if values is None:
+        d = h.create_dataset(name, shape=(size,), dtype="f4")  # never written: no storage is allocated
+        d.make_scale(f"{NOT_A_VARIABLE}{size:10d}")
+    else:
+        d = h.create_dataset(name, data=np.asarray(values))
+        d.make_scale(name)
+    return d
+
+
+def is_dimension(obj: Any) -> bool:
+    """Whether ``obj`` is a netCDF dimension that is not a variable (:func:`dimension` without values)."""
+    name = obj.attrs.get("NAME", b"") if isinstance(obj, h5py.Dataset) else b""
+    return (name.decode() if isinstance(name, bytes) else str(name)).startswith(NOT_A_VARIABLE)
+
+
+def label_axes(h: h5py.Group, paths: Any, axes: AxesRule) -> None:
+    """Attach to every dataset ``h[path]`` the dimensions ``axes`` names for it (created in ``h``), and its
+    ``coordinates`` attribute."""
+    for path in paths:
+        ds = h[path]
+        dims, coords = axes(path.lstrip("/"), ds.shape)
+        if len(dims) != ds.ndim:
+            raise ValueError(f"{ds.name} has shape {ds.shape} but the schema names {len(dims)} dimensions {dims}")
+        for axis, name in enumerate(dims):
+            ds.dims[axis].attach_scale(dimension(h, name, ds.shape[axis]))
+        if coords:
+            ds.attrs["coordinates"] = coords
+
+
+def write_group(h: h5py.Group, datasets: Mapping[str, Any], attrs: Mapping[str, Mapping[str, Any]],
+                axes: AxesRule | None = None) -> None:
     """Datasets ({'path/name': array}, relative to ``h``) and attributes ({'group': {key: value}}, '' or '/' for
-    ``h`` itself) under the group ``h``: big arrays compressed (COMPRESS_ABOVE), dicts and lists as JSON."""
+    ``h`` itself) under the group ``h``: big arrays compressed (COMPRESS_ABOVE), dicts and lists as JSON; with
+    ``axes``, every axis named by a dimension in ``h`` (:func:`label_axes`)."""
     for name, arr in datasets.items():
         arr = np.asarray(arr)
         big = arr.nbytes > COMPRESS_ABOVE
         h.create_dataset(name, data=arr, **({"compression": "gzip", "shuffle": True, "fletcher32": True} if big else {}))
+    if axes is not None:
+        label_axes(h, datasets, axes)
     for group, kv in attrs.items():
         obj = h if group in ("", "/") else (h[group] if group in h else h.create_group(group))
         for k, v in kv.items():
@@ -65,13 +126,15 @@ def build_h5(
     datasets: Mapping[str, Any],
     attrs: Mapping[str, Mapping[str, Any]] | None = None,
     *,
+    axes: AxesRule | None = None,
     before_commit: Callable[[h5py.File], None] | None = None,
 ) -> bytes:
     """The bytes of an HDF5 file holding ``datasets`` ({'/group/name': array}) and ``attrs`` ({'/group': {key:
-    value}}), built in memory. ``before_commit`` (used by tests) is called on the open file before it is closed."""
+    value}}), built in memory, with the ``axes`` rule's dimensions (:func:`write_group`). ``before_commit`` (used
+    by tests) is called on the open file before it is closed."""
     bio = io.BytesIO()
     with h5py.File(bio, "w") as h:
-        write_group(h, datasets, attrs or {})
+        write_group(h, datasets, attrs or {}, axes)
         if before_commit is not None:
             before_commit(h)
     return bio.getvalue()
@@ -83,15 +146,17 @@ def write_h5(
     attrs: Mapping[str, Mapping[str, Any]] | None = None,
     *,
     force: bool = False,
+    axes: AxesRule | None = None,
     before_commit: Callable[[h5py.File], None] | None = None,
 ) -> str:
-    """Write ``datasets`` and ``attrs`` (:func:`build_h5`) to ``path`` atomically (:func:`nth.io._files.write_atomic`).
+    """Write ``datasets`` and ``attrs`` (:func:`build_h5`, with the ``axes`` rule's dimensions) to ``path``
+    atomically (:func:`nth.io._files.write_atomic`).
 
     Raises :class:`~nth.errors.OutputExistsError` if ``path`` exists and ``force`` is False, and
     :class:`~nth.errors.OutputWriteError` if the disk refuses the bytes (nothing is left behind).
     """
     path = check_output_path(path, force)
-    return write_atomic(path, build_h5(datasets, attrs, before_commit=before_commit), force=force)
+    return write_atomic(path, build_h5(datasets, attrs, axes=axes, before_commit=before_commit), force=force)
 
 
 def edit_h5(path: str | os.PathLike, edit: Callable[[h5py.File], None],
@@ -157,13 +222,14 @@ def _canonical(v: Any) -> bytes:
 
 def digest(obj: h5py.Group | h5py.Dataset, skip: str = "sha256") -> str:
     """SHA-256 of everything under ``obj``: every dataset's dtype, shape and values and every attribute (except
-    ``skip``), in name order. Stored as the ``sha256`` attribute of a sweep's runs, it detects damaged bytes."""
+    ``skip`` and the dimension-scale bookkeeping SCALE_ATTRS), in name order. Stored as the ``sha256`` attribute
+    of a sweep's runs, it detects damaged bytes."""
     h = hashlib.sha256()
 
     def add(name: str, o) -> None:
         h.update(name.encode("utf-8") + b"\0")
         for k in sorted(o.attrs):
-            if k != skip:
+            if k != skip and k not in SCALE_ATTRS:
                 h.update(b"@" + k.encode("utf-8") + b"=" + _canonical(o.attrs[k]) + b"\0")
         if isinstance(o, h5py.Dataset):
             h.update(_canonical(o[()]))

@@ -23,7 +23,7 @@ from ..models import DEFAULT_ORDER, ModelSpec, activation
 from ..engine._config import DEFAULT_WIDTH
 from ._files import check_output_path, writer_lock
 from ._hdf5 import write_h5
-from ._schema import kernel_file
+from ._schema import dataset_axes, kernel_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,5 +157,5 @@ def _report(req: KernelRequest, out: str | None, force: bool) -> str:
         lim = rep.limiting
         ds, attrs = kernel_file(rep.data, dataclasses.asdict(req) | {"arch_options": req.spec.describe()}, K2=rep.K2,
                                 nngp=None if lim is None else lim.nngp, ntk=None if lim is None else lim.ntk)
-        lines.append(f"wrote {write_h5(out, ds, attrs, force=force)}")
+        lines.append(f"wrote {write_h5(out, ds, attrs, force=force, axes=dataset_axes)}")
     return "\n".join(lines)

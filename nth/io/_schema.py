@@ -5,12 +5,12 @@ with T saved times, n training points, k test points and inputs of shape ``in``:
 
     R/true/t (T,)  R/true/f (T, n)  R/true/f_test (T, k)  R/true/K2 (T, n, n)  R/true/loss (T,)
                      attrs: solver, rtol, atol, num_steps, loss_fall
-    R/nth/p{q}/f, f_test, K2, loss      truncated NTH at level q = 2..p   attrs: max_f_error, max_K2_error,
+    R/nth/p{q}/t, f, f_test, K2, loss   truncated NTH at level q = 2..p   attrs: max_f_error, max_K2_error,
                                                                           max_test_error, [max_f_error_gd], num_steps
-    R/dg/f, f_test, K2, loss, K2_late   DG first-order correction (p >= 4)   attrs: the errors, method
-    R/inf/f, f_test, K2, loss           kernel gradient descent with Kbar^(2) (the m = inf row)
+    R/dg/t, f, f_test, K2, loss, K2_late   DG first-order correction (p >= 4)   attrs: the errors, method
+    R/inf/t, f, f_test, K2, loss        kernel gradient descent with Kbar^(2) (the m = inf row)
     R/gd/step, t, f, f_test, K2, loss   gradient descent at t = lr * step      attrs: lr, the errors
-    R/discrete/p2/f, f_test, K2, loss   the discrete-time hierarchy's predictions of gradient descent on the
+    R/discrete/p2/step, t, f, ...       the discrete-time hierarchy's predictions of gradient descent on the
     R/discrete/o1m/...                  steps R/gd/step (frozen kernel; O(1/m) system; docs/math.md section 7)
                                         attrs: lr, the errors (max_f_error_gd etc. against gradient descent)
     R/init/f0 (n,)                      outputs at t = 0
@@ -24,6 +24,18 @@ normalization, source). Root attributes: ``schema_version``, ``config`` (JSON of
 including the model's description ``model_info`` and ``arch_options``), seeds, package versions, device,
 creation time, command. A sweep file's root also holds ``format`` = ``nth-sweep-2``, ``sweep_config``,
 ``widths``, ``seeds``. Version-1 files (flat per-run names in sweeps) stay readable (:mod:`nth.io._sweep`).
+
+Dimensions (netCDF-4 dimension scales, :mod:`nth.io._hdf5`): every axis of every dataset above is named, so
+``xarray.open_dataset(FILE, engine="h5netcdf", group=G)`` returns labelled arrays for G = ``true``, ``nth/p4``,
+``dg``, ``gd``, ``data``, ... (in a sweep file, ``runs/m{width}_s{seed}/true`` and so on). The names:
+``time`` (the saved times; the coordinate ``t``, stored in every group with a time axis), ``step`` (gradient
+descent's recorded steps, groups ``gd`` and ``discrete/*``; coordinates ``step`` and ``t = lr * step``),
+``sample`` (training points), ``test_sample`` (test points), ``sample_2`` .. ``sample_r`` (the further training
+slots of K^(2) and K^(r)), and ``feature`` (an input's coordinates; ``feature_0``, ``feature_1``, ... for inputs
+with several axes). The dimensions of a run live in its group, those of the data in the file's root. A sweep
+file's root also holds the sweep's table for xarray: every per-run scalar (``max_f_error_p4``, ``loss_fall``,
+...) as an array over the dimensions ``width`` and ``seed``, whose coordinates are the widths and seeds (NaN
+where a run is missing), so that ``xarray.open_dataset(SWEEP, engine="h5netcdf")`` is the error table.
 
 A kernel file (``nth kernel --out``) holds the data, ``/kernels/K2`` (n, n) (the empirical K^(2)(0) of a
 seeded network), ``/infinite/nngp`` and ``/infinite/ntk`` (the limiting kernels, docs/math.md section 5), and
@@ -50,10 +62,11 @@ SCHEMA_VERSION = 2
 
 
 def prediction_group(label: str) -> str:
-    """Group of a prediction label: p{q} -> nth/p{q}; discrete_{order} -> discrete/{order}; dg, inf -> themselves."""
+    """Group of a prediction label: p{q} -> nth/p{q}; discrete_{order} -> discrete/{order}; dg, inf (and the
+    reference gd) -> themselves."""
     if label.startswith("discrete_"):
         return "discrete/" + label[len("discrete_"):]
-    return label if label in ("dg", "inf") else f"nth/{label}"
+    return label if label in ("dg", "inf", "gd") else f"nth/{label}"
 
 
 #: Prediction labels as they appear in scalar names (``max_f_error_p4``, ``max_f_error_dg``, ...).
@@ -85,6 +98,37 @@ def row_name(label: str) -> str:
     return label if label in ("dg", "inf") else f"p={label[1:]}"
 
 
+def sample_axes(k: int) -> tuple[str, ...]:
+    """The dimensions of k training-point slots: sample, sample_2, ..., sample_k."""
+    return ("sample",) + tuple(f"sample_{i}" for i in range(2, k + 1))
+
+
+def dataset_axes(path: str, shape: tuple[int, ...]) -> tuple[tuple[str, ...], str | None]:
+    """The named dimensions of the schema's dataset ``path`` (relative to its run group, or ``data/...``) of the
+    given shape, and its coordinates (module docstring); the rule :func:`nth.io._hdf5.write_group` applies."""
+    group, _, name = path.rpartition("/")
+    ndim = len(shape)
+    if group == "data":
+        features = ("feature",) if ndim == 2 else tuple(f"feature_{i}" for i in range(ndim - 1))
+        return ("test_sample" if name == "X_test" else "sample",) + features, None
+    if group == "init":
+        return ("sample",), None
+    if group in ("kernels", "infinite"):
+        if name.endswith("_test"):
+            return ("test_sample",) + sample_axes(ndim - 1), None
+        return sample_axes(ndim), None
+    stepped = group == "gd" or group.startswith("discrete")
+    time, coords = ("step", "step t") if stepped else ("time", "t")
+    if name in ("t", "step"):
+        return (time,), None
+    if name == "K2_late":
+        return sample_axes(2), None
+    per_time = {"f": ("sample",), "f_test": ("test_sample",), "K2": sample_axes(2), "loss": ()}
+    if name not in per_time:
+        raise ValueError(f"the schema names no dimensions for the dataset {path!r}")
+    return (time,) + per_time[name], coords
+
+
 def data_datasets(data: Dataset) -> tuple[dict[str, Any], dict[str, dict]]:
     ds: dict[str, Any] = {"data/X": data.X} | ({"data/y": data.y} if data.has_targets else {})
     if data.X_test is not None:
@@ -112,6 +156,11 @@ def run_datasets(result: SolveResult, *, save_kernels: bool = False) -> tuple[di
     for label, pred in result.predictions.items():
         g = prediction_group(label)
         ds.update({f"{g}/f": pred.f, f"{g}/K2": pred.K2, f"{g}/loss": pred.loss})
+        # every group with a time axis holds its coordinate (the flow's times; gd's steps for the discrete rows)
+        if label.startswith("discrete_"):
+            ds.update({f"{g}/step": result.gd.steps, f"{g}/t": result.gd.ts})
+        else:
+            ds[f"{g}/t"] = fl.ts
         if pred.f_test is not None:
             ds[f"{g}/f_test"] = pred.f_test
         attrs[g] = dict(result.errors[label])

@@ -12,14 +12,14 @@ from ..engine import SolveConfig, SolveResult, solve
 from ..engine._config import DEFAULT_WIDTH
 from ._files import check_output_path, writer_lock
 from ._hdf5 import write_h5
-from ._schema import row_name, solve_file, wall_key
+from ._schema import dataset_axes, row_name, solve_file, wall_key
 
 
 def write_result(result: SolveResult, out: str | os.PathLike, *, force: bool = False,
                  save_kernels: bool = False) -> str:
     """Write a run to ``out`` atomically in the schema of :mod:`nth.io._schema`."""
     ds, attrs = solve_file(result, save_kernels=save_kernels)
-    return write_h5(out, ds, attrs, force=force)
+    return write_h5(out, ds, attrs, force=force, axes=dataset_axes)
 
 
 def run_solve(cfg: SolveConfig, out: str | os.PathLike | None = None, *, force: bool = False,

@@ -9,7 +9,9 @@ Layout (``nth-sweep-2``, schema version 2 of :mod:`nth.io._schema`): the data on
 run under ``/runs/m{width}_s{seed}`` laid out exactly like a solve file's root (``true/f``, ``nth/p4/f``,
 ``dg/f``, ... with their error attributes; the run's summary scalars as the group's attributes). Root
 attributes: ``format``, ``schema_version``, ``sweep_config`` (JSON), ``widths``, ``seeds``, package versions,
-device, creation time. Files of the first layout (``nth-sweep-1``: flat per-run names such as ``true_f``,
+device, creation time. Every axis has a named dimension, and the root holds the sweep's table over the
+dimensions ``width`` and ``seed`` (:mod:`nth.io._schema`), rebuilt from the runs at every commit: a view for
+xarray and netCDF tools; nth itself reads the runs. Files of the first layout (``nth-sweep-1``: flat per-run names such as ``true_f``,
 ``p4_f``, errors as ``max_f_error_p4`` attributes) are still read by :func:`load_sweep`.
 """
 
@@ -27,8 +29,8 @@ import numpy as np
 from ..engine import SolveConfig, SolveResult, solve_seeds
 from ..errors import ConfigError, DamagedFileError
 from ._files import check_output_path, writer_lock
-from ._hdf5 import check_writable, digest, drop_damaged, edit_h5, open_results, verify, write_group
-from ._schema import created_now, data_datasets, file_attrs, prediction_group, run_datasets
+from ._hdf5 import check_writable, digest, dimension, drop_damaged, edit_h5, open_results, verify, write_group
+from ._schema import created_now, data_datasets, dataset_axes, file_attrs, prediction_group, run_datasets
 
 FORMAT = "nth-sweep-2"
 FORMATS_READ = ("nth-sweep-1", FORMAT)
@@ -126,7 +128,7 @@ def open_sweep(cfg: SweepConfig, path: str, log: Callable[[str], None] | None = 
             raise ConfigError(f"{path!r} holds a sweep with different arguments ({', '.join(diff)}: "
                               f"{[(old['base'].get(k, old.get(k)), new['base'].get(k, new.get(k))) for k in diff]}); "
                               "resume it with the same arguments or choose another --out")
-        drop_damaged(path, [f"runs/{name}" for name in bad], log, "run(s)")
+        drop_damaged(path, [f"runs/{name}" for name in bad], log, "run(s)", also=_tabulate)
         return finished_runs(path)
     return set()  # a new file is created with its first run (a refused or failed sweep leaves no file)
 
@@ -191,13 +193,49 @@ def _commit_run(path: str, w: int, s: int, res: SolveResult, create: dict[str, A
             h.create_group("runs")
         if "data" not in h:
             data_ds, data_attrs = data_datasets(res.data)
-            write_group(h, data_ds, data_attrs)
+            write_group(h, data_ds, data_attrs, dataset_axes)
             h["data"].attrs["sha256"] = digest(h["data"])
         g = h["runs"].create_group(run_name(w, s))
-        write_group(g, ds, attrs)
+        write_group(g, ds, attrs, dataset_axes)
         g.attrs["sha256"] = digest(g)
+        _tabulate(h)
 
     edit_h5(path, add, create=create)
+
+
+def _labels(cfg: dict[str, Any]) -> list[str]:
+    """The prediction labels a sweep of this configuration (its ``sweep_config``) may hold, and ``gd`` (gradient
+    descent against the flow: ``max_f_error_gd``, and its learning rate ``lr_gd``)."""
+    return [f"p{q}" for q in range(2, cfg["base"]["p"] + 1)] + ["dg", "inf", "discrete_p2", "discrete_o1m", "gd"]
+
+
+def _run_scalars(g: h5py.Group, labels: list[str], fmt: str) -> dict[str, float]:
+    """A run's numeric scalars (summary and errors, ``max_f_error_<label>``, ...), without its width and seed."""
+    attrs = _attrs_v2(g, labels) if fmt == FORMAT else dict(g.attrs)
+    return {k: float(v) for k, v in attrs.items()
+            if np.ndim(v) == 0 and isinstance(v, (int, float, np.number)) and k not in ("width", "seed")}
+
+
+def _tabulate(h: h5py.File) -> None:
+    """(Re)build the sweep's table at the root from its runs: each scalar of :func:`_run_scalars` as a (width,
+    seed) array on the coordinates ``width`` and ``seed``, NaN where a run is missing (module docstring)."""
+    cfg = json.loads(h.attrs["sweep_config"])
+    widths, seeds = list(cfg["widths"]), list(range(cfg["num_seeds"]))
+    table: dict[str, np.ndarray] = {}
+    for g in h["runs"].values():
+        i, j = widths.index(int(g.attrs["width"])), seeds.index(int(g.attrs["seed"]))
+        for k, v in _run_scalars(g, _labels(cfg), FORMAT).items():
+            table.setdefault(k, np.full((len(widths), len(seeds)), np.nan))[i, j] = v
+    axes = (dimension(h, "width", len(widths), widths), dimension(h, "seed", len(seeds), seeds))
+    for k in [k for k, d in h.items() if isinstance(d, h5py.Dataset) and d.ndim == 2 and k not in table]:
+        h[k][...] = np.nan  # a scalar no remaining run has
+    for k, values in table.items():
+        if k not in h:
+            d = h.create_dataset(k, data=values)
+            for axis, scale in enumerate(axes):
+                d.dims[axis].attach_scale(scale)
+        else:
+            h[k][...] = values
 
 
 #: How a run's datasets of layout 2 map onto the flat names of layout 1 (what load_sweep returns for both).
@@ -216,12 +254,18 @@ def _flat_name(path: str) -> str | None:
     return None
 
 
-def _run_v2(g: h5py.Group, labels: list[str]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def _attrs_v2(g: h5py.Group, labels: list[str]) -> dict[str, Any]:
+    """A run's attributes and its predictions' attributes under ``<name>_<label>`` (layout 2)."""
     scalars = {k: v for k, v in g.attrs.items()}
     for label in labels:
         grp = prediction_group(label)
         if grp in g:
             scalars.update({f"{k}_{label}": v for k, v in g[grp].attrs.items()})
+    return scalars
+
+
+def _arrays_v2(g: h5py.Group) -> dict[str, np.ndarray]:
+    """A run's arrays under the flat names of layout 1 (:func:`_flat_name`)."""
     arrays: dict[str, np.ndarray] = {}
 
     def visit(name, obj):
@@ -229,7 +273,7 @@ def _run_v2(g: h5py.Group, labels: list[str]) -> tuple[dict[str, float], dict[st
             arrays[flat] = obj[()]
 
     g.visititems(visit)
-    return scalars, arrays
+    return arrays
 
 
 def load_sweep(path: str) -> dict[str, Any]:
@@ -248,19 +292,14 @@ def load_sweep(path: str) -> dict[str, Any]:
                                    "same nth sweep again to recompute them")
         cfg = json.loads(h.attrs["sweep_config"])
         widths, seeds = list(cfg["widths"]), list(range(cfg["num_seeds"]))
-        labels = [f"p{q}" for q in range(2, cfg["base"]["p"] + 1)] + ["dg", "inf", "discrete_p2", "discrete_o1m"]
+        labels = _labels(cfg)
         scalars: dict[str, np.ndarray] = {}
         runs: dict[tuple[int, int], dict[str, np.ndarray]] = {}
         for name, g in h["runs"].items():
             w, s = int(g.attrs["width"]), int(g.attrs["seed"])
             i, j = widths.index(w), seeds.index(s)
-            if fmt == FORMAT:
-                attrs, arrays = _run_v2(g, labels)
-            else:
-                attrs, arrays = dict(g.attrs), {k: g[k][()] for k in g}
-            for k, v in attrs.items():
-                if np.ndim(v) == 0 and isinstance(v, (int, float, np.number)) and k not in ("width", "seed"):
-                    scalars.setdefault(k, np.full((len(widths), len(seeds)), np.nan))[i, j] = float(v)
-            runs[(w, s)] = arrays
+            for k, v in _run_scalars(g, labels, fmt).items():
+                scalars.setdefault(k, np.full((len(widths), len(seeds)), np.nan))[i, j] = v
+            runs[(w, s)] = _arrays_v2(g) if fmt == FORMAT else {k: g[k][()] for k in g}
     return {"config": cfg, "widths": np.asarray(widths), "seeds": np.asarray(seeds), "scalars": scalars,
             "runs": runs, "path": path, "format": fmt}

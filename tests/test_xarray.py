@@ -1,0 +1,118 @@
+"""nth files open in the netCDF ecosystem: every axis of every dataset has a named dimension (HDF5 dimension
+scales, nth.io._hdf5), so xarray's h5netcdf engine gives labelled arrays for each group of a solve file and of
+a sweep's runs, and a sweep file's root is its (width, seed) table."""
+
+import h5py
+import numpy as np
+import pytest
+
+from nth.cli import main
+from nth.io import load_sweep
+from nth.io._hdf5 import edit_h5, is_dimension
+
+xr = pytest.importorskip("xarray")
+pytest.importorskip("h5netcdf")
+
+TINY = ["--depth", "1", "--n", "4", "--d", "3", "--n-test", "2", "--p", "4", "--num-times", "3", "--quiet"]
+GD = ["--lr-fraction", "0.5", "--steps", "10"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("xr")
+    solve, sweep = d / "solve.h5", d / "sweep.h5"
+    assert main(["solve", "--width", "16", *TINY, *GD, "--save-kernels", "--out", str(solve)]) == 0
+    assert main(["sweep", "--widths", "16,32", "--seeds", "2", *TINY, "--t-max", "5", "--out", str(sweep)]) == 0
+    return solve, sweep
+
+
+def _variables(h):
+    out = {}
+    h.visititems(lambda name, obj: out.update({name: obj}) if isinstance(obj, h5py.Dataset) and not is_dimension(obj)
+                 else None)
+    return out
+
+
+def _open(path, group=None):
+    return xr.open_dataset(path, engine="h5netcdf", group=group)
+
+
+EXPECTED = {  # a solve file's groups: the dimensions of each variable (n = 4 samples, 2 test samples)
+    "true": {"f": ("time", "sample"), "f_test": ("time", "test_sample"), "K2": ("time", "sample", "sample_2"),
+             "loss": ("time",)},
+    "nth/p4": {"f": ("time", "sample"), "K2": ("time", "sample", "sample_2")},
+    "dg": {"f": ("time", "sample"), "K2_late": ("sample", "sample_2")},
+    "gd": {"f": ("step", "sample"), "f_test": ("step", "test_sample"), "loss": ("step",)},
+    "discrete/o1m": {"f": ("step", "sample"), "K2": ("step", "sample", "sample_2")},
+    "kernels": {"K4": ("sample", "sample_2", "sample_3", "sample_4"), "K3_test": ("test_sample", "sample", "sample_2")},
+    "data": {"X": ("sample", "feature"), "X_test": ("test_sample", "feature"), "y": ("sample",)},
+    "init": {"f0": ("sample",)},
+}
+
+
+def test_every_dataset_has_named_dimensions(files):
+    for path in files:
+        with h5py.File(path) as h:
+            variables = _variables(h)
+            assert len(variables) > 20
+            for name, ds in variables.items():
+                if ds.parent.name == "/" and ds.ndim == 1 and ds.is_scale:
+                    continue  # the sweep table's coordinates width and seed
+                assert all(len(ds.dims[i]) == 1 for i in range(ds.ndim)), f"{path.name}:{name} has an unnamed axis"
+
+
+def test_solve_file_groups_open_in_xarray(files):
+    solve = files[0]
+    with h5py.File(solve) as h:
+        raw = {name: ds[()] for name, ds in _variables(h).items()}
+    for group, variables in EXPECTED.items():
+        ds = _open(solve, group)
+        for name, dims in variables.items():
+            assert ds[name].dims == dims, (group, name)
+            np.testing.assert_array_equal(ds[name].values, raw[f"{group}/{name}"])
+        assert ds.sizes.get("sample", 4) == 4 and ds.sizes.get("test_sample", 2) == 2
+        if "time" in ds.dims:  # the saved times are the coordinate t of every group with a time axis
+            np.testing.assert_array_equal(ds["t"].values, raw["true/t"])
+            assert "t" in ds.coords and ds["f"].coords["t"].dims == ("time",)
+        if "step" in ds.dims:  # gradient descent's steps (an index) and t = lr * step
+            np.testing.assert_array_equal(ds["step"].values, [0, 5, 10])
+            assert "step" in ds.indexes and "t" in ds.coords
+            np.testing.assert_allclose(ds["t"].values, ds.attrs["lr"] * ds["step"].values, rtol=1e-12)
+    # a time slice by the coordinate, the way a user reads a trajectory
+    true = _open(solve, "true").swap_dims(time="t")
+    assert true["f"].sel(t=true["t"].values[-1]).dims == ("sample",)
+
+
+def test_sweep_file_is_a_table_and_its_runs_open(files):
+    sweep = files[1]
+    table, sw = _open(sweep), load_sweep(str(sweep))
+    np.testing.assert_array_equal(table["width"].values, [16, 32])
+    np.testing.assert_array_equal(table["seed"].values, [0, 1])
+    assert set(table.indexes) == {"width", "seed"}
+    for key in ("max_f_error_p2", "max_f_error_p4", "max_f_error_dg", "loss_fall", "kernel_mean_abs_K4"):
+        assert table[key].dims == ("width", "seed")
+        np.testing.assert_array_equal(table[key].values, sw["scalars"][key])
+    assert float(table["max_f_error_p4"].sel(width=32, seed=1)) == sw["scalars"]["max_f_error_p4"][1, 1]
+    run = _open(sweep, "runs/m32_s1/nth/p4")
+    assert run["f"].dims == ("time", "sample") and run.sizes["time"] == 3
+    np.testing.assert_array_equal(run["f"].values, sw["runs"][(32, 1)]["p4_f"])
+    np.testing.assert_array_equal(run["t"].values, sw["runs"][(32, 1)]["t"])
+
+
+def test_sweep_table_follows_its_runs(files, tmp_path):
+    """The table is rebuilt from the runs at each commit: a run that is gone (a damaged one, dropped to be
+    computed again) leaves NaN in its cells."""
+    from nth.io._sweep import _tabulate
+
+    sweep = tmp_path / "copy.h5"
+    sweep.write_bytes(files[1].read_bytes())
+
+    def drop(h):
+        del h["runs/m16_s0"]
+        _tabulate(h)
+
+    edit_h5(sweep, drop)
+    table = _open(sweep)
+    E = table["max_f_error_p4"].values
+    assert np.isnan(E[0, 0]) and np.isfinite(E[0, 1]) and np.isfinite(E[1]).all()
+    assert load_sweep(str(sweep))["runs"].keys() == {(16, 1), (32, 0), (32, 1)}
