@@ -1,6 +1,6 @@
 """How fast does each level of the neural tangent hierarchy approach true training as the network widens?
 
-    python examples/sweep_and_figure.py                          # widths 128..2048, 6 seeds: about a minute on a CPU
+    python examples/sweep_and_figure.py                          # widths 128..2048, 6 seeds: about 40 s on a 2-core CPU
     python examples/sweep_and_figure.py --widths 64,128 --seeds 2 --p 3 --out /tmp/sweep.h5
 
 The script runs a width sweep of nth's built-in MLP problem into one HDF5 file (by default a depth-1 tanh
@@ -112,9 +112,9 @@ def main(argv=None):
     far = 16 * max(widths)
     for lab in labels:
         fit = nth.compare.width_for(sw["widths"], sw["scalars"][f"max_f_error_{lab}"], args.eps)
-        if fit["width"] is None:
+        if fit["never"]:
             print(f"{lab:>6}: the fitted error does not fall with width (slope {fit['slope']:.2f})")
-        elif fit["width"] > far:
+        elif fit["width"] is None or fit["width"] > far:
             print(f"{lab:>6}: beyond m = {far} (16x the widest width run), too far to extrapolate")
         else:
             lo, hi = (f"{v:.0f}" if v is not None and v <= far else f"> {far}" for v in fit["width_ci"])

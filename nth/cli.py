@@ -492,7 +492,9 @@ def _width_for(args) -> int:
         return 0
     for lab, f in fits.items():
         if f["width"] is None:
-            print(f"{lab:>4}: the error does not fall with width (fitted slope {f['slope']:.2f}); no width reaches it")
+            print(f"{lab:>4}: the error does not fall with width (fitted slope {f['slope']:.2f}); no width reaches it"
+                  if f["never"] else f"{lab:>4}: the error falls too slowly (fitted slope {f['slope']:.2g}): below "
+                  f"{args.eps:g} only beyond the largest float")
             continue
         lo, hi = (f"{v:.0f}" if v is not None else "never" for v in f["width_ci"])
         print(f"{lab:>4}: error ~ {f['c']:.3g} m^{f['slope']:.2f} (fit on widths {','.join(map(str, f['widths']))}): "

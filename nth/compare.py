@@ -153,8 +153,9 @@ def width_for(widths: Float[np.ndarray, " W"], errors: Float[np.ndarray, "W S"],
     """The width at which the error law c m^s (docs/math.md section 3: s = -1 for p = 2, -2 for p = 4 and DG),
     fitted to the geometric mean over seeds of ``errors`` (W widths x S seeds) in log-log, falls below ``eps``:
     m* = (eps / c)^(1/s), with a bootstrap interval (seeds resampled at every width, as :func:`slope_with_ci`).
-    ``width`` is None when the fitted error does not fall with width (s >= 0); bootstrap fits with s >= 0 count
-    as 'never' (infinite width) in the interval."""
+    ``width`` is None when the fitted error does not fall with width (s >= 0: ``never`` is True) or falls so
+    slowly that the width is beyond the float range (``never`` False); bootstrap fits with s >= 0 count as
+    'never' (infinite width) in the interval."""
     if not (isinstance(eps, (int, float)) and np.isfinite(eps) and eps > 0):
         raise ConfigError(f"eps = {eps!r} must be a positive number")
     widths, rows = _seed_rows(widths, errors)
@@ -170,5 +171,6 @@ def width_for(widths: Float[np.ndarray, " W"], errors: Float[np.ndarray, "W S"],
     order = np.sort(boot)  # order statistics: 'never' (inf) sorts last, without arithmetic on it
     lo, hi = order[int(np.floor(a * (resamples - 1)))], order[int(np.ceil((1 - a) * (resamples - 1)))]
     return {"slope": s, "c": float(np.exp(logc)), "eps": float(eps), "width": m if np.isfinite(m) else None,
+            "never": bool(s >= 0),
             "width_ci": [float(lo) if np.isfinite(lo) else None, float(hi) if np.isfinite(hi) else None],
             "widths": widths.astype(int).tolist()}

@@ -2,8 +2,8 @@
 
 import os
 
-# The suite runs in two processes (pytest-xdist, pyproject.toml); on a GPU machine they share the device, so
-# neither may take most of its memory up front (JAX's default). Set before JAX starts its backend.
+# The suite runs in several processes (pytest-xdist, pyproject.toml); on a GPU machine they share the device,
+# so none may take most of its memory up front (JAX's default). Set before JAX starts its backend.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax.numpy as jnp  # noqa: E402

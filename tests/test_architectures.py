@@ -327,7 +327,7 @@ def test_user_model_file_holds_full_schema(user_run):
     assert code == 0
     n, k, T, p = 5, 4, 4, 4
     with h5py.File(out, "r") as h:
-        assert h.attrs["schema_version"] == 2
+        assert h.attrs["schema_version"] == 3
         cfg = json.loads(h.attrs["config"])
         assert cfg["model"] == spec
         assert cfg["model_info"]["arch"] == "model" and cfg["model_info"]["width"] == 16

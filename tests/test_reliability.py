@@ -487,6 +487,8 @@ def test_damaged_sweep_run_is_detected_and_recomputed(tmp_path, capsys):
     with h5py.File(out) as h:
         np.testing.assert_array_equal(h["runs/m8_s1/true/f"][()], good)
         assert all(nth.io._hdf5.verify(h["runs"][k]) for k in h["runs"])
+        # the root table (for xarray) was rebuilt from the recomputed run
+        assert h["max_f_error_p2"][0, 1] == h["runs/m8_s1/nth/p2"].attrs["max_f_error"]
 
 
 def test_full_disk_in_the_middle_of_a_sweep(tmp_path, capsys, monkeypatch):

@@ -65,7 +65,7 @@ def test_sweep_runs_are_laid_out_like_solve_files(tmp_path):
     assert main(["sweep", "--widths", "16", "--seeds", "2", *common, "--out", str(out)]) == 0
     assert main(["solve", "--width", "16", "--seed", "1", *common, "--out", str(solo)]) == 0
     with h5py.File(out) as sw, h5py.File(solo) as so:
-        assert sw.attrs["format"] == "nth-sweep-2" and sw.attrs["schema_version"] == so.attrs["schema_version"] == 2
+        assert sw.attrs["format"] == "nth-sweep-3" and sw.attrs["schema_version"] == so.attrs["schema_version"] == 3
         run = sw["runs/m16_s1"]
         names = lambda g: sorted(n for n in _datasets(g) if not n.startswith(("data/", "kernels/")))  # noqa: E731
         assert names(run) == names(so) and "nth/p4/f_test" in names(run) and "dg/K2_late" in names(run)

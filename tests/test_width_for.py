@@ -34,7 +34,11 @@ def test_width_for_exact_law_and_refusals():
     E = np.stack([np.full(5, 3.0 * w**-2.0) for w in widths])
     f = width_for(widths, E, 3.0 * 1000.0**-2.0)
     assert abs(f["slope"] + 2) < 1e-12 and abs(f["width"] - 1000.0) < 1e-6
-    assert width_for(widths, np.ones((4, 3)), 0.5)["width"] is None  # a flat error never reaches eps
+    flat = width_for(widths, np.ones((4, 3)), 0.5)
+    assert flat["width"] is None and flat["never"]  # a flat error never reaches eps
+    # an error that falls, but so slowly that the width is beyond the float range: not 'never', and no overflow
+    slow = width_for(widths, 2.0 * widths[:, None] ** -1e-3 * np.ones((4, 3)), 1e-3)
+    assert slow["width"] is None and not slow["never"] and slow["slope"] < 0
     for eps in (0, -1.0, float("nan")):
         with pytest.raises(nth.ConfigError, match="eps"):
             width_for(widths, E, eps)

@@ -116,3 +116,26 @@ def test_sweep_table_follows_its_runs(files, tmp_path):
     E = table["max_f_error_p4"].values
     assert np.isnan(E[0, 0]) and np.isfinite(E[0, 1]) and np.isfinite(E[1]).all()
     assert load_sweep(str(sweep))["runs"].keys() == {(16, 1), (32, 0), (32, 1)}
+
+
+def test_older_sweep_resumes_and_becomes_the_current_format(files, tmp_path):
+    """A sweep file of the layout before dimensions (nth-sweep-2: the same runs, no table) resumes: the missing run
+    is computed with its dimensions, the table covers every run, and the file is marked nth-sweep-3, so that a
+    version of nth that knows only nth-sweep-2 refuses it rather than taking its runs for damaged ones."""
+    sweep = tmp_path / "older.h5"
+    sweep.write_bytes(files[1].read_bytes())
+
+    def make_older(h):
+        del h["runs/m32_s1"]
+        for k in [k for k, d in h.items() if isinstance(d, h5py.Dataset)]:
+            del h[k]  # the table and its coordinates
+        h.attrs["format"], h.attrs["schema_version"] = "nth-sweep-2", 2
+
+    edit_h5(sweep, make_older)
+    assert main(["sweep", "--widths", "16,32", "--seeds", "2", *TINY, "--t-max", "5", "--out", str(sweep)]) == 0
+    with h5py.File(sweep) as h:
+        assert h.attrs["format"] == "nth-sweep-3" and h.attrs["schema_version"] == 3
+    table, sw = _open(sweep), load_sweep(str(sweep))
+    assert np.isfinite(table["max_f_error_p4"].values).all()
+    np.testing.assert_array_equal(table["max_f_error_p4"].values, sw["scalars"]["max_f_error_p4"])
+    assert _open(sweep, "runs/m32_s1/true")["f"].dims == ("time", "sample")

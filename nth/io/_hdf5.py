@@ -275,14 +275,16 @@ def open_results(path: str | os.PathLike, what: str = "results file") -> h5py.Fi
 
 
 def read_h5(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a results file into {'/group/name': ndarray} plus {'@/group': attrs dict} entries."""
+    """Read a results file into {'/group/name': ndarray} plus {'@/group': attrs dict} entries: every dataset but
+    the netCDF dimensions that are not variables (:func:`is_dimension`, placeholders without data)."""
     out: dict[str, Any] = {}
     with open_results(path) as h:
         out["@/"] = dict(h.attrs)
 
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
-                out["/" + name] = obj[()]
+                if not is_dimension(obj):
+                    out["/" + name] = obj[()]
             else:
                 out["@/" + name] = dict(obj.attrs)
 

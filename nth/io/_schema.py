@@ -1,4 +1,4 @@
-"""The HDF5 schema (version 2): one layout for a run, used by solve files, sweep files and kernel files.
+"""The HDF5 schema (version 3): one layout for a run, used by solve files, sweep files and kernel files.
 
 A run's group ``R`` (the root ``/`` of a solve file; ``/runs/m{width}_s{seed}`` in a sweep file) holds,
 with T saved times, n training points, k test points and inputs of shape ``in``:
@@ -22,7 +22,7 @@ with T saved times, n training points, k test points and inputs of shape ``in``:
 The data live once per file: ``/data/X`` (n, *in), ``/data/y`` (n,), ``/data/X_test`` (k, *in) (attrs
 normalization, source). Root attributes: ``schema_version``, ``config`` (JSON of every resolved option,
 including the model's description ``model_info`` and ``arch_options``), seeds, package versions, device,
-creation time, command. A sweep file's root also holds ``format`` = ``nth-sweep-2``, ``sweep_config``,
+creation time, command. A sweep file's root also holds ``format`` = ``nth-sweep-3``, ``sweep_config``,
 ``widths``, ``seeds``. Version-1 files (flat per-run names in sweeps) stay readable (:mod:`nth.io._sweep`).
 
 Dimensions (netCDF-4 dimension scales, :mod:`nth.io._hdf5`): every axis of every dataset above is named, so
@@ -58,7 +58,9 @@ from ..data import Dataset
 from ..engine import SolveResult
 from ._hdf5 import package_versions
 
-SCHEMA_VERSION = 2
+#: 3: version 2 with netCDF-4 dimensions on every axis, the time coordinate in every group with a time axis,
+#: and a sweep's root table.
+SCHEMA_VERSION = 3
 
 
 def prediction_group(label: str) -> str:

@@ -5,14 +5,18 @@ the copy, the copy is flushed to disk and renamed over the original. A crash, Ct
 therefore loses at most the run in progress, and never leaves a half-written group. ``run_sweep`` with
 the same arguments skips the runs the file already holds; different arguments are refused.
 
-Layout (``nth-sweep-2``, schema version 2 of :mod:`nth.io._schema`): the data once under ``/data``, and every
+Layout (``nth-sweep-3``, schema version 3 of :mod:`nth.io._schema`): the data once under ``/data``, and every
 run under ``/runs/m{width}_s{seed}`` laid out exactly like a solve file's root (``true/f``, ``nth/p4/f``,
 ``dg/f``, ... with their error attributes; the run's summary scalars as the group's attributes). Root
 attributes: ``format``, ``schema_version``, ``sweep_config`` (JSON), ``widths``, ``seeds``, package versions,
 device, creation time. Every axis has a named dimension, and the root holds the sweep's table over the
 dimensions ``width`` and ``seed`` (:mod:`nth.io._schema`), rebuilt from the runs at every commit: a view for
-xarray and netCDF tools; nth itself reads the runs. Files of the first layout (``nth-sweep-1``: flat per-run names such as ``true_f``,
-``p4_f``, errors as ``max_f_error_p4`` attributes) are still read by :func:`load_sweep`.
+xarray and netCDF tools; nth itself reads the runs. ``nth-sweep-2`` is the same layout without dimensions and
+table: it is read, and resumed, which makes it ``nth-sweep-3`` (its earlier runs keep unnamed axes). The format
+changed with the dimensions because their attributes are left out of the runs' checksums: a version of nth that
+knows only ``nth-sweep-2`` refuses a newer file instead of taking its runs for damaged ones. Files of the first
+layout (``nth-sweep-1``: flat per-run names such as ``true_f``, ``p4_f``, errors as ``max_f_error_p4``
+attributes) are still read by :func:`load_sweep`.
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ from ..engine import SolveConfig, SolveResult, solve_seeds
 from ..errors import ConfigError, DamagedFileError
 from ._files import check_output_path, writer_lock
 from ._hdf5 import check_writable, digest, dimension, drop_damaged, edit_h5, open_results, verify, write_group
-from ._schema import created_now, data_datasets, dataset_axes, file_attrs, prediction_group, run_datasets
+from ._schema import SCHEMA_VERSION, created_now, data_datasets, dataset_axes, file_attrs, prediction_group
+from ._schema import run_datasets
 
-FORMAT = "nth-sweep-2"
-FORMATS_READ = ("nth-sweep-1", FORMAT)
+FORMAT = "nth-sweep-3"
+#: Formats that resume (the run layout of schema 2 and 3) and that load.
+FORMATS_RESUMED = ("nth-sweep-2", FORMAT)
+FORMATS_READ = ("nth-sweep-1", *FORMATS_RESUMED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +119,7 @@ def open_sweep(cfg: SweepConfig, path: str, log: Callable[[str], None] | None = 
             if fmt == "nth-sweep-1":
                 raise ConfigError(f"{path!r} is a sweep file of the first layout (nth-sweep-1): nth reads it but does "
                                   "not add runs to it; choose another --out")
-            if fmt != FORMAT or saved is None or "runs" not in h:
+            if fmt not in FORMATS_RESUMED or saved is None or "runs" not in h:
                 raise ConfigError(f"{path!r} exists and is not an nth sweep file; choose another --out")
             data_bad, bad = _damaged(h)
         if data_bad or bad == ["runs"]:
@@ -199,6 +206,7 @@ def _commit_run(path: str, w: int, s: int, res: SolveResult, create: dict[str, A
         write_group(g, ds, attrs, dataset_axes)
         g.attrs["sha256"] = digest(g)
         _tabulate(h)
+        h.attrs["format"], h.attrs["schema_version"] = FORMAT, SCHEMA_VERSION  # a resumed nth-sweep-2 file is now 3
 
     edit_h5(path, add, create=create)
 
@@ -211,7 +219,7 @@ def _labels(cfg: dict[str, Any]) -> list[str]:
 
 def _run_scalars(g: h5py.Group, labels: list[str], fmt: str) -> dict[str, float]:
     """A run's numeric scalars (summary and errors, ``max_f_error_<label>``, ...), without its width and seed."""
-    attrs = _attrs_v2(g, labels) if fmt == FORMAT else dict(g.attrs)
+    attrs = dict(g.attrs) if fmt == "nth-sweep-1" else _attrs_v2(g, labels)
     return {k: float(v) for k, v in attrs.items()
             if np.ndim(v) == 0 and isinstance(v, (int, float, np.number)) and k not in ("width", "seed")}
 
@@ -300,6 +308,6 @@ def load_sweep(path: str) -> dict[str, Any]:
             i, j = widths.index(w), seeds.index(s)
             for k, v in _run_scalars(g, labels, fmt).items():
                 scalars.setdefault(k, np.full((len(widths), len(seeds)), np.nan))[i, j] = v
-            runs[(w, s)] = _arrays_v2(g) if fmt == FORMAT else {k: g[k][()] for k in g}
+            runs[(w, s)] = {k: g[k][()] for k in g} if fmt == "nth-sweep-1" else _arrays_v2(g)
     return {"config": cfg, "widths": np.asarray(widths), "seeds": np.asarray(seeds), "scalars": scalars,
             "runs": runs, "path": path, "format": fmt}
