@@ -139,3 +139,25 @@ def test_older_sweep_resumes_and_becomes_the_current_format(files, tmp_path):
     assert np.isfinite(table["max_f_error_p4"].values).all()
     np.testing.assert_array_equal(table["max_f_error_p4"].values, sw["scalars"]["max_f_error_p4"])
     assert _open(sweep, "runs/m32_s1/true")["f"].dims == ("time", "sample")
+
+
+def test_correlation_file_opens_in_xarray(tmp_path):
+    """A correlation file's inputs are (input, feature) and each block of draws (its own draw dimension, whose
+    coordinate is the draw numbers, by function): concatenated along the draws they are load_corr's values. A
+    file of the layout before dimensions (nth-corr-1) is extended and becomes nth-corr-2."""
+    import dataclasses
+
+    from nth import CorrConfig, load_corr, run_corr
+
+    path = str(tmp_path / "c.h5")
+    cfg = CorrConfig(functions=("f(x1) f(x2)", "d{mu}f(x1) d{mu}f(x2)"), widths=(8,), draws=6, depth=1)
+    run_corr(cfg, path)
+    edit_h5(path, lambda h: h.attrs.__setitem__("format", "nth-corr-1"))
+    run_corr(dataclasses.replace(cfg, draws=10), path)  # resumes the older file: a second block, draws 6..9
+    with h5py.File(path) as h:
+        assert h.attrs["format"] == "nth-corr-2"
+    assert _open(path)["inputs"].dims == ("input", "feature")
+    width = _open(path, "m8")
+    blocks = [width[name].rename({f"{name}_draw": "draw"}) for name in sorted(width.data_vars)]
+    assert [b.dims for b in blocks] == [("draw", "function")] * 2 and blocks[1]["draw"].values.tolist() == [6, 7, 8, 9]
+    np.testing.assert_array_equal(xr.concat(blocks, "draw").values, load_corr(path)["values"][8])

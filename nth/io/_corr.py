@@ -1,6 +1,6 @@
 """Correlation-function measurements on disk: one resumable HDF5 file per :class:`~nth.engine.CorrConfig`.
 
-Layout (``nth-corr-1``): root attributes ``format``, ``corr_config`` (JSON of the fields that decide the
+Layout (``nth-corr-2``): root attributes ``format``, ``corr_config`` (JSON of the fields that decide the
 values, with the functions as nth writes them) and its ``config_sha256``, ``widths`` (every width the file has
 draws of), ``checksums = "sha256"`` and those of every nth file (versions, device,
 creation time, command); ``/inputs`` (K, d), the inputs x1..xK; and per width ``/m{width}/d{start}``
@@ -9,6 +9,15 @@ attributes. Each block is committed atomically (the whole file is rewritten thro
 commits its runs), so a crash loses at most the block in progress. Running again with the same arguments
 resumes; with more ``draws`` or other ``widths`` it adds them (draw i at width m is always the same
 initialization); a damaged block is computed again; other arguments are refused.
+
+Dimensions (netCDF-4 dimension scales, as in every nth file): ``/inputs`` is (``input``, ``feature``), and a
+block is (``d{start}_draw``, ``function``): its own draw dimension, whose coordinate is the block's draw
+numbers, and the file's ``function`` dimension (the functions in the order of ``corr_config``). So
+``xarray.open_dataset(FILE, engine="h5netcdf", group="m256")`` holds the blocks of width 256 as labelled arrays
+(``xarray.concat`` of them along their draw coordinates gives every draw); :func:`load_corr` does that for nth.
+``nth-corr-1`` is the same layout without dimensions; it is read and resumed, and becomes ``nth-corr-2``. The
+format changed because dimension attributes are left out of the blocks' checksums, so a version of nth that
+knows only ``nth-corr-1`` refuses a newer file instead of taking its blocks for damaged ones.
 """
 
 from __future__ import annotations
@@ -25,16 +34,31 @@ from ..engine import CorrConfig, check_corr_plan as check_plan, correlation_valu
 from ..engine import summarize_corr as summarize
 from ..errors import ConfigError, DamagedFileError
 from ._files import check_output_path, writer_lock
-from ._hdf5 import check_writable, differences, digest, drop_damaged, edit_h5, open_results, verify, write_group
-from ._schema import file_attrs
+from ._hdf5 import check_writable, differences, digest, dimension, drop_damaged, edit_h5, open_results, verify
+from ._hdf5 import write_group
+from ._schema import SCHEMA_VERSION, file_attrs
 
-FORMAT = "nth-corr-1"
+FORMAT = "nth-corr-2"
+#: Formats that are read and resumed (the same blocks, without and with dimensions).
+FORMATS = ("nth-corr-1", FORMAT)
 #: Draws committed per block at least (the whole file is rewritten per block; it holds values only).
 BLOCK = 256
 
 
 def _block_name(start: int) -> str:
     return f"d{start:010d}"
+
+
+def _blocks(g: h5py.Group) -> dict[str, h5py.Dataset]:
+    """The blocks of a width's group, without their draw dimensions (module docstring); a dataset whose header
+    cannot be read counts as a block (its checksum then fails)."""
+    def is_scale(ds) -> bool:
+        try:
+            return bool(ds.is_scale)
+        except (OSError, KeyError, RuntimeError, ValueError):
+            return False
+
+    return {name: ds for name, ds in g.items() if not is_scale(ds)}
 
 
 def _contiguous(h: h5py.File, width: int) -> tuple[np.ndarray | None, list[str]]:
@@ -45,11 +69,11 @@ def _contiguous(h: h5py.File, width: int) -> tuple[np.ndarray | None, list[str]]
     if g is None:
         return None, []
     blocks, bad = [], []
-    for name, ds in g.items():
+    for name, ds in _blocks(g).items():
         if verify(ds, required=True):
             blocks.append((int(ds.attrs["start"]), ds))
         else:
-            bad.append(f"m{width}/{name}")
+            bad += [f"m{width}/{name}", f"m{width}/{name}_draw"]  # the block and its draw dimension
     parts, k = [], 0
     for start, ds in sorted(blocks, key=lambda b: b[0]):
         if start > k:
@@ -68,7 +92,7 @@ def _sha(text: str) -> str:
 
 def _saved_config(h: h5py.File, path: str) -> dict[str, Any]:
     """The file's corr_config, checked against its checksum (root attributes carry one of their own)."""
-    if h.attrs.get("format") != FORMAT or "corr_config" not in h.attrs:
+    if h.attrs.get("format") not in FORMATS or "corr_config" not in h.attrs:
         raise ConfigError(f"{path!r} exists and is not an nth correlation file (written by nth corr); choose another "
                           "file")
     text = h.attrs["corr_config"]
@@ -126,7 +150,8 @@ def _open(cfg: CorrConfig, path: str, log: Callable[[str], None] | None) -> dict
 
 
 def _write_inputs(h: h5py.File, cfg: CorrConfig) -> None:
-    write_group(h, {"inputs": np.asarray(cfg.inputs())}, {"inputs": {"description": "x1..xK, one per row"}})
+    write_group(h, {"inputs": np.asarray(cfg.inputs())}, {"inputs": {"description": "x1..xK, one per row"}},
+                axes=lambda path, shape: (("input", "feature"), None))
     h["inputs"].attrs["sha256"] = digest(h["inputs"])
 
 
@@ -140,12 +165,18 @@ def _commit(path: str, cfg: CorrConfig, width: int, start: int, vals: np.ndarray
         if "inputs" not in h:
             _write_inputs(h, cfg)
         g = h.require_group(f"m{width}")
-        for old in [n for n, ds in g.items() if start <= int(ds.attrs["start"]) < start + len(vals)]:
+        for old in [n for n, ds in _blocks(g).items() if start <= int(ds.attrs["start"]) < start + len(vals)]:
             del g[old]  # superseded: blocks after a gap that this one fills
-        ds = g.create_dataset(_block_name(start), data=vals)
+            if f"{old}_draw" in g:
+                del g[f"{old}_draw"]
+        name = _block_name(start)
+        ds = g.create_dataset(name, data=vals)
+        ds.dims[0].attach_scale(dimension(g, f"{name}_draw", len(vals), np.arange(start, start + len(vals))))
+        ds.dims[1].attach_scale(dimension(h, "function", vals.shape[1]))
         ds.attrs["start"] = start
         ds.attrs["sha256"] = digest(ds)
         h.attrs["widths"] = np.asarray(_widths_in(h))
+        h.attrs["format"], h.attrs["schema_version"] = FORMAT, SCHEMA_VERSION  # a resumed nth-corr-1 file is now 2
 
     edit_h5(path, add, create=create)
 
