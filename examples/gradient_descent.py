@@ -23,13 +23,15 @@ import sys
 import numpy as np
 
 import nth
+import nth.compare
 
-#: The predictions compared with gradient descent, and the width exponent of their error against it.
-ROWS = {"discrete_p2": ("d-p2", "discrete, frozen kernel", -1.0),
-        "discrete_o1m": ("d-o1m", "discrete, O(1/m) system", -2.0),
-        "p2": ("p=2", "continuous, frozen kernel", 0.0),
-        "p4": ("p=4", "continuous, p = 4", 0.0),
-        "dg": ("dg", "continuous, DG correction", 0.0)}
+#: The predictions compared with gradient descent (the width exponent of each one's error against it is
+#: nth.compare.predicted_exponent(label, "gd")).
+ROWS = {"discrete_p2": ("d-p2", "discrete, frozen kernel"),
+        "discrete_o1m": ("d-o1m", "discrete, O(1/m) system"),
+        "p2": ("p=2", "continuous, frozen kernel"),
+        "p4": ("p=4", "continuous, p = 4"),
+        "dg": ("dg", "continuous, DG correction")}
 
 
 def main(argv=None):
@@ -75,12 +77,12 @@ def main(argv=None):
     fit = len(widths) > 1
     print(f"{'row':>6} {'prediction':<26} " + " ".join(f"{'m=' + str(w):>10}" for w in widths)
           + (f" {'slope [95% CI]':>22} {'predicted':>9}" if fit else ""))
-    for label, (row, what, predicted) in ROWS.items():
+    for label, (row, what) in ROWS.items():
         E = sw["scalars"][f"max_f_error_gd_{label}"]
         line = f"{row:>6} {what:<26} " + " ".join(f"{g:>10.3e}" for g in nth.geometric_mean(E, axis=1))
         if fit:
             s, lo, hi = nth.slope_with_ci(widths, E)
-            line += f" {f'{s:.2f} [{lo:.2f}, {hi:.2f}]':>22} {predicted:>9g}"
+            line += f" {f'{s:.2f} [{lo:.2f}, {hi:.2f}]':>22} {nth.compare.predicted_exponent(label, 'gd'):>9g}"
         print(line)
     print(f"{'gd':>6} {'GD against gradient flow':<26} "
           + " ".join(f"{g:>10.3e}" for g in nth.geometric_mean(sw["scalars"]["max_f_error_gd"], axis=1)))

@@ -30,15 +30,6 @@ import nth.compare
 import nth.plot
 
 
-def predicted_slope(label: str) -> float:
-    """The width exponent of a prediction's error against true gradient flow (docs/math.md section 3)."""
-    if label == "dg":
-        return -2.0
-    if label == "inf":
-        return -0.5
-    return -float(int(label[1:]) // 2)  # "p4" -> -2: the drift of K^(p) is O(m^-floor(p/2))
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--widths", default="128,256,512,1024,2048",
@@ -98,7 +89,7 @@ def main(argv=None):
         E = sw["scalars"][f"max_f_error_{lab}"]
         slope, lo, hi = nth.slope_with_ci(sw["widths"], E)
         row = " ".join(f"{g:>10.3e}" for g in nth.geometric_mean(E, axis=1))
-        print(f"{lab:>6} {row} {f'{slope:.2f} [{lo:.2f}, {hi:.2f}]':>24} {predicted_slope(lab):>9g}")
+        print(f"{lab:>6} {row} {f'{slope:.2f} [{lo:.2f}, {hi:.2f}]':>24} {nth.compare.predicted_exponent(lab):>9g}")
 
     # 5. The figure of `nth plot error-vs-width`: every level against width on log-log axes, the seeds as dots,
     #    the fitted slopes in the legend, and dashed reference slopes.

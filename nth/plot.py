@@ -230,7 +230,7 @@ def correlation_vs_width(paths: list[str], out: str, *, variance: bool = False) 
     """|C| (or its variance, ``variance=True``) against width, one panel per correlation function and one series
     per correlation file (activation and initialization), with one standard error as bars, hollow markers where
     the mean is within 3 standard errors of zero, and DG's predicted slope s_C (2 s_C) dashed through the
-    middle width of every series (docs/math.md section 8). The files must hold the same functions. Returns each
+    middle width of every series (DG Conjecture 1 and Lemma 6; docs/math.md sections 8 and 8.1). The files must hold the same functions. Returns each
     file's summaries (:func:`nth.engine.summarize_corr`)."""
     from .engine import summarize_corr
     from .io import load_corr

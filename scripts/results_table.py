@@ -6,12 +6,12 @@ and the exponent the theory predicts (docs/math.md section 3; HY Eqs. 11-12, Cor
 
 import sys
 
-from nth.compare import slope_with_ci
+from nth.compare import predicted_exponent, slope_with_ci
 from nth.plot import describe
 from nth.io import load_sweep
 
-EXPECTED = {"inf": -0.5, "p2": -1, "p3": -1, "p4": -2, "p5": -2, "p6": -3, "dg": -2, "dg_vs_p4": -2,
-            "K2": 0, "K3": -1, "K4": -1, "K5": -2, "K6": -2, "K2_movement": -1}
+#: Predicted exponents of the quantities that are not prediction errors (those: predicted_exponent).
+EXPECTED = {"dg_vs_p4": -2, "K2": 0, "K3": -1, "K4": -1, "K5": -2, "K6": -2, "K2_movement": -1}
 
 
 def rows(path):
@@ -25,7 +25,7 @@ def rows(path):
             label = key[len(quantity) + 1:]
             name = {"dg": "DG", "inf": "m = inf (kernel GD)"}.get(label, "p = " + label[1:])
             out.append((f"{title}, {name}", slope_with_ci(w, sc[key]),
-                        EXPECTED.get(label)))
+                        predicted_exponent(label)))
     if "dg_vs_p4" in sc:
         out.append(("DG - (p = 4), f", slope_with_ci(w, sc["dg_vs_p4"]), EXPECTED["dg_vs_p4"]))
     for key in sorted(k for k in sc if k.startswith("kernel_mean_abs_K")):
@@ -43,7 +43,7 @@ def main():
         name = path.split("/")[-1]
         for q, (s, lo, hi), exp in out:
             flag = "" if exp is None or lo - 0.15 <= exp <= hi + 0.15 else " (*)"
-            print(f"| {name} | {q} | {s:.2f}{flag} | [{lo:.2f}, {hi:.2f}] | {'' if exp is None else exp} |")
+            print(f"| {name} | {q} | {s:.2f}{flag} | [{lo:.2f}, {hi:.2f}] | {'' if exp is None else format(exp, 'g')} |")
     print()
     for path in sys.argv[1:]:
         sw = load_sweep(path)

@@ -1,4 +1,5 @@
-"""Monte Carlo over initializations of correlation functions of derivative tensors (docs/math.md section 8).
+"""Monte Carlo over initializations of correlation functions of derivative tensors (docs/math.md sections 8 and
+8.1).
 
 A :class:`CorrConfig` names the functions (notation of :mod:`nth.kernel._notation`), the network (DG Eq. 2 =
 docs/math.md section 1: depth, input dimension, activation, Gaussian or Rademacher weights), the widths and

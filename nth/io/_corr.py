@@ -73,7 +73,7 @@ def _contiguous(h: h5py.File, width: int) -> tuple[np.ndarray | None, list[str]]
         if verify(ds, required=True):
             blocks.append((int(ds.attrs["start"]), ds))
         else:
-            bad += [f"m{width}/{name}", f"m{width}/{name}_draw"]  # the block and its draw dimension
+            bad.append(f"m{width}/{name}")
     parts, k = [], 0
     for start, ds in sorted(blocks, key=lambda b: b[0]):
         if start > k:
@@ -135,8 +135,14 @@ def _open(cfg: CorrConfig, path: str, log: Callable[[str], None] | None) -> dict
         if "inputs" in h and not inputs_bad and not np.array_equal(h["inputs"][()], np.asarray(cfg.inputs())):
             raise ConfigError(f"{path!r} holds draws at other inputs than this nth computes for input seed "
                               f"{cfg.input_seed} (another version of nth or JAX); choose another --out")
-    drop_damaged(path, bad + (["inputs"] if inputs_bad else []), log, "part(s)",
-                 also=(lambda h: _write_inputs(h, cfg)) if inputs_bad else None)
+    def also(h):  # the damaged blocks' draw dimensions go with them; damaged inputs are written again
+        for name in bad:
+            if f"{name}_draw" in h:
+                del h[f"{name}_draw"]
+        if inputs_bad:
+            _write_inputs(h, cfg)
+
+    drop_damaged(path, bad + (["inputs"] if inputs_bad else []), log, "part(s)", also=also)
     with h5py.File(path, "r") as h:
         stored = {w: v for w in _widths_in(h) if (v := _contiguous(h, w)[0]) is not None}
     if stored:
@@ -272,7 +278,9 @@ def _num(x: float | None, fmt: str = ".2f") -> str:
 
 
 def format_corr(summary: list[dict[str, Any]]) -> str:
-    """The prediction next to the measurement, one block per function (``nth corr``'s table)."""
+    """The prediction next to the measurement, one block per function (``nth corr``'s table): s_C (DG Conjecture
+    1) and 2 s_C (DG Lemma 6) beside the fitted exponents, the resolved rule and draws_needed of docs/math.md
+    section 8.1."""
     lines = []
     for s in summary:
         lines.append(f"{s['function']}")

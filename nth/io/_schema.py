@@ -74,8 +74,8 @@ def prediction_group(label: str) -> str:
 #: Prediction labels as they appear in scalar names (``max_f_error_p4``, ``max_f_error_dg``, ...).
 _LABEL = re.compile(r"p\d+|dg|inf|discrete_p2|discrete_o1m")
 
-#: The per-run error scalars of a sweep, against the flow or (``_gd``) against gradient descent, with what each
-#: measures over the horizon.
+#: The per-run error scalars of a sweep, against the flow (docs/math.md section 3) or (``_gd``) against gradient
+#: descent (section 7), with what each measures over the horizon.
 ERROR_QUANTITIES = {"max_f_error": "max_t |f - f_true| / sqrt(n)", "max_K2_error": "max_t |K2 - K2_true|",
                     "max_test_error": "max_t |f(x_test) - f_true(x_test)| / sqrt(k)",
                     "max_f_error_gd": "max_step |f - f_GD| / sqrt(n)",

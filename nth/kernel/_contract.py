@@ -1,5 +1,5 @@
 """One initialization's value of a correlation function, without forming any derivative tensor
-(docs/math.md section 8).
+(docs/math.md sections 8 and 8.1: rooted trees, and Hutchinson probes for cut cycle indices).
 
 For a contraction pattern without cycles every cluster is a tree. Rooted anywhere, each factor contracts its
 k-th derivative with the vectors its neighbours send, all held fixed:

@@ -103,13 +103,14 @@ class CorrelationFunction:
 
     @property
     def s_C(self) -> Fraction:
-        """DG Conjecture 1 (their Eq. 4): C = O(m^s_C) with s_C = n_e + n_o / 2 - M / 2."""
+        """DG Conjecture 1, Eq. 4 (docs/math.md section 8): C = O(m^s_C) with s_C = n_e + n_o / 2 - M / 2."""
         return self.n_e + Fraction(self.n_o, 2) - Fraction(self.num_factors, 2)
 
     @property
     def cycle_edges(self) -> tuple[str, ...]:
         """Indices whose edge closes a cycle (a trace over theta: a self-loop, a repeated pair, a longer loop),
-        in the order a spanning forest built from the edges in order meets them; empty for a forest."""
+        in the order a spanning forest built from the edges in order meets them; empty for a forest (the cut
+        indices become probes, docs/math.md section 8.1)."""
         return self._forest()[1]
 
     @property
@@ -119,7 +120,8 @@ class CorrelationFunction:
         return not self.cycle_edges
 
     def summary(self) -> dict[str, object]:
-        """The prediction as plain values: factors, n_e, n_o, s_C and 2 s_C (as floats and exact strings)."""
+        """The prediction as plain values: factors, n_e, n_o, s_C (DG Conjecture 1) and the variance exponent 2 s_C
+        (DG Lemma 6), as floats and exact strings."""
         return {"function": str(self), "factors": self.num_factors, "n_e": self.n_e, "n_o": self.n_o,
                 "s_C": float(self.s_C), "s_C_exact": str(self.s_C), "variance_exponent": float(2 * self.s_C),
                 "clusters": [[str(self.factors[i]) for i in c] for c in self.components()],
@@ -138,7 +140,7 @@ def canonical(text: str) -> str:
 def parse(text: str, *, allow_cycles: bool = False) -> CorrelationFunction:
     """Parse the notation of the module docstring; refuse malformed factors, indices used once or more than
     twice, and (unless ``allow_cycles``, for an estimate by random probes) contraction patterns with cycles,
-    each with a one-line reason."""
+    each with a one-line reason (the notation and its refusals: docs/math.md section 8.1)."""
     if not isinstance(text, str):
         raise ConfigError(f"a correlation function must be a string such as 'd{{mu}}f(x1) d{{mu}}f(x2)', "
                           f"not {type(text).__name__}")
