@@ -22,18 +22,23 @@ from .dynamics import (  # noqa: E402
     FlowSolution as FlowSolution,
     GDSolution as GDSolution,
     NTHSolution as NTHSolution,
+    Problem as Problem,
     SolverSettings as SolverSettings,
     default_horizon as default_horizon,
     dg_correction as dg_correction,
     discrete_nth as discrete_nth,
     gradient_descent as gradient_descent,
+    check_problem as check_problem,
     gradient_flow as gradient_flow,
     hy_p3_reduced as hy_p3_reduced,
     linearized_closed_form as linearized_closed_form,
-    loss as loss,
+    training_loss as training_loss,
     stable_lr as stable_lr,
     truncated_nth as truncated_nth,
 )
+from . import losses as losses  # noqa: E402
+from .losses import AbstractLoss as AbstractLoss, CrossEntropy as CrossEntropy, Logistic as Logistic  # noqa: E402
+from .losses import MSE as MSE, UserLoss as UserLoss, loss_from_spec as loss_from_spec  # noqa: E402
 from .engine import CorrConfig as CorrConfig, SolveConfig as SolveConfig, SolveResult as SolveResult  # noqa: E402
 from .engine import solve as solve, solve_seeds as solve_seeds  # noqa: E402
 from .errors import (  # noqa: E402

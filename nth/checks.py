@@ -119,16 +119,22 @@ def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def match_sizes(where: str, entries: Sequence[tuple[str, Sequence[int], int, Callable[[int], tuple[int, ...]]]],
-                *, symbol: str = "n", hint: str = "") -> int:
+def match_sizes(where: str, entries: Sequence[tuple], *, symbol: str = "n", hint: str = "") -> int:
     """The size (``symbol``) that several arrays must share, checked: ``entries`` are (name, shape, axis,
-    template), the size is read from ``shape[axis]`` and ``template(size)`` is the shape the array must have.
+    template) or (name, shape, axis, template, per): the size is read from ``shape[axis]`` (divided by ``per``,
+    e.g. the outputs per input of an axis over samples) and ``template(size)`` is the shape the array must have.
 
     The size is the one most entries agree on (ties: the earliest entry), so the message blames the odd one
     out: "truncated_nth: 'f0' has shape (7,); expected (8,) to match 'kernels[2]' (8, 8) and 'y' (8,)". Raises
     a DataError for the first entry (in order) whose shape is not its template; ``hint`` is appended.
     """
-    votes = [(int(s[a]), i) for i, (_, s, a, _) in enumerate(entries) if -len(s) <= a < len(s)]
+    def vote(s, a, per):
+        size = int(s[a])
+        return size // per if size % per == 0 else None
+
+    votes = [(vote(e[1], e[2], e[4] if len(e) > 4 else 1), i) for i, e in enumerate(entries)
+             if -len(e[1]) <= e[2] < len(e[1])]
+    votes = [(v, i) for v, i in votes if v is not None]
     if not votes:
         raise DataError(f"{_at(where)}{_and([repr(e[0]) for e in entries])} have no axis of size {symbol}")
     count = Counter(v for v, _ in votes)
@@ -136,8 +142,8 @@ def match_sizes(where: str, entries: Sequence[tuple[str, Sequence[int], int, Cal
     for v, i in votes:
         first.setdefault(v, i)
     size = max(count, key=lambda v: (count[v], -first[v]))
-    fits = [(name, tuple(s)) for name, s, _, t in entries if tuple(int(d) for d in s) == tuple(t(size))]
-    for name, s, _, template in entries:
+    fits = [(e[0], tuple(e[1])) for e in entries if tuple(int(d) for d in e[1]) == tuple(e[3](size))]
+    for name, s, _, template, *_ in entries:
         want = tuple(template(size))
         if tuple(int(d) for d in s) != want:
             others = [f"'{o}' {format_shape(os)}" for o, os in fits if o != name][:2]

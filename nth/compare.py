@@ -10,10 +10,14 @@ from jaxtyping import Float
 from .errors import ConfigError
 
 
-def f_error(f_pred: Float[np.ndarray, "T n"], f_true: Float[np.ndarray, "T n"]) -> Float[np.ndarray, " T"]:
-    """||f_pred(t) - f_true(t)||_2 / sqrt(n) at every saved time (the RMS output error)."""
+def f_error(f_pred: Float[np.ndarray, "T n *k"], f_true: Float[np.ndarray, "T n *k"]) -> Float[np.ndarray, " T"]:
+    """||f_pred(t) - f_true(t)||_2 / sqrt(n) at every saved time: the RMS over the n inputs of the output error
+    (with k outputs, of its Euclidean norm over them)."""
     f_pred, f_true = np.asarray(f_pred), np.asarray(f_true)
-    return np.linalg.norm(f_pred - f_true, axis=-1) / np.sqrt(f_true.shape[-1])
+    d = f_pred - f_true
+    if d.ndim > 2:  # (T, n, k): the norm runs over every sample
+        return np.linalg.norm(d.reshape(d.shape[0], -1), axis=-1) / np.sqrt(d.shape[1])
+    return np.linalg.norm(d, axis=-1) / np.sqrt(f_true.shape[-1])
 
 
 def k2_error(K_pred: Float[np.ndarray, "T n n"], K_true: Float[np.ndarray, "T n n"]) -> Float[np.ndarray, " T"]:

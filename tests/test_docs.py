@@ -77,7 +77,7 @@ def test_api_pages_render_docstrings(site):
 
     text = page_text(site, "api/dynamics")
     assert plain(nth.truncated_nth.__doc__.splitlines()[0]) in text
-    assert "Solve the truncated NTH at level p (HY Eq. 15)" in text
+    assert "Solve the truncated NTH at level p (HY Eq. 15; docs/math.md sections 2 and 10)" in text
     assert plain(nth.slope_with_ci.__doc__.splitlines()[0]) in page_text(site, "api/compare")
     assert plain(nth.SolveConfig.__doc__.splitlines()[0]) in page_text(site, "api/engine")
     # Sphinx roles become links or code, never literal text

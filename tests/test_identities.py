@@ -36,7 +36,7 @@ def test_contraction_equals_chain_rule_derivative(setup, r):
     # eta_l of (W^(1), W^(2), a) at m = 48, written out from TP4 Table 1 (nth.models._param's mapping)
     e = {"ntk": (1.0, 1.0, 1.0), "mup": (48.0, 48.0, 1.0), "standard": (1 / 48, 1.0, 1.0)}[param]
     assert net.lrs is None or net.lrs == pytest.approx(e)
-    g = jax.grad(nth.loss)(net, X, y)
+    g = jax.grad(nth.training_loss)(net, X, y)
     theta_dot = eqx.tree_at(lambda t: (t.Ws, t.a), g, (tuple(-e[l] * W for l, W in enumerate(g.Ws)), -e[-1] * g.a))
     dK = jax.jvp(lambda nt: kernel_fn(r)(nt, X, X), (net,), (theta_dot,))[1]
     assert rel_err(-(ks[r + 1] @ delta) / n, dK) < 1e-10

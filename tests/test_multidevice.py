@@ -49,7 +49,7 @@ from nth.kernel import implementation
 mesh = device_mesh(4)
 P = jax.sharding.PartitionSpec
 idx = jax.device_put(jnp.arange(8, dtype=jnp.int32)[:, None] % 6, jax.sharding.NamedSharding(mesh, P("tuples")))
-out = _batch(_ntk_spec(implementation(net), 3), *jax.device_put((net, X, X), jax.sharding.NamedSharding(mesh, P())), idx, True, False)
+out = _batch(_ntk_spec(implementation(net), 3), *jax.device_put((net, X, X), jax.sharding.NamedSharding(mesh, P())), idx, True, False, ())
 assert len(out.sharding.device_set) == 4 and out.sharding.spec == P("tuples"), out.sharding
 cfg = SolveConfig(p=3, width=64, depth=1, n=6, d=3, t_max=10.0, num_times=6, n_test=2)
 a = solve_seeds(cfg, [0, 1, 2], devices=1)

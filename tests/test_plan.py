@@ -86,7 +86,7 @@ def xla_batch_bytes(model, X, p, chunk):
     idx = jnp.asarray(_index_tuples(X.shape[0], p - 2)[:chunk])
     params, static = nth.partition(model)
     spec = _ntk_spec(impl, p)
-    fn = jax.jit(lambda q, X1, X2, i: _batch(spec, eqx.combine(q, static), X1, X2, i, True, False))
+    fn = jax.jit(lambda q, X1, X2, i: _batch(spec, eqx.combine(q, static), X1, X2, i, True, False, ()))
     stats = fn.lower(params, X, X, idx).compile().memory_analysis()
     if stats is None:
         pytest.skip("this backend's compiled functions report no memory analysis")
@@ -125,7 +125,7 @@ def test_work_prediction_bounds_xla_with_test_inputs():
     idx = jnp.asarray(_index_tuples(6, 1)[:4])
     params, static = nth.partition(model)
     spec = _ntk_spec(impl, 3)
-    fn = jax.jit(lambda q, X1, X2, i: _batch(spec, eqx.combine(q, static), X1, X2, i, False, False))
+    fn = jax.jit(lambda q, X1, X2, i: _batch(spec, eqx.combine(q, static), X1, X2, i, False, False, ()))
     stats = fn.lower(params, Xt, X, idx).compile().memory_analysis()
     if stats is None:
         pytest.skip("this backend's compiled functions report no memory analysis")

@@ -150,10 +150,14 @@ def test_batched_seeds_equal_sequential_runs(tmp_path):
     assert main(["sweep", *small, "--out", str(tmp_path / "loop.h5")]) == 0
     assert main(["sweep", *small, "--batch-seeds", "--out", str(tmp_path / "batch.h5")]) == 0
     a, b = load_sweep(str(tmp_path / "loop.h5")), load_sweep(str(tmp_path / "batch.h5"))
-    keys = [k for k in a["scalars"] if k.startswith(("max_", "kernel_mean", "loss_fall", "dg_vs"))]
-    assert "max_f_error_p4" in keys and "max_test_error_dg" in keys
-    for k in keys:
-        np.testing.assert_allclose(b["scalars"][k], a["scalars"][k], rtol=1e-7, err_msg=k)
+    errors = [k for k in a["scalars"] if k.startswith(("max_", "dg_vs"))]
+    assert "max_f_error_p4" in errors and "max_test_error_dg" in errors
+    # an error is a difference of outputs of size ~1: the batched solves take their own steps, so the two agree in
+    # units of f (measured: up to 7e-11), not relative to the error itself
+    for k in errors:
+        np.testing.assert_allclose(b["scalars"][k], a["scalars"][k], rtol=0, atol=1e-9, err_msg=k)
+    for k in [k for k in a["scalars"] if k.startswith(("kernel_mean", "loss_fall"))]:
+        np.testing.assert_allclose(b["scalars"][k], a["scalars"][k], rtol=1e-9, err_msg=k)
     np.testing.assert_allclose(b["runs"][(32, 2)]["p4_f"], a["runs"][(32, 2)]["p4_f"], rtol=0, atol=1e-11)
     assert b["scalars"]["max_f_error_p4"].shape == (1, 3)
 

@@ -12,6 +12,7 @@ from ._hierarchy import (
     linearized_closed_form as linearized_closed_form,
     truncated_nth as truncated_nth,
 )
+from ._problem import Objective as Objective, Problem as Problem, check_problem as check_problem
 from ._odeint import (
     FLOW_SOLVER as FLOW_SOLVER,
     NTH_SOLVER as NTH_SOLVER,
@@ -25,7 +26,7 @@ from ._references import (
     GDSolution as GDSolution,
     gradient_descent as gradient_descent,
     gradient_flow as gradient_flow,
-    loss as loss,
+    training_loss as training_loss,
     stable_lr as stable_lr,
 )
 

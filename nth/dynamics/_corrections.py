@@ -1,6 +1,6 @@
-"""Dyer & Gur-Ari's first-order 1/width corrections to the frozen-NTK dynamics (docs/math.md section 4).
+"""Dyer & Gur-Ari's first-order 1/width corrections to the frozen-NTK dynamics (docs/math.md sections 4 and 10).
 
-In our convention (loss averaged over n, DG's Theta = K^(2)/n), with K = K^(2)(0), K3 = K^(3)(0),
+For the mse loss, in our convention (loss averaged over n, DG's Theta = K^(2)/n), with K = K^(2)(0), K3 = K^(3)(0),
 K4 = K^(4)(0) and Delta0(t) = expm(-tK/n) Delta(0):
 
     Theta1(t) = -(1/n)   int_0^t sum_b K3(.,.,b) Delta0_b(t') dt'
@@ -11,9 +11,11 @@ so that K^(2)(t) ~ K + Theta1(t) and f(t) ~ y + Delta(t) to O(1/m). Two independ
 
 * ``method="closed"``: sums of exponentials in the eigenbasis of K/n (DG Eq. 101 for Theta1; the same
   algebra carried through Eq. 12 for Delta and through HY Eq. 22 for test points), in NumPy float64;
-* ``method="ode"``: the equivalent linear system for (Delta0, R0 = int Delta0, Theta1, Delta1) integrated
-  with Diffrax:  Delta0' = -K Delta0/n,  R0' = Delta0,  Theta1' = -K3[Delta0]/n + K4[Delta0, R0]/n^2,
-  Delta1' = -K Delta1/n - Theta1 Delta0/n.
+* ``method="ode"``: the O(1/m) system of docs/math.md section 10, for any loss (DG Eqs. 87-91 truncated at
+  s = 4), integrated with Diffrax; with chi0 = chi(f0), H0 the per-input loss Hessian along f0 and
+  R = int_0^t chi0:  f0' = -K chi0/n,  R' = chi0,  Theta1' = -K3[chi0]/n + K4[chi0, R]/n^2,
+  f1' = -(K H0 f1 + Theta1 chi0)/n, predicting f0 + f1. For mse (chi0 = Delta0, H0 = I) it is the closed
+  form's system, so the two are a test of each other; other losses have only this form.
 
 The late-time kernel K + Theta1(inf) is DG Eq. 104; at late times Delta(t) -> expm(-t (K + Theta1(inf))/n)
 Delta(0) (DG Eq. 105).
@@ -24,29 +26,31 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..checks import check_all_finite, check_array, match_sizes
 from ..errors import ConfigError
-from ..kernel import KernelOperator
+from ..losses import MSE, AbstractLoss
 from ._odeint import NTH_SOLVER, SolverSettings, check_times, integrate
+from ._problem import Problem, check_problem
 
-METHODS = ("closed", "ode")
+METHODS = ("auto", "closed", "ode")
 
 
 class DGSolution(eqx.Module):
-    """DG-corrected trajectory: f(t) (T, n), K^(2)(t) = K + Theta1(t) (T, n, n), loss (T,), the late-time
-    kernel K + Theta1(inf) (n, n) of DG Eq. 104, and test outputs f_test (T, k) when test kernels were given."""
+    """DG-corrected trajectory: f(t) (T, n[, k]), K^(2)(t) = K + Theta1(t) (T, N, N) over samples, loss (T,),
+    the late-time kernel K + Theta1(inf) (N, N) of DG Eq. 104 (mse only, else None), and test outputs f_test
+    (T, n_test[, k]) when test kernels were given."""
 
     method: str = eqx.field(static=True)
     ts: Float[Array, " T"]
-    f: Float[Array, "T n"]
-    K2: Float[Array, "T n n"]
+    f: Float[Array, "T n *k"]
+    K2: Float[Array, "T N N"]
     loss: Float[Array, " T"]
-    K2_late: Float[Array, "n n"]
-    f_test: Float[Array, "T k"] | None
+    K2_late: Float[Array, "N N"] | None
+    f_test: Float[Array, "T n_test *k"] | None
 
 
 # ---- stable scalar functions of a rate a >= 0 (or a difference of rates) and a time t ----------------
@@ -107,11 +111,12 @@ def _modes(K3e, K4e, c, lam, n):
     return mu, coef
 
 
-def eigenbasis(K: Float[np.ndarray, "n n"]) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues lambda_i and eigenvectors of K/n (DG Eq. 101); ConfigError unless K is positive definite, which
-    the closed form needs (run engines call this right after the kernels, before any long solve)."""
+def eigenbasis(K: Float[np.ndarray, "N N"], n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues lambda_i and eigenvectors of K/n (DG Eq. 101) for n training inputs (default: one sample per
+    input, n = K.shape[0]); ConfigError unless K is positive definite, which the closed form needs (run engines
+    call this right after the kernels, before any long solve)."""
     K = np.asarray(K, dtype=np.float64)
-    n = K.shape[0]
+    n = K.shape[0] if n is None else n
     lam, V = np.linalg.eigh((K + K.T) / (2 * n))
     if lam.min() <= 1e-12 * lam.max():
         raise ConfigError(f"the closed-form DG correction needs K^(2)(0) positive definite; its smallest eigenvalue "
@@ -120,18 +125,18 @@ def eigenbasis(K: Float[np.ndarray, "n n"]) -> tuple[np.ndarray, np.ndarray]:
     return lam, V
 
 
-def _closed(K, K3, K4, delta0, ts, test):
-    n = K.shape[0]
-    lam, V = eigenbasis(K)
+def _closed(K, K3, K4, delta0, ts, test, n):
+    """The closed form for n training inputs (K and the residual delta0 over their samples)."""
+    lam, V = eigenbasis(K, n)
     c = V.T @ delta0
     K3e = np.einsum("abc,ak,bl,ci->kli", K3, V, V, V, optimize=True)
     K4e = np.einsum("abcd,ak,bl,ci,dj->klij", K4, V, V, V, V, optimize=True)
     mu, coef = _modes(K3e, K4e, c, lam, n)  # coef (M, k, l)
     nu = mu[:, None] + lam[None, :]  # (M, l): rate of Theta1 mode m times Delta0 component l
     Mc = coef * c[None, None, :]  # (M, k, l)
-    T = len(ts)
-    f = np.empty((T, n))
-    K2 = np.empty((T, n, n))
+    T, N = len(ts), K.shape[0]
+    f = np.empty((T, N))
+    K2 = np.empty((T, N, N))
     f_test = None
     if test is not None:
         Kx, K3x, K4x, fx0 = test
@@ -161,15 +166,19 @@ def _closed(K, K3, K4, delta0, ts, test):
 
 
 def _dg_rhs(t, state, args):
-    """Linear system equivalent to DG Eqs. 11-12 (and HY Eq. 22 for test points)."""
-    (K, K3, K4), test = args
-    d0, R0, th, d1 = state[:4]
-    n = d0.shape[0]
-    out = (-(K @ d0) / n, d0, -(K3 @ d0) / n + ((K4 @ R0) @ d0) / n**2, -(K @ d1) / n - (th @ d0) / n)
+    """The O(1/m) system of docs/math.md section 10 for any loss (DG Eqs. 87-91 truncated at s = 4; HY Eq. 22 for
+    test points), with R = int_0^t chi0 standing for Xi1 = -(1/n) K4[R]:
+        f0' = -K chi0/n,  R' = chi0,  Th1' = -K3[chi0]/n + K4[chi0, R]/n^2,  f1' = -(K H0 f1 + Th1 chi0)/n."""
+    objective, (K, K3, K4), test = args
+    f0, R, th, f1 = state[:4]
+    n = objective.y.shape[0]
+    chi0 = objective.chi(f0)
+    Hf1 = objective.hvp(f0, f1)
+    out = (-(K @ chi0) / n, chi0, -(K3 @ chi0) / n + ((K4 @ R) @ chi0) / n**2, -(K @ Hf1 + th @ chi0) / n)
     if test is not None:
         Kx, K3x, K4x = test
         thx = state[4]
-        out = out + (-(K3x @ d0) / n + ((K4x @ R0) @ d0) / n**2, -(Kx @ (d0 + d1) + thx @ d0) / n)
+        out = out + (-(K3x @ chi0) / n + ((K4x @ R) @ chi0) / n**2, -(Kx @ (chi0 + Hf1) + thx @ chi0) / n)
     return out
 
 
@@ -178,45 +187,44 @@ def _dg_save(t, state, args):
     return state[0] + state[3], state[2], fx
 
 
-def _ode(K, K3, K4, delta0, ts, test, solver):
-    n = K.shape[0]
-    z = jnp.zeros(n, dtype=K.dtype)
-    state = (jnp.asarray(delta0), z, jnp.zeros((n, n), dtype=K.dtype), z)
+def _ode(prob: Problem, ts, solver):
+    K, K3, K4 = (prob.kernels[r] for r in (2, 3, 4))
+    N = K.shape[0]
+    z = jnp.zeros(N, dtype=K.dtype)
+    state = (prob.f0, z, jnp.zeros((N, N), dtype=K.dtype), z)
     test_args = None
-    if test is not None:
-        Kx, K3x, K4x, fx0 = test
-        state = state + (jnp.zeros_like(Kx), jnp.asarray(fx0))
+    if prob.f0_test is not None:
+        Kx, K3x, K4x = (prob.test_kernels[r] for r in (2, 3, 4))
+        state = state + (jnp.zeros_like(Kx), prob.f0_test)
         test_args = (Kx, K3x, K4x)
-    (delta, theta1, fx), _ = integrate(_dg_rhs, state, ((K, K3, K4), test_args), ts, solver, save_fn=_dg_save,
-                                       what="DG correction ODE")
-    return delta, K[None] + theta1, None if test is None else fx
-
-
-def _dense(where: str, name: str, K):
-    """A dense kernel argument (static checks only; values are checked once all shapes agree)."""
-    if isinstance(K, KernelOperator):
-        raise ConfigError(f"{where}: '{name}' is matrix-free; the DG correction needs dense K^(2), K^(3) and K^(4) "
-                          "(nth.kernels(net, X, p=4) without matrix_free)")
-    return check_array(name, K, where=where, finite=False, what="kernel entries")
+    (f, theta1, fx), _ = integrate(_dg_rhs, state, (prob.objective, (K, K3, K4), test_args), ts, solver,
+                                   save_fn=_dg_save, what="DG correction ODE")
+    return f, K[None] + theta1, None if test_args is None else fx
 
 
 def dg_correction(
     kernels: Mapping[int, Float[Array, "..."]],
-    f0: Float[Array, " n"],
-    y: Float[Array, " n"],
+    f0: Float[Array, "n *k"],
+    y: Array,
     ts: Float[Array, " T"],
     *,
-    method: str = "closed",
+    loss: AbstractLoss | str = MSE(),
+    method: str = "auto",
     test_kernels: Mapping[int, Float[Array, "..."]] | None = None,
-    f0_test: Float[Array, " k"] | None = None,
+    f0_test: Float[Array, "n_test *k"] | None = None,
     solver: SolverSettings = NTH_SOLVER,
 ) -> DGSolution:
-    """f(t) and K^(2)(t) to first order in 1/width (DG Eqs. 11-12, 101, 104; docs/math.md section 4).
+    """f(t) and K^(2)(t) to first order in 1/width (DG Eqs. 11-12, 87-91, 101, 104; docs/math.md sections 4 and
+    10).
 
-    ``kernels`` must hold K^(2), K^(3), K^(4) at t = 0 (``nth.kernels(net, X, p=4)``). ``method`` is
-    ``"closed"`` (eigendecomposition of K/n; needs K positive definite) or ``"ode"`` (Diffrax, configured by
-    ``solver``, a :class:`~nth.SolverSettings`). With ``test_kernels`` (r -> K^(r)(x, X^(r-1)), r = 2, 3, 4)
-    and ``f0_test``, also the corrected outputs at test inputs.
+    ``kernels`` must hold K^(2), K^(3), K^(4) at t = 0 over samples (``nth.kernels(net, X, p=4)``); ``f0`` has the
+    model's output shape and ``y`` the targets of ``loss`` (default mse). ``method``: ``"closed"`` (the mse
+    loss only: sums of exponentials in the eigenbasis of K/n; needs K positive definite), ``"ode"`` (the
+    four-equation system of section 10 for any loss, with Diffrax configured by ``solver``, a
+    :class:`~nth.SolverSettings`), or ``"auto"`` (closed for mse, the ODE otherwise). With ``test_kernels``
+    (r -> K^(r)(x, X^(r-1)), r = 2, 3, 4) and ``f0_test``, also the corrected outputs at test inputs. The
+    late-time kernel K + Theta1(inf) of DG Eq. 104 exists for mse (NaN where K is singular) and is None for
+    other losses.
     """
     where = "dg_correction"
     if method not in METHODS:
@@ -229,54 +237,36 @@ def dg_correction(
         raise ConfigError(f"{where}: the DG correction needs K^(2), K^(3) and K^(4); missing r = {missing}. "
                           "Compute them with nth.kernels(net, X, p=4).")
     ts = check_times(ts, where)
-    Ks = {r: _dense(where, f"kernels[{r}]", kernels[r]) for r in (2, 3, 4)}
-    f0 = check_array("f0", f0, where=where, finite=False, what="outputs")
-    y = check_array("y", y, where=where, finite=False, what="targets")
-    n = match_sizes(where, [("kernels[2]", Ks[2].shape, -1, lambda n: (n, n)), ("y", y.shape, -1, lambda n: (n,)),
-                            ("f0", f0.shape, -1, lambda n: (n,)),
-                            ("kernels[3]", Ks[3].shape, -1, lambda n: (n,) * 3),
-                            ("kernels[4]", Ks[4].shape, -1, lambda n: (n,) * 4)])
-    test = None
-    if test_kernels is not None or f0_test is not None:
-        if test_kernels is None or f0_test is None:
-            given, absent = ("test_kernels", "f0_test") if f0_test is None else ("f0_test", "test_kernels")
-            raise ConfigError(f"{where}: '{given}' was given without '{absent}'; test-point DG predictions need "
-                              "test_kernels with r = 2, 3, 4 (nth.kernels(net, X, p=4, first=X_test)) and f0_test")
-        if not isinstance(test_kernels, Mapping) or any(r not in test_kernels for r in (2, 3, 4)):
-            got = sorted(test_kernels) if isinstance(test_kernels, Mapping) else type(test_kernels).__name__
-            raise ConfigError(f"{where}: test-point DG predictions need test_kernels with r = 2, 3, 4 and f0_test; "
-                              f"'test_kernels' holds {got}")
-        Kt = {r: _dense(where, f"test_kernels[{r}]", test_kernels[r]) for r in (2, 3, 4)}
-        fx0 = check_array("f0_test", f0_test, where=where, finite=False, what="outputs")
-        match_sizes(where, [(f"test_kernels[{r}]", Kt[r].shape, 0, lambda k, r=r: (k,) + (n,) * (r - 1))
-                            for r in (2, 3, 4)] + [("f0_test", fx0.shape, -1, lambda k: (k,))],
-                    symbol="k", hint=f" (n = {n} training inputs)")
-        test = tuple(Kt[r] for r in (2, 3, 4)) + (fx0,)
-    values = [("f0", f0, "outputs"), ("y", y, "targets")] + [(f"kernels[{r}]", Ks[r], "kernel entries")
-                                                             for r in (2, 3, 4)]
-    if test is not None:
-        values += [(f"test_kernels[{r}]", Kt[r], "kernel entries") for r in (2, 3, 4)] + [("f0_test", fx0, "outputs")]
-    for name, a, what in values:  # every shape agrees: now the values, one isfinite(x).all() each
-        check_all_finite(name, a, where=where, what=what)
-    dtype = Ks[2].dtype if jnp.issubdtype(Ks[2].dtype, jnp.inexact) else jnp.result_type(float)
-    K, K3, K4 = (np.asarray(Ks[r], dtype=np.float64) for r in (2, 3, 4))
-    y = np.asarray(y, dtype=np.float64)
-    delta0 = np.asarray(f0, dtype=np.float64) - y
-    if test is not None:
-        test = tuple(np.asarray(a, dtype=np.float64) for a in test)
-    late_only = None
-    if method == "ode":
+    prob = check_problem(kernels, f0, y, levels=(2, 3, 4), where=where, loss=loss, test_kernels=test_kernels,
+                         f0_test=f0_test, dense_reason="the DG correction needs dense K^(2), K^(3) and K^(4) "
+                         "(nth.kernels(net, X, p=4) without matrix_free)")
+    if method == "closed" and not prob.is_mse:
+        raise ConfigError(f"{where}: the closed form (DG Eq. 101) exists for the mse loss only; the {prob.loss.describe()} "
+                          "loss takes method='ode' (or 'auto')")
+    method = ("closed" if prob.is_mse else "ode") if method == "auto" else method
+    K, K3, K4 = (np.asarray(prob.kernels[r], dtype=np.float64) for r in (2, 3, 4))
+    N = K.shape[0]
+    late = None
+    if prob.is_mse:
+        y = np.asarray(prob.y, dtype=np.float64).reshape(-1)
+        delta0 = np.asarray(prob.f0, dtype=np.float64) - y
         try:
-            late_only = _closed(K, K3, K4, delta0, ts[:1], None)[2]
+            late = _closed(K, K3, K4, delta0, ts[:1], None, prob.n)[2]
         except ConfigError:  # Theta1(inf) (DG Eq. 104) does not exist for a singular K
-            late_only = np.full((n, n), np.nan)
+            if method == "closed":
+                raise
+            late = np.full((N, N), np.nan)
     if method == "closed":
-        f_res, K2, K2_late, f_test = _closed(K, K3, K4, delta0, ts, test)
+        test = None
+        if prob.f0_test is not None:
+            test = tuple(np.asarray(prob.test_kernels[r], dtype=np.float64) for r in (2, 3, 4)) + \
+                (np.asarray(prob.f0_test, dtype=np.float64),)
+        f_res, K2, _, f_test = _closed(K, K3, K4, delta0, ts, test, prob.n)
         f = f_res + y[None, :]
     else:
-        jt = None if test is None else tuple(jnp.asarray(a, dtype=dtype) for a in test)
-        delta, K2, f_test = _ode(*(jnp.asarray(a, dtype=dtype) for a in (K, K3, K4, delta0)), ts, jt, solver)
-        f, K2_late = np.asarray(delta) + y[None, :], late_only
-    loss = 0.5 * np.mean((np.asarray(f) - y[None, :]) ** 2, axis=1)
-    return DGSolution(method=method, ts=jnp.asarray(ts), f=jnp.asarray(f), K2=jnp.asarray(K2), loss=jnp.asarray(loss),
-                      K2_late=jnp.asarray(K2_late), f_test=None if f_test is None else jnp.asarray(f_test))
+        f, K2, f_test = _ode(prob, ts, solver)
+    f = jnp.asarray(f, dtype=prob.f0.dtype)
+    loss_t = jax.vmap(prob.objective.value)(f)
+    return DGSolution(method=method, ts=jnp.asarray(ts), f=prob.shaped(f), K2=jnp.asarray(K2), loss=loss_t,
+                      K2_late=None if late is None else jnp.asarray(late),
+                      f_test=None if f_test is None else prob.shaped(jnp.asarray(f_test), prob.n_test))

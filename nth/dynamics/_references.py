@@ -1,9 +1,9 @@
 """The references: true gradient flow of the finite model (integrated in parameter space with Diffrax), and
 full-batch gradient descent at a finite learning rate.
 
-    d theta/dt = -eta . grad_theta L(theta),  L = (1/(2n)) sum_b (f_b - y_b)^2   (docs/math.md section 2, HY Eqs. 3-5)
+    d theta/dt = -eta . grad_theta L(theta),  L = (1/n) sum_a l(f_a, y_a)   (docs/math.md sections 2 and 10, HY Eqs. 3-5)
 
-with eta the model's per-group learning rates (1 unless a parametrization sets them). The ODE state is the
+with l the per-input loss (default mse, l = (1/2)|f_a - y_a|^2; :mod:`nth.losses`), eta the model's per-group learning rates (1 unless a parametrization sets them). The ODE state is the
 displacement u = theta - theta(0), not theta itself: each parameter moves only O(1/sqrt(m)) while being
 O(1), so a relative tolerance on theta would be loose on the change that matters (docs/math.md section 6).
 Together with the max norm over the parameter pytree (:mod:`nth.dynamics._odeint`) this resolves every
@@ -19,48 +19,51 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from ..checks import check_array, check_tree_finite, format_shape
+from ..checks import as_real, check_array, check_tree_finite, format_shape
 from ..errors import ConfigError, SolverError
 from ..kernel import ntk
-from ..models import AbstractModel, as_model, check_inputs, combine, partition
+from ..losses import MSE, AbstractLoss, loss_from_spec
+from ..models import AbstractModel, as_model, check_inputs, combine, output_shape, partition
 from ..models._base import first_model
 from ._odeint import FLOW_SOLVER, SolverSettings, check_times, integrate
 
 
 class FlowSolution(eqx.Module):
-    """True gradient flow at the save times: f(t) (T, n), empirical K^(2)(t) (T, n, n), loss(t) (T,).
+    """True gradient flow at the save times: f(t) (T, n[, k]) (the model's output shape), empirical K^(2)(t)
+    (T, N, N) over the N = n k samples, loss(t) (T,).
 
     ``params`` is theta(t) as a model whose parameter leaves have a leading time axis (only with
     ``save_params``). With ``stacked`` models every array has a leading seed axis and ``stats`` is a list.
     """
 
     ts: Float[Array, " T"]
-    f: Float[Array, "T n"]
-    K2: Float[Array, "T n n"]
+    f: Float[Array, "T n *k"]
+    K2: Float[Array, "T N N"]
     loss: Float[Array, " T"]
     params: AbstractModel | None
-    f_test: Float[Array, "T k"] | None
+    f_test: Float[Array, "T n_test *k"] | None
     stats: dict[str, int] | list[dict[str, int]] = eqx.field(static=True)
 
 
-def loss(model: AbstractModel, X: Float[Array, "n *in"], y: Float[Array, " n"]) -> Float[Array, ""]:
-    """L = (1/(2n)) sum_b (f_b - y_b)^2 (HY Eq. 3, docs/math.md section 2)."""
-    return 0.5 * jnp.mean((model(X) - y) ** 2)
+def training_loss(model: AbstractModel, X: Float[Array, "n *in"], y: Array, loss: AbstractLoss = MSE()
+                  ) -> Float[Array, ""]:
+    """L(theta) = (1/n) sum_a l(f_a, y_a) (HY Eq. 3, docs/math.md sections 2 and 10); mse: (1/(2n)) |f - y|^2."""
+    return loss.value(model(X), y)
 
 
 def _flow_rhs(t, u, args):
     """-eta . grad L at theta(0) + u."""
-    params0, static, X, y, _ = args
+    params0, static, X, y, _, loss = args
     model = combine(jax.tree_util.tree_map(jnp.add, params0, u), static)
     p, s = partition(model)
-    g = jax.grad(lambda q: loss(combine(q, s), X, y))(p)
+    g = jax.grad(lambda q: training_loss(combine(q, s), X, y, loss))(p)
     return jax.tree_util.tree_map(jnp.negative, model.apply_learning_rates(g))
 
 
-def _observe(model: AbstractModel, X, y, X_test):
+def _observe(model: AbstractModel, X, y, X_test, loss: AbstractLoss):
     """What is recorded along a trajectory: f, K^(2), loss, and f at the test inputs (f itself if none)."""
     f = model(X)
-    return f, ntk(model, X), 0.5 * jnp.mean((f - y) ** 2), (f if X_test is None else model(X_test))
+    return f, ntk(model, X), loss.value(f, y), (f if X_test is None else model(X_test))
 
 
 def _moved(u, args):
@@ -69,8 +72,8 @@ def _moved(u, args):
 
 
 def _save_flow(t, u, args):
-    _, _, X, y, X_test = args
-    return _observe(_moved(u, args), X, y, X_test)
+    _, _, X, y, X_test, loss = args
+    return _observe(_moved(u, args), X, y, X_test, loss)
 
 
 def _save_flow_params(t, u, args):
@@ -80,16 +83,19 @@ def _save_flow_params(t, u, args):
 def gradient_flow(
     model: AbstractModel,
     X: Float[Array, "n *in"],
-    y: Float[Array, " n"],
+    y: Array,
     ts: Float[Array, " T"],
     *,
+    loss: AbstractLoss | str = MSE(),
     solver: SolverSettings = FLOW_SOLVER,
     X_test: Float[Array, "k *in"] | None = None,
     save_params: bool = False,
     stacked: bool = False,
     labels: list[str] | None = None,
 ) -> FlowSolution:
-    """Train ``model`` by exact gradient flow on (X, y) and record f, the empirical K^(2) and the loss at ``ts``.
+    """Train ``model`` by exact gradient flow on (X, y) with ``loss`` (default mse; a
+    :class:`~nth.losses.AbstractLoss` or its name) and record f, the empirical K^(2) over samples and the loss at
+    ``ts``.
 
     ``solver`` (default Dopri8 at rtol 1e-10, atol 1e-12, suited to the tight tolerances a reference needs)
     with a PID controller on the max norm of the displacement theta(t) - theta(0). ``save_params`` also
@@ -102,7 +108,8 @@ def gradient_flow(
     model = as_model(model)
     B, one = first_model(model, where) if stacked else (1, model)
     ts = check_times(ts, where)
-    X, y, X_test = _check_data(one, X, y, X_test, where)
+    loss = loss_from_spec(loss)
+    X, y, X_test = _check_data(one, X, y, X_test, loss, where)
     check_tree_finite("model", model, where=where, what="weights")
     if labels is not None and stacked and len(labels) != B:
         raise ConfigError(f"{where}: 'labels' has {len(labels)} entries; expected one per seed (B = {B})")
@@ -110,20 +117,25 @@ def gradient_flow(
     u0 = jax.tree_util.tree_map(jnp.zeros_like, params0)
     # with stacked seeds every array leaf carries the seed axis: the parameters, and any other arrays of the model
     static_axes = jax.tree_util.tree_map(lambda x: 0 if eqx.is_array(x) else None, static)
-    ys, stats = integrate(_flow_rhs, u0, (params0, static, X, y, X_test), ts, solver,
+    ys, stats = integrate(_flow_rhs, u0, (params0, static, X, y, X_test, loss), ts, solver,
                           save_fn=_save_flow_params if save_params else _save_flow, what="true gradient flow",
-                          batch_axes=(0, static_axes, None, None, None) if stacked else None, labels=labels)
+                          batch_axes=(0, static_axes, None, None, None, None) if stacked else None, labels=labels)
     (f, K2, L, f_test), params = ys if save_params else (ys, None)
     return FlowSolution(ts=jnp.asarray(ts, dtype=X.dtype), f=f, K2=K2, loss=L,
                         params=None if params is None else combine(params, static),
                         f_test=None if X_test is None else f_test, stats=stats)
 
 
-def _check_data(model: AbstractModel, X, y, X_test, where: str):
-    """X (and X_test) against the model's input shape, y against X; all real and finite (DataError naming them)."""
+def _check_data(model: AbstractModel, X, y, X_test, loss: AbstractLoss, where: str):
+    """X (and X_test) against the model's input shape, y against X and the model's outputs as ``loss`` takes its
+    targets; all real and finite (DataError naming them)."""
     X = check_inputs(model, X, where=where)
-    y = check_array("y", y, where=where, shape=(X.shape[0],), what="targets",
-                    why=f"to match 'X' {format_shape(X.shape)}", dtype=X.dtype)
+    out_shape = output_shape(model, X.shape[1:], X.dtype)
+    y = as_real("y", y, where=where, what="targets")
+    want = loss.target_shape(X.shape[0], out_shape, tuple(y.shape))
+    check_array("y", y, where=where, shape=want, what="targets", why=f"to match 'X' {format_shape(X.shape)}",
+                finite=False)
+    y = loss.targets(y, X.shape[0], out_shape, where=where, dtype=X.dtype)
     if X_test is not None:
         X_test = check_inputs(model, X_test, "X_test", where=where)
     return X, y, X_test
@@ -131,15 +143,15 @@ def _check_data(model: AbstractModel, X, y, X_test, where: str):
 
 class GDSolution(eqx.Module):
     """A trajectory on gradient-descent steps (real, or predicted by :func:`nth.dynamics.discrete_nth`): t = lr *
-    step, and f, K^(2), loss, f_test at the saved steps."""
+    step, and f (T, n[, k]), K^(2) (T, N, N), loss, f_test at the saved steps."""
 
     lr: float = eqx.field(static=True)
     steps: Int[Array, " T"]
     ts: Float[Array, " T"]
-    f: Float[Array, "T n"]
-    K2: Float[Array, "T n n"]
+    f: Float[Array, "T n *k"]
+    K2: Float[Array, "T N N"]
     loss: Float[Array, " T"]
-    f_test: Float[Array, "T k"] | None
+    f_test: Float[Array, "T n_test *k"] | None
 
 
 def check_steps(save_steps, lr, where: str) -> np.ndarray:
@@ -156,9 +168,9 @@ def check_steps(save_steps, lr, where: str) -> np.ndarray:
 
 
 @eqx.filter_jit
-def _gd_segment(params, static, X, y, lr, num_steps):
+def _gd_segment(params, static, X, y, lr, num_steps, loss):
     def body(_, p):
-        g = combine(p, static).apply_learning_rates(jax.grad(lambda q: loss(combine(q, static), X, y))(p))
+        g = combine(p, static).apply_learning_rates(jax.grad(lambda q: training_loss(combine(q, static), X, y, loss))(p))
         return jax.tree_util.tree_map(lambda a, ga: a - lr * ga, p, g)
 
     return jax.lax.fori_loop(0, num_steps, body, params)
@@ -167,36 +179,40 @@ def _gd_segment(params, static, X, y, lr, num_steps):
 _observe_jit = eqx.filter_jit(_observe)
 
 
-def stable_lr(K2: Float[Array, "n n"]) -> float:
-    """2 n / lambda_max(K^(2)): the largest stable step of gradient descent on L near the kernel regime
-    (the Hessian of L is about J^T J / n, whose top eigenvalue is that of K^(2)/n)."""
+def stable_lr(K2: Float[Array, "N N"], n: int | None = None) -> float:
+    """2 n / lambda_max(K^(2)) for the mse loss and n training inputs (default: one sample per input, n =
+    K2.shape[0]): the largest stable step of gradient descent on L near the kernel regime (the Hessian of L is
+    about J^T J / n, whose top eigenvalue is that of K^(2)/n; docs/math.md sections 7 and 10)."""
     K2 = jnp.asarray(K2)
-    return float(2 * K2.shape[0] / jnp.linalg.eigvalsh(K2)[-1])
+    return float(2 * (K2.shape[0] if n is None else n) / jnp.linalg.eigvalsh(K2)[-1])
 
 
 def gradient_descent(
     model: AbstractModel,
     X: Float[Array, "n *in"],
-    y: Float[Array, " n"],
+    y: Array,
     lr: float,
     save_steps,
     *,
+    loss: AbstractLoss | str = MSE(),
     X_test: Float[Array, "k *in"] | None = None,
 ) -> GDSolution:
-    """Full-batch gradient descent theta <- theta - lr eta . grad L (HY Section 4 item 2), recorded at
-    ``save_steps``. Step s corresponds to time t = lr * s of gradient flow; the two agree to O(lr) (Euler)."""
+    """Full-batch gradient descent theta <- theta - lr eta . grad L with ``loss`` (default mse; HY Section 4 item
+    2, docs/math.md section 10), recorded at ``save_steps``. Step s corresponds to time t = lr * s of gradient
+    flow; the two agree to O(lr) (Euler)."""
     where = "gradient_descent"
     model = as_model(model)
-    X, y, X_test = _check_data(model, X, y, X_test, where)
+    loss = loss_from_spec(loss)
+    X, y, X_test = _check_data(model, X, y, X_test, loss, where)
     check_tree_finite("model", model, where=where, what="weights")
     steps = check_steps(save_steps, lr, where)
     lr_arr = jnp.asarray(lr, dtype=X.dtype)
     params, static = partition(model)
     out, done = [], 0
     for s in steps:
-        params = _gd_segment(params, static, X, y, lr_arr, int(s) - done)
+        params = _gd_segment(params, static, X, y, lr_arr, int(s) - done, loss)
         done = int(s)
-        out.append(_observe_jit(combine(params, static), X, y, X_test))
+        out.append(_observe_jit(combine(params, static), X, y, X_test, loss))
     f, K2, L, f_test = (jnp.stack(z) for z in zip(*out))
     if not bool(jnp.isfinite(f).all()):
         raise SolverError(f"gradient descent with lr = {lr:g} diverged (non-finite outputs); the largest stable "

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from ..errors import ConfigError, MemoryBudgetError
 from ..kernel import IMPLEMENTATIONS, KernelPlan, forward_entries, format_bytes, kernel_bytes, plan_kernels
 from ..kernel._gd import gd_tensor_bytes
-from ..models import AbstractModel, as_model, num_params
+from ..models import AbstractModel, as_model, num_outputs, num_params, output_shape
 from ..models._base import model_dtype
 
 #: Stage vectors (plus state, error estimate and FSAL copies) an explicit Runge-Kutta step keeps alive.
@@ -71,24 +71,27 @@ def plan_solve(model: AbstractModel, *, n: int, n_test: int, p: int, num_times: 
     for name, solver in (("nth_solver", nth_solver), ("flow_solver", flow_solver)):
         if solver not in SOLVER_COPIES:
             raise ConfigError(f"{name} = {solver!r}; accepted: {', '.join(SOLVER_COPIES)}")
-    kw = dict(implementation=implementation, matrix_free=matrix_free, models=models, in_shape=in_shape)
+    dtype = model_dtype(model)
+    k = num_outputs(output_shape(model, in_shape if in_shape is not None else model.in_shape, dtype))
+    kw = dict(implementation=implementation, matrix_free=matrix_free, models=models, in_shape=in_shape, outputs=k)
     kp = plan_kernels(model, n, p, memory_budget=memory_budget, chunk=chunk, **kw)
     tp = None
     if n_test:
         tp = plan_kernels(model, n, p, memory_budget=kp.budget, chunk=kp.chunk, first_rows=n_test, **kw)
-    dtype = model_dtype(model)
     it = jnp.dtype(dtype).itemsize
     P = num_params(model)
     A, C = forward_entries(model, in_shape)
     stored = sum(kp.kernel_bytes.values()) + (0 if tp is None else sum(tp.kernel_bytes.values()))
     resident = models * (stored + P * it)
+    n_in, n, n_test = n, n * k, n_test * k  # from here on, samples: every slot and output of the state
     saved = num_times * (n + n_test + n * n + 1) * it
     nth_state = (n + n_test) * it + sum(kernel_bytes(n, r, dtype) for r in range(2, p))
     if n_test:
         nth_state += sum(kernel_bytes(n, r, dtype, n_test) for r in range(2, p))
     stages = {
         "kernels": max(kp.work_bytes, 0 if tp is None else tp.work_bytes),
-        "gradient flow": SOLVER_COPIES[flow_solver] * P * it + 6 * ((n + n_test) * A + C) * it + 3 * P * it + saved,
+        "gradient flow": SOLVER_COPIES[flow_solver] * P * it + 6 * ((n_in + n_test // k) * A + C) * it + 3 * P * it
+        + saved,
         "truncated NTH": SOLVER_COPIES[nth_solver] * nth_state + saved + (kp.work_bytes if matrix_free else 0),
     }
     if dg:
@@ -96,7 +99,7 @@ def plan_solve(model: AbstractModel, *, n: int, n_test: int, p: int, num_times: 
     if discrete:  # the tensors O11, O111, M, P (training and test rows) and one batch of their work
         tensors = sum(gd_tensor_bytes(n, None, dtype).values()) + (sum(gd_tensor_bytes(n, n_test, dtype).values())
                                                                    if n_test else 0)
-        work = IMPLEMENTATIONS["jvp"].work_bytes(model, 4, 1, n, n_test or n, False, in_shape)
+        work = IMPLEMENTATIONS["jvp"].work_bytes(model, 4, 1, n_in, n_test // k or n_in, False, in_shape, k)
         stages["discrete-time hierarchy"] = tensors + work + 2 * saved
     stages = {k: models * v for k, v in stages.items()}
     plan = SolvePlan(kernels=kp, test_kernels=tp, resident=resident, stages=stages, budget=kp.budget, models=models)

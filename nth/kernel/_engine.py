@@ -1,9 +1,12 @@
 """Higher-order kernels K^(2) ... K^(p) of any model at given weights, by forward mode (docs/math.md section 2).
 
-    K^(2)(a1, a2)           = < grad f_a1, grad f_a2 >_eta
-    K^(r+1)(a1..ar, b)      = < grad K^(r)(a1..ar), grad f_b >_eta          (HY Theorem 2.3, Eqs. 7, 9-10)
+    K^(2)(s1, s2)           = < grad f_s1, grad f_s2 >_eta
+    K^(r+1)(s1..sr, s')     = < grad K^(r)(s1..sr), grad f_s' >_eta         (HY Theorem 2.3, Eqs. 7, 9-10)
 
-so K^(r+1)(..., b) is the directional derivative of theta -> K^(r)(...; theta) along eta . grad f_b(theta).
+so K^(r+1)(..., s') is the directional derivative of theta -> K^(r)(...; theta) along eta . grad f_s'(theta).
+The slots run over samples s = (a, i), input a and output i, flattened input first (s = a k + i; docs/math.md
+section 10): with N = n k samples K^(r) has shape (N,)*r, and with one output per input (k = 1) a sample is an
+input.
 Levels nest: inside K^(r) the directions are themselves functions of theta and are differentiated too. One
 tuple of directions (b_3..b_r) is computed by a kernel implementation (:mod:`nth.kernel._impl`: the model's
 structured path, or nested JVPs through its forward pass). This module is the engine around it: the n^(r-2)
@@ -28,7 +31,8 @@ from jaxtyping import Array, Float
 
 from ..checks import check_tree_finite
 from ..errors import ConfigError
-from ..models import AbstractModel, Direction, as_model, check_inputs as check_model_inputs
+from ..models import AbstractModel, Direction, as_model, check_inputs as check_model_inputs, num_outputs
+from ..models import output_shape, sample_direction
 from ..models._base import first_model
 from ._impl import AbstractKernelImplementation, implementation as choose_implementation
 from ._plan import plan_kernels
@@ -37,17 +41,17 @@ KernelFn = Callable[[AbstractModel, Array, Array], Array]
 
 
 def _index_tuples(n: int, k: int) -> np.ndarray:
-    """Every (b_3, ..., b_(k+2)) in C order (the last slot fastest): shape (n^k, k)."""
+    """Every (s_3, ..., s_(k+2)) of n samples in C order (the last slot fastest): shape (n^k, k)."""
     if k == 0:
         return np.zeros((1, 0), dtype=np.int32)
     return np.stack(np.unravel_index(np.arange(n**k), (n,) * k), axis=-1).astype(np.int32)
 
 
 def _tuple_kernel(impl: AbstractKernelImplementation, model: AbstractModel, X1: Array, X: Array, sym: bool,
-                  idx: Array, last: Direction | None = None) -> Array:
-    """K^(r)(X1, X, b_3, ..) for one index tuple ``idx``; ``last`` (if given) fills the final slot."""
-    ones = jnp.ones((1,), X.dtype)
-    dirs = tuple(Direction(X[i][None], ones) for i in idx) + (() if last is None else (last,))
+                  idx: Array, out_shape: tuple[int, ...], last: Direction | None = None) -> Array:
+    """K^(r)(X1, X, s_3, ..) for one tuple of sample indices ``idx`` (outputs of per-input shape ``out_shape``);
+    ``last`` (if given) fills the final slot."""
+    dirs = tuple(sample_direction(X, i, out_shape) for i in idx) + (() if last is None else (last,))
     return impl.directional_ntk(model, X1, None if sym else X, dirs)
 
 
@@ -61,9 +65,10 @@ def _assemble(out: Array, n: int, k: int, head: int = 2) -> Array:
 
 
 class TensorSpec(NamedTuple):
-    """A tensor of the hierarchy computed one direction tuple at a time: ``tuple_fn(model, X1, X, sym, idx)``
-    gives its entries for the direction slots ``idx`` (``slots`` of them), with ``head`` trailing axes ((n1, n)
-    for a derivative of K^(2), (n1,) for one of the outputs). ``label`` names it in progress bars."""
+    """A tensor of the hierarchy computed one direction tuple at a time: ``tuple_fn(model, X1, X, sym, idx,
+    out_shape)`` gives its entries for the sample indices ``idx`` of the direction slots (``slots`` of them), with
+    ``head`` trailing axes over samples ((N1, N) for a derivative of K^(2), (N1,) for one of the outputs).
+    ``label`` names it in progress bars."""
 
     label: str
     slots: int
@@ -77,18 +82,19 @@ class _KernelTuple(eqx.Module):
 
     impl: AbstractKernelImplementation = eqx.field(static=True)
 
-    def __call__(self, model, X1, X, sym, idx):
-        return _tuple_kernel(self.impl, model, X1, X, sym, idx)
+    def __call__(self, model, X1, X, sym, idx, out_shape):
+        return _tuple_kernel(self.impl, model, X1, X, sym, idx, out_shape)
 
 
 def _ntk_spec(impl: AbstractKernelImplementation, r: int) -> TensorSpec:
     return TensorSpec(f"K^({r})", r - 2, 2, _KernelTuple(impl))
 
 
-def ntk(model: AbstractModel, X: Float[Array, "n *in"], X2: Float[Array, "k *in"] | None = None, *,
-        implementation="auto") -> Float[Array, "n k"]:
-    """The empirical NTK K^(2)(X, X2) = J diag(eta) J2^T (HY Eq. 7; X2 defaults to X), differentiable in theta
-    to any order. The MLP's structured path never forms the Jacobian."""
+def ntk(model: AbstractModel, X: Float[Array, "n *in"], X2: Float[Array, "n2 *in"] | None = None, *,
+        implementation="auto") -> Float[Array, "N N2"]:
+    """The empirical NTK K^(2)(X, X2) = J diag(eta) J2^T over samples (HY Eq. 7; docs/math.md section 10; X2
+    defaults to X): shape (n k, n2 k) for k outputs per input. Differentiable in theta to any order. The MLP's
+    structured path never forms the Jacobian."""
     model = as_model(model)
     X = check_model_inputs(model, X, where="ntk")
     X2 = None if X2 is None else check_model_inputs(model, X2, "X2", where="ntk")
@@ -98,10 +104,11 @@ def ntk(model: AbstractModel, X: Float[Array, "n *in"], X2: Float[Array, "k *in"
 
 
 def kernel_fn(r: int, chunk: int | None = None, implementation="auto") -> KernelFn:
-    """The function (model, X1, X) -> K^(r)(X1, X, ..., X; theta), shape (k,) + (n,)*(r-1) (HY Eqs. 10, 22).
+    """The function (model, X1, X) -> K^(r)(X1, X, ..., X; theta), shape (N1,) + (N,)*(r-1) over samples
+    (N = n k, N1 = n1 k for k outputs per input; HY Eqs. 10, 22).
 
-    The first slot runs over the rows of X1 (the training inputs X itself, or test inputs), every other
-    slot over the training inputs X. Pure and differentiable in theta to any order (the NTH identity tests
+    The first slot runs over the samples of X1 (the training inputs X itself, or test inputs), every other
+    slot over those of the training inputs X. Pure and differentiable in theta to any order (the NTH identity tests
     differentiate it along the flow); ``chunk`` direction tuples are evaluated at once (all if None).
     """
     _check_r(r, "kernel_fn")
@@ -115,18 +122,20 @@ def kernel_fn(r: int, chunk: int | None = None, implementation="auto") -> Kernel
         X1 = X if sym else check_model_inputs(model, X1, "X1", where=f"kernel_fn({r})")
         check_tree_finite("model", model, where=f"kernel_fn({r})", what="weights")
         impl = choose_implementation(model, implementation)
-        n, k = X.shape[0], r - 2
-        idx = jnp.asarray(_index_tuples(n, k))
-        out = jax.lax.map(lambda i: _tuple_kernel(impl, model, X1, X, sym, i), idx, batch_size=chunk or idx.shape[0])
-        return _assemble(out, n, k)
+        out_shape = output_shape(model, X.shape[1:], X.dtype)
+        N, k = X.shape[0] * num_outputs(out_shape), r - 2
+        idx = jnp.asarray(_index_tuples(N, k))
+        out = jax.lax.map(lambda i: _tuple_kernel(impl, model, X1, X, sym, i, out_shape), idx,
+                          batch_size=chunk or idx.shape[0])
+        return _assemble(out, N, k)
 
     return fn
 
 
 @eqx.filter_jit
-def _batch(spec: TensorSpec, model, X1, X, idx, sym: bool, stacked: bool):
+def _batch(spec: TensorSpec, model, X1, X, idx, sym: bool, stacked: bool, out_shape: tuple[int, ...]):
     def one(m):
-        return jax.vmap(lambda i: spec.tuple_fn(m, X1, X, sym, i))(idx)
+        return jax.vmap(lambda i: spec.tuple_fn(m, X1, X, sym, i, out_shape))(idx)
 
     return eqx.filter_vmap(one)(model) if stacked else one(model)
 
@@ -196,7 +205,8 @@ def tensor(model: AbstractModel, X: Array, spec: TensorSpec, *, first: Array | N
     discrete-time hierarchy, :mod:`nth.kernel._gd`)."""
     sym = first is None
     X1 = X if sym else first
-    n, k = X.shape[0], spec.slots
+    out_shape = output_shape(model, X.shape[1:], X.dtype, stacked)
+    n, k = X.shape[0] * num_outputs(out_shape), spec.slots  # n samples in every direction slot
     idx = _index_tuples(n, k)
     mesh = device_mesh(devices)
     if mesh is not None:
@@ -221,7 +231,7 @@ def tensor(model: AbstractModel, X: Array, spec: TensorSpec, *, first: Array | N
         ib = jnp.asarray(ib)
         if mesh is not None:
             ib = jax.device_put(ib, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("tuples")))
-        out = _batch(spec, model, X1, X, ib, sym, stacked)
+        out = _batch(spec, model, X1, X, ib, sym, stacked, out_shape)
         parts.append(out[(..., slice(0, size)) + (slice(None),) * spec.head])
     return _assemble(jnp.concatenate(parts, axis=-1 - spec.head), n, k, spec.head)
 
@@ -240,11 +250,13 @@ def kernels(
     implementation="auto",
     stacked: bool = False,
 ) -> dict[int, Array]:
-    """K^(2) ... K^(p) at the weights of ``model``: ``{r: array of shape (n,)*r}`` (HY Eqs. 7, 9-10).
+    """K^(2) ... K^(p) at the weights of ``model``: ``{r: array of shape (N,)*r}`` over the N = n k samples of n
+    inputs with k outputs each (HY Eqs. 7, 9-10; docs/math.md section 10).
 
     ``implementation``: ``"auto"`` (the model's structured path if it has one, else ``"jvp"``),
     ``"structured"`` or ``"jvp"`` (nested JVPs through the model's forward pass; any model). With ``first``
-    (k test inputs), the first slot runs over those instead: K^(r)(x, X^(r-1)) of shape (k,) + (n,)*(r-1), as
+    (n1 test inputs), the first slot runs over their samples instead: K^(r)(x, X^(r-1)) of shape (n1 k,) +
+    (N,)*(r-1), as
     the test-point equations need (HY Eq. 22). Before anything is allocated, the bytes of every K^(r) and of
     one batch of work are predicted and a :class:`~nth.errors.MemoryBudgetError` is raised if they exceed
     ``memory_budget`` (default: half the RAM, or 75% of an accelerator's memory). ``chunk`` sets how many
@@ -264,25 +276,27 @@ def kernels(
     check_tree_finite("model", model, where="kernels", what="weights")
     one.check_level(p)
     k = None if X1 is None else X1.shape[0]
+    out_shape = output_shape(one, X.shape[1:], X.dtype)
     plan = plan_kernels(one, X.shape[0], p, implementation=implementation, memory_budget=memory_budget,
-                        chunk=chunk, first_rows=k, matrix_free=matrix_free, models=B, in_shape=tuple(X.shape[1:]))
+                        chunk=chunk, first_rows=k, matrix_free=matrix_free, models=B, in_shape=tuple(X.shape[1:]),
+                        outputs=num_outputs(out_shape))
     top = p - 1 if matrix_free else p
     kw = dict(first=X1, chunk=plan.chunk, progress=progress, devices=devices, implementation=implementation,
               stacked=stacked)
     out: dict[int, Array] = {r: _kernel(model, X, r, **kw) for r in range(2, top + 1)}
     if matrix_free:
         out[p] = KernelOperator(model=model, X=X, X1=X1, r=p, chunk=plan.chunk,
-                                impl=choose_implementation(model, implementation))
+                                impl=choose_implementation(model, implementation), out_shape=out_shape)
     return out
 
 
 class KernelOperator(eqx.Module):
-    """K^(r) applied to a vector in its last slot, never stored: c -> sum_b K^(r)(X1, X, .., b) c_b.
+    """K^(r) applied to a vector over samples in its last slot, never stored: c -> sum_s K^(r)(X1, X, .., s) c_s.
 
-    The contraction is the derivative of K^(r-1) along the weighted direction sum_b c_b eta . grad f(x_b) (HY
-    Eq. 15: d K^(r-1)/dt = -(1/n) K^(r)[Delta]), so it costs n^(r-3) direction tuples instead of n^(r-2), and
-    only K^(r-1)-sized memory. Used as the frozen top level of a matrix-free truncated NTH. ``X1 = None`` means
-    the training inputs in the first slot.
+    The contraction is the derivative of K^(r-1) along the weighted direction sum_s c_s eta . grad f_s (HY Eq.
+    15: d K^(r-1)/dt = -(1/n) K^(r)[chi]), so it costs N^(r-3) direction tuples instead of N^(r-2), and only
+    K^(r-1)-sized memory. Used as the frozen top level of a matrix-free truncated NTH. ``X1 = None`` means the
+    training inputs in the first slot; ``out_shape`` is the model's per-input output shape (() or (k,)).
     """
 
     model: AbstractModel
@@ -291,19 +305,22 @@ class KernelOperator(eqx.Module):
     r: int = eqx.field(static=True)
     chunk: int = eqx.field(static=True, default=1)
     impl: AbstractKernelImplementation | None = eqx.field(static=True, default=None)
+    out_shape: tuple[int, ...] = eqx.field(static=True, default=())
 
     @property
     def shape(self) -> tuple[int, ...]:
-        n = self.X.shape[0]
-        return (n if self.X1 is None else self.X1.shape[0],) + (n,) * (self.r - 1)
+        k = num_outputs(self.out_shape)
+        n = self.X.shape[0] * k
+        return (n if self.X1 is None else self.X1.shape[0] * k,) + (n,) * (self.r - 1)
 
-    def __call__(self, c: Float[Array, " n"]) -> Array:
+    def __call__(self, c: Float[Array, " N"]) -> Array:
         impl = self.impl or choose_implementation(self.model)
         n, k = self.X.shape[0], self.r - 3
+        N = n * num_outputs(self.out_shape)
         sym = self.X1 is None
         X1 = self.X if sym else self.X1
-        last = Direction(self.X, c.astype(self.X.dtype))
-        idx = jnp.asarray(_index_tuples(n, k))
-        out = jax.lax.map(lambda i: _tuple_kernel(impl, self.model, X1, self.X, sym, i, last), idx,
+        last = Direction(self.X, c.astype(self.X.dtype).reshape((n,) + self.out_shape))
+        idx = jnp.asarray(_index_tuples(N, k))
+        out = jax.lax.map(lambda i: _tuple_kernel(impl, self.model, X1, self.X, sym, i, self.out_shape, last), idx,
                           batch_size=min(self.chunk, idx.shape[0]))
-        return _assemble(out, n, k)
+        return _assemble(out, N, k)

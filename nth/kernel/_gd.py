@@ -24,8 +24,8 @@ from jaxtyping import Array, Float
 
 from ..checks import check_tree_finite
 from ..errors import ConfigError, MemoryBudgetError
-from ..models import AbstractModel, Direction, as_model, check_inputs as check_model_inputs, combine, flow_direction
-from ..models import grouped_derivative, move_along, partition
+from ..models import AbstractModel, as_model, check_inputs as check_model_inputs, combine, flow_direction
+from ..models import grouped_derivative, move_along, num_outputs, output_shape, partition, sample_direction
 from ..models._base import first_model, model_dtype
 from ._engine import TensorSpec, tensor
 from ._impl import IMPLEMENTATIONS, jacobian_ntk
@@ -45,18 +45,18 @@ class _GDTuple(eqx.Module):
 
     name: str = eqx.field(static=True)
 
-    def __call__(self, model: AbstractModel, X1: Array, X: Array, sym: bool, idx: Array) -> Array:
+    def __call__(self, model: AbstractModel, X1: Array, X: Array, sym: bool, idx: Array,
+                 out_shape: tuple[int, ...]) -> Array:
         groups, head = GD_TENSORS[self.name]
         params, static = partition(model)
-        ones = jnp.ones((1,), X.dtype)
-        dirs = [Direction(X[i][None], ones) for i in idx]
+        dirs = [sample_direction(X, i, out_shape) for i in idx]
 
         def move(p, group, steps):
             m = combine(p, static)
             return move_along(p, [flow_direction(m, d) for d in group], steps)
 
         if head == 1:
-            evaluate = lambda p: combine(p, static)(X1)  # noqa: E731
+            evaluate = lambda p: combine(p, static)(X1).reshape(-1)  # noqa: E731  (the outputs over samples)
         else:
             evaluate = lambda p: jacobian_ntk(combine(p, static), X1, None if sym else X)  # noqa: E731
         return grouped_derivative(params, move, evaluate, [[dirs[j] for j in g] for g in groups],
@@ -72,7 +72,7 @@ def gd_spec(name: str) -> TensorSpec:
 
 
 def gd_tensor_bytes(n: int, k: int | None, dtype) -> dict[str, int]:
-    """Bytes of each discrete-time tensor with ``k`` rows in the first slot (n when None)."""
+    """Bytes of each discrete-time tensor over n samples with ``k`` samples in the first slot (n when None)."""
     k = n if k is None else k
     it = jnp.dtype(dtype).itemsize
     return {name: k * n ** (sum(len(g) for g in groups) + head - 1) * it for name, (groups, head) in GD_TENSORS.items()}
@@ -81,9 +81,10 @@ def gd_tensor_bytes(n: int, k: int | None, dtype) -> dict[str, int]:
 def gd_tensors(model: AbstractModel, X: Float[Array, "n *in"], *, first: Float[Array, "k *in"] | None = None,
                names: tuple[str, ...] = tuple(GD_TENSORS), memory_budget: int | None = None, chunk: int | None = None,
                progress: bool = False, devices=None, stacked: bool = False) -> dict[str, Array]:
-    """The discrete-time tensors ``names`` at the weights of ``model`` (module docstring; docs/math.md section 7):
-    O11 of shape (k, n, n), O111, M and P of shape (k, n, n, n) (k = n, or the rows of ``first``; M's second
-    slot is a training input). Before anything is allocated their bytes and one batch of work are predicted
+    """The discrete-time tensors ``names`` at the weights of ``model`` (module docstring; docs/math.md sections 7
+    and 10), over samples: O11 of shape (N1, N, N), O111, M and P of shape (N1, N, N, N) (N = n k samples of the
+    n training inputs with k outputs each; N1 = N, or the samples of ``first``; M's second slot is a training
+    sample). Before anything is allocated their bytes and one batch of work are predicted
     and a :class:`~nth.errors.MemoryBudgetError` is raised over ``memory_budget``. ``chunk``, ``devices``,
     ``progress`` and ``stacked`` as for :func:`nth.kernels`.
     """
@@ -95,15 +96,17 @@ def gd_tensors(model: AbstractModel, X: Float[Array, "n *in"], *, first: Float[A
     one.check_level(5)  # third derivatives of f, and derivatives of K^(3)-like objects: a smooth activation
     specs = [gd_spec(name) for name in names]
     n, k = X.shape[0], None if X1 is None else X1.shape[0]
+    outputs = num_outputs(output_shape(one, X.shape[1:], X.dtype))
     # one batch of M's work (a second derivative of K^(2)) bounds every tensor's; K^(4)'s plan gives it
-    sizes = {s: b * B for s, b in gd_tensor_bytes(n, k, model_dtype(one)).items() if s in names}
+    sizes = {s: b * B for s, b in gd_tensor_bytes(n * outputs, None if k is None else k * outputs,
+                                                   model_dtype(one)).items() if s in names}
     jvp, in_shape = IMPLEMENTATIONS["jvp"], tuple(X.shape[1:])
     try:
         plan = plan_kernels(one, n, 4, implementation=jvp, memory_budget=memory_budget, chunk=chunk, first_rows=k,
-                            models=B, in_shape=in_shape)
+                            models=B, in_shape=in_shape, outputs=outputs)
         work, budget = plan.work_bytes * B, plan.budget
     except MemoryBudgetError:  # even one batch of work does not fit: say so for these tensors
-        plan, work = None, jvp.work_bytes(one, 4, 1, n, k or n, False, in_shape) * B
+        plan, work = None, jvp.work_bytes(one, 4, 1, n, k or n, False, in_shape, outputs) * B
         budget = default_memory_budget() if memory_budget is None else int(memory_budget)
     total = sum(sizes.values()) + work
     if plan is None or total > budget:

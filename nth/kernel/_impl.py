@@ -43,14 +43,16 @@ class AbstractKernelImplementation(eqx.Module):
     @abc.abstractmethod
     def directional_ntk(self, model: AbstractModel, X1: Array, X: Array | None,
                         directions: tuple[Direction, ...]) -> Array:
-        """D^j K^(2)(X1, X)[g_1, .., g_j] (X = None: X1 in both slots, symmetric), shape (k, n)."""
+        """D^j K^(2)(X1, X)[g_1, .., g_j] over samples (X = None: X1 in both slots, symmetric), shape (n1 k, n k)
+        for k outputs per input."""
 
     @abc.abstractmethod
     def work_bytes(self, model: AbstractModel, r: int, batch: int, n: int, k: int, contracted: bool,
-                   in_shape: tuple[int, ...] | None = None) -> int:
-        """Predicted peak bytes of one batch of ``batch`` direction tuples of K^(r) with k first-slot rows; a
-        ``contracted`` last slot (matrix-free) carries n more direction inputs; ``in_shape`` is the shape of one
-        input (default: the model's own). From shapes alone."""
+                   in_shape: tuple[int, ...] | None = None, outputs: int = 1) -> int:
+        """Predicted peak bytes of one batch of ``batch`` direction tuples of K^(r) with k first-slot inputs and n
+        training inputs, each with ``outputs`` outputs; a ``contracted`` last slot (matrix-free) carries n more
+        direction inputs; ``in_shape`` is the shape of one input (default: the model's own). From shapes
+        alone."""
 
     def supports(self, model: AbstractModel) -> bool:
         return True
@@ -71,9 +73,9 @@ class Structured(AbstractKernelImplementation):
     def directional_ntk(self, model, X1, X, directions):
         return model.structured_ntk(X1, X, directions)
 
-    def work_bytes(self, model, r, batch, n, k, contracted, in_shape=None):
+    def work_bytes(self, model, r, batch, n, k, contracted, in_shape=None, outputs=1):
         """The model's own prediction (:meth:`~nth.models.AbstractModel.structured_work_bytes`)."""
-        return model.structured_work_bytes(r, batch, n, k, contracted)
+        return model.structured_work_bytes(r, batch, n, k, contracted, outputs)
 
 
 def _eta_leaves(model: AbstractModel) -> list:
@@ -83,16 +85,18 @@ def _eta_leaves(model: AbstractModel) -> list:
     return jax.tree_util.tree_leaves(model.apply_learning_rates(ones))
 
 
-def jacobian_ntk(model: AbstractModel, X1: Float[Array, "k *in"], X: Float[Array, "n *in"] | None
-                 ) -> Float[Array, "k n"]:
-    """K^(2)(X1, X) = J1 diag(eta) J^T from the parameter Jacobians (reverse mode); X = None is symmetric and
-    uses :func:`~nth.models.sym_gram` per leaf (docs/math.md section 9)."""
+def jacobian_ntk(model: AbstractModel, X1: Float[Array, "n1 *in"], X: Float[Array, "n *in"] | None
+                 ) -> Float[Array, "N1 N"]:
+    """K^(2)(X1, X) = J1 diag(eta) J^T over samples from the parameter Jacobians (reverse mode; one row per
+    output of every input); X = None is symmetric and uses :func:`~nth.models.sym_gram` per leaf (docs/math.md
+    sections 9 and 10)."""
     params, static = partition(model)
     eta = _eta_leaves(model)
 
     def jac(Z):
+        rows = math.prod(jax.eval_shape(combine(params, static), Z).shape)
         J = jax.jacrev(lambda p: combine(p, static)(Z))(params)
-        return [leaf.reshape(Z.shape[0], -1) for leaf in jax.tree_util.tree_leaves(J)]
+        return [leaf.reshape(rows, -1) for leaf in jax.tree_util.tree_leaves(J)]
 
     J1 = jac(X1)
     if X is None:
@@ -123,15 +127,15 @@ class NestedJVP(AbstractKernelImplementation):
         return nested_derivative(params, move, lambda p: jacobian_ntk(combine(p, static), X1, X), directions,
                                  model_dtype(model))
 
-    def work_bytes(self, model, r, batch, n, k, contracted, in_shape=None):
-        """Per tuple and tangent component (2^(r-2) of them): the Jacobians of the k + n rows (P entries each),
-        the moved weights (one parameter vector per step) and twice the forward pass (activations of every row,
-        what reverse mode keeps, and the batch-independent intermediates); a contracted last slot adds n rows
-        of activations."""
+    def work_bytes(self, model, r, batch, n, k, contracted, in_shape=None, outputs=1):
+        """Per tuple and tangent component (2^(r-2) of them): the Jacobians of the (k + n) x outputs rows (P
+        entries each), the moved weights (one parameter vector per step) and twice the forward pass (activations
+        of every input, what reverse mode keeps, and the batch-independent intermediates); a contracted last slot
+        adds n inputs of activations."""
         P = num_params(model)
         A, C = forward_entries(model, in_shape)
         rows = k + n
-        per_component = rows * P + max(r - 2, 1) * P + 2 * (rows + (n if contracted else 0)) * A + 2 * C
+        per_component = rows * outputs * P + max(r - 2, 1) * P + 2 * (rows + (n if contracted else 0)) * A + 2 * C
         return batch * 2 ** max(r - 2, 0) * per_component * jnp.dtype(model_dtype(model)).itemsize
 
 

@@ -32,7 +32,7 @@ def format_bytes(b: float) -> str:
 
 
 def kernel_bytes(n: int, r: int, dtype=jnp.float64, first_rows: int | None = None) -> int:
-    """Bytes of one dense K^(r): n^r entries, or k n^(r-1) with k rows in the first slot."""
+    """Bytes of one dense K^(r) over n samples: n^r entries, or k n^(r-1) with k samples in the first slot."""
     return (n if first_rows is None else first_rows) * n ** (r - 1) * jnp.dtype(dtype).itemsize
 
 
@@ -102,8 +102,11 @@ class KernelPlan(eqx.Module):
 
 def plan_kernels(model: AbstractModel, n: int, p: int, *, implementation="auto", memory_budget: int | None = None,
                  chunk: int | None = None, first_rows: int | None = None, matrix_free: bool = False,
-                 models: int = 1, in_shape: tuple[int, ...] | None = None) -> KernelPlan:
+                 models: int = 1, in_shape: tuple[int, ...] | None = None, outputs: int = 1) -> KernelPlan:
     """Predict the bytes of every K^(r), r = 2..p, the weights and one batch of work; refuse if over budget.
+
+    n training inputs (and ``first_rows`` test inputs in the first slot) with ``outputs`` outputs each: every
+    slot runs over samples, N = n x outputs of them (docs/math.md section 10).
 
     ``model`` may be abstract (shapes only). The batch size, if not given, is the largest power of two up to
     :func:`max_batch` (and the implementation's own bound) whose work fits in a quarter of the budget.
@@ -124,12 +127,13 @@ def plan_kernels(model: AbstractModel, n: int, p: int, *, implementation="auto",
     dtype = model_dtype(model)
     itemsize = jnp.dtype(dtype).itemsize
     top = p - 1 if matrix_free else p
-    kb = {r: kernel_bytes(n, r, dtype, first_rows) for r in range(2, top + 1)}
-    tuples = n ** (p - 3) if matrix_free else n ** (p - 2)
+    N = n * outputs
+    kb = {r: kernel_bytes(N, r, dtype, None if first_rows is None else first_rows * outputs) for r in range(2, top + 1)}
+    tuples = N ** (p - 3) if matrix_free else N ** (p - 2)
     k = n if first_rows is None else first_rows
 
     def work(b):
-        return models * impl.work_bytes(model, p, b, n, k, matrix_free, in_shape)
+        return models * impl.work_bytes(model, p, b, n, k, matrix_free, in_shape, outputs)
 
     if chunk is None:
         chunk, cap = 1, min(max_batch(), impl.max_batch() or max_batch(), tuples)
@@ -139,7 +143,7 @@ def plan_kernels(model: AbstractModel, n: int, p: int, *, implementation="auto",
         raise ConfigError(f"chunk = {chunk!r} must be a positive integer (direction tuples per batch)")
     chunk = max(1, min(int(chunk), tuples))
     plan = KernelPlan(n=n, p=p, itemsize=itemsize, num_params=num_params(model), chunk=chunk, kernel_bytes=kb,
-                      work_bytes=impl.work_bytes(model, p, chunk, n, k, matrix_free, in_shape), budget=budget,
+                      work_bytes=impl.work_bytes(model, p, chunk, n, k, matrix_free, in_shape, outputs), budget=budget,
                       implementation=impl.name, matrix_free=matrix_free, models=models)
     if plan.total_bytes > budget:
         way_out = ("" if matrix_free or p < 3 else
@@ -151,7 +155,7 @@ def plan_kernels(model: AbstractModel, n: int, p: int, *, implementation="auto",
                  f"Reduce the width or a cnn's input size (one batch of work needs {format_bytes(plan.work_bytes)}), "
                  "or reduce" if plan.work_bytes > sum(kb.values()) else "Reduce")
         raise MemoryBudgetError(
-            f"kernels up to K^({p}) at n = {n} need about {format_bytes(plan.total_bytes)}, over the memory "
+            f"kernels up to K^({p}) at n = {n}{f' ({N} samples)' if outputs > 1 else ''} need about {format_bytes(plan.total_bytes)}, over the memory "
             f"budget of {format_bytes(budget)}:\n{plan.describe()}\n"
             f"{first} the number of training points n (K^({p}) grows like n^{p}),{way_out} lower p, use float32 "
             "(--dtype float32)" + (", batch fewer seeds" if models > 1 else "")

@@ -31,8 +31,11 @@ from ._base import (
     flow_direction as flow_direction,
     grad_f as grad_f,
     model_dtype as model_dtype,
+    num_outputs as num_outputs,
     num_params as num_params,
+    output_shape as output_shape,
     partition as partition,
+    sample_direction as sample_direction,
 )
 from ._cnn import CNN as CNN, init_cnn as init_cnn
 from ._derivatives import grouped_derivative as grouped_derivative, mixed_partial as mixed_partial

@@ -1,9 +1,11 @@
 """The model interface every stage of nth works with (docs/math.md sections 2 and 9).
 
 The hierarchy, the Dyer & Gur-Ari corrections and the true-flow reference use only f(x; theta) and its
-derivatives, so a model is anything that maps a batch of inputs to scalar outputs:
+derivatives, so a model is anything that maps a batch of inputs to outputs:
 
-- ``model(X)``: outputs of shape (n,) for inputs X of shape (n, *in_shape);
+- ``model(X)``: outputs of shape (n,) (one output per input) or (n, k) (k outputs, e.g. class scores) for inputs X
+  of shape (n, *in_shape). Every kernel runs over *samples* s = (a, i), input a and output i, flattened input
+  first (s = a k + i; docs/math.md section 10): with one output a sample is an input;
 - its trained parameters theta: the inexact-array leaves of the module (:func:`partition`);
 - per-parameter-group learning rates eta (a parametrization, e.g. TP4's abc-parametrizations for the MLP):
   :meth:`AbstractModel.apply_learning_rates` maps a parameter-shaped tree g to eta . g (identity by default).
@@ -32,20 +34,50 @@ from ._activations import AbstractActivation
 
 
 class Direction(NamedTuple):
-    """g = sum_q c_q eta . grad_theta f(X_q): a parameter-space direction given by inputs and coefficients."""
+    """g = sum_(q,i) c_(q,i) eta . grad_theta f_i(X_q): a parameter-space direction given by inputs and coefficients
+    shaped like the model's outputs at them, (q,) or (q, k)."""
 
     X: Array
-    c: Float[Array, " q"]
+    c: Float[Array, " q *k"]
+
+
+def output_shape(model: AbstractModel, in_shape: tuple[int, ...], dtype, stacked: bool = False) -> tuple[int, ...]:
+    """The per-input output shape of ``model``: () for outputs (n,), (k,) for outputs (n, k). Traced, not computed
+    (``stacked``: the model's arrays carry a leading seed axis). A DataError for any other output shape."""
+    x = jax.ShapeDtypeStruct((1,) + tuple(in_shape), dtype)
+    # every array (or its shape: an abstract model from eqx.filter_eval_shape) is an argument of the traced call
+    arrays, static = eqx.partition(model, lambda a: eqx.is_array(a) or isinstance(a, jax.ShapeDtypeStruct))
+    call = lambda a, z: eqx.combine(a, static)(z)  # noqa: E731
+    shape = tuple(jax.eval_shape(jax.vmap(call, in_axes=(0, None)) if stacked else call, arrays, x).shape)
+    shape = shape[1 + stacked:]
+    if len(shape) > 1:
+        raise DataError(f"{type(model).__name__} returns outputs of shape (n, {', '.join(map(str, shape))}); nth "
+                        "takes one output per input, (n,), or k outputs, (n, k)")
+    return shape
+
+
+def num_outputs(out_shape: tuple[int, ...]) -> int:
+    """k, the outputs per input, of a per-input output shape () or (k,)."""
+    return int(math.prod(out_shape))
+
+
+def sample_direction(X: Array, s: Array, out_shape: tuple[int, ...]) -> Direction:
+    """The direction eta . grad f_s of one sample s = a k + i (input a, output i; docs/math.md section 10)."""
+    if not out_shape:
+        return Direction(X[s][None], jnp.ones((1,), X.dtype))
+    k = out_shape[0]
+    return Direction(X[s // k][None], jax.nn.one_hot(s % k, k, dtype=X.dtype)[None])
 
 
 class AbstractModel(eqx.Module):
-    """A scalar-output model f(x; theta) on a batch of inputs (module docstring). Implementations are final."""
+    """A model f(x; theta) on a batch of inputs, with one or k outputs per input (module docstring).
+    Implementations are final."""
 
     has_structured_path: ClassVar[bool] = False
 
     @abc.abstractmethod
-    def __call__(self, X: Float[Array, "n *in_shape"]) -> Float[Array, " n"]:
-        """f(x; theta) for every row x of X."""
+    def __call__(self, X: Float[Array, "n *in_shape"]) -> Float[Array, "n *k"]:
+        """f(x; theta) for every row x of X: shape (n,) or (n, k)."""
         raise NotImplementedError
 
     @property
@@ -72,7 +104,7 @@ class AbstractModel(eqx.Module):
         return g
 
     def structured_ntk(self, X1: Array, X: Array | None, directions: tuple[Direction, ...]) -> Array:
-        """D^j K^(2)(X1, X)[g_3, .., g_(j+2)] by the model's own structured path (see nth.kernel)."""
+        """D^j K^(2)(X1, X)[g_3, .., g_(j+2)] over samples by the model's own structured path (see nth.kernel)."""
         raise NotImplementedError(f"{type(self).__name__} has no structured kernel path")
 
     def structured_work_bytes(self, r: int, batch: int, n: int, k: int, contracted: bool) -> int:
@@ -86,8 +118,8 @@ class AbstractModel(eqx.Module):
 
 
 class Wrapped(AbstractModel):
-    """The user's own Equinox module as an nth model: ``module(X)`` maps (n, ...) inputs to (n,) outputs and its
-    inexact-array leaves are the trained parameters (every parameter learns at rate 1)."""
+    """The user's own Equinox module as an nth model: ``module(X)`` maps (n, ...) inputs to (n,) or (n, k) outputs
+    and its inexact-array leaves are the trained parameters (every parameter learns at rate 1)."""
 
     module: eqx.Module
     model_width: int | None = eqx.field(static=True, default=None)
@@ -118,7 +150,7 @@ def as_model(model: Any, *, width: int | None = None, source: str = "user model"
         return model
     if not isinstance(model, eqx.Module) or not callable(model):
         raise ConfigError(f"{source}: expected an Equinox module (eqx.Module) whose call maps inputs (n, ...) to "
-                          f"outputs (n,); got {type(model).__name__}")
+                          f"outputs (n,) or (n, k); got {type(model).__name__}")
     if width is None:
         width = getattr(model, "width", None)
         width = width if isinstance(width, int) else None
@@ -168,17 +200,19 @@ def cast_model(model: AbstractModel, dtype) -> AbstractModel:
 
 
 def flow_direction(model: AbstractModel, direction: Direction) -> PyTree:
-    """eta . grad_theta (sum_q c_q f(X_q; theta)): the parameter-space direction K^(r+1)(.., b) differentiates
-    K^(r) along (docs/math.md section 2), as a tree shaped like the parameters. Differentiable in theta."""
+    """eta . grad_theta (sum_(q,i) c_(q,i) f_i(X_q; theta)): the parameter-space direction K^(r+1)(.., s)
+    differentiates K^(r) along (docs/math.md sections 2 and 10), as a tree shaped like the parameters.
+    Differentiable in theta."""
     params, static = partition(model)
-    g = jax.grad(lambda p: jnp.dot(direction.c, combine(p, static)(direction.X)))(params)
+    g = jax.grad(lambda p: jnp.sum(direction.c * combine(p, static)(direction.X)))(params)
     return model.apply_learning_rates(g)
 
 
-def grad_f(model: AbstractModel, x: Float[Array, "*in"]) -> PyTree:
-    """grad_theta f(x; theta) of one input x (shape ``in_shape``): a tree shaped like the parameters."""
+def grad_f(model: AbstractModel, x: Float[Array, "*in"], i: int | None = None) -> PyTree:
+    """grad_theta f_i(x; theta) of one input x (shape ``in_shape``) and, for a model with k outputs, its output
+    ``i``: a tree shaped like the parameters."""
     params, static = partition(model)
-    return jax.grad(lambda p: combine(p, static)(x[None])[0])(params)
+    return jax.grad(lambda p: combine(p, static)(x[None])[0] if i is None else combine(p, static)(x[None])[0, i])(params)
 
 
 def check_inputs(model: AbstractModel, X: Float[Array, "n *in"], name: str = "X", *, where: str = "",

@@ -17,7 +17,8 @@ from ._param import check_param, preset
 
 
 class MLP(AbstractModel):
-    """Scalar-output MLP in NTK parametrization (HY Eqs. 1-2; docs/math.md section 1).
+    """MLP in NTK parametrization (HY Eqs. 1-2; docs/math.md section 1) with one output (``a`` of shape (m,),
+    outputs (n,)) or k outputs (``a`` of shape (m, k), outputs (n, k); docs/math.md section 10).
 
     The array leaves ``Ws`` (tuple of H weight matrices) and ``a`` are the trainable parameters theta; a
     pytree of the same structure is a parameter-space tangent (e.g. grad_theta f).
@@ -26,7 +27,7 @@ class MLP(AbstractModel):
     has_structured_path = True
 
     Ws: tuple[Float[Array, "m _"], ...]
-    a: Float[Array, " m"]
+    a: Float[Array, "m *k"]
     activation: AbstractActivation = eqx.field(static=True, default=Tanh())
     lrs: tuple[float, ...] | None = eqx.field(static=True, default=None)
 
@@ -41,6 +42,11 @@ class MLP(AbstractModel):
     @property
     def depth(self) -> int:
         return len(self.Ws)
+
+    @property
+    def outputs(self) -> int:
+        """k, the outputs per input (1 for ``a`` of shape (m,))."""
+        return 1 if self.a.ndim == 1 else int(self.a.shape[1])
 
     @property
     def in_dim(self) -> int:
@@ -67,8 +73,9 @@ class MLP(AbstractModel):
             xs.append(self.sigma(h) / jnp.sqrt(m).astype(h.dtype))
         return hs, xs
 
-    def __call__(self, X: Float[Array, "n d"]) -> Float[Array, " n"]:
-        """f(x; theta) = a^T x^(H) for every row x of X (HY Eq. 1); X of shape (n, d) with d the columns of W1."""
+    def __call__(self, X: Float[Array, "n d"]) -> Float[Array, "n *k"]:
+        """f(x; theta) = a^T x^(H) for every row x of X (HY Eq. 1); X of shape (n, d) with d the columns of W1;
+        outputs (n,), or (n, k) for ``a`` of shape (m, k)."""
         X = check_call(self, X, (self.Ws[0].shape[-1],), "the columns of W1")
         _, xs = self.features(X)
         return xs[-1] @ self.a
@@ -84,19 +91,20 @@ class MLP(AbstractModel):
         """The rank-one path of :mod:`nth.models._mlp_structured` (HY Eq. 7 per layer)."""
         return structured.directional_ntk(self, X1, X, directions)
 
-    def structured_work_bytes(self, r: int, batch: int, n: int, k: int, contracted: bool) -> int:
+    def structured_work_bytes(self, r: int, batch: int, n: int, k: int, contracted: bool, outputs: int = 1) -> int:
         """Per tuple, each of the 2^(r-2) tangent components of the nested JVPs carries the layer factors of
         the (k + n) inputs (pre-activations, layer outputs and backpropagated vectors: 3 H + 1 arrays of width m
-        per row) and the k x n Gram matrices (3 per layer); a contracted last slot adds the factors of its n
-        direction inputs. XLA's own memory analysis of the compiled batch stays below this
-        (tests/test_plan.py)."""
+        per row, the H backpropagated ones once per output) and the Gram matrices over samples (3 per layer);
+        a contracted last slot adds the factors of its n direction inputs. XLA's own memory analysis of the
+        compiled batch stays below this (tests/test_plan.py)."""
         rows = k + n + (n if contracted else 0)
-        per_component = rows * self.width * (3 * self.depth + 1) + 3 * (self.depth + 1) * k * n
+        per_component = (rows * self.width * ((2 + outputs) * self.depth + 1)
+                         + 3 * (self.depth + 1) * k * n * outputs**2)
         return batch * 2 ** max(r - 2, 0) * per_component * jnp.dtype(self.a.dtype).itemsize
 
     def describe(self) -> dict[str, Any]:
         return {"arch": "mlp", "width": self.width, "depth": self.depth, "in_shape": list(self.in_shape),
-                "activation": self.activation.name, **({"beta": self.activation.beta}
+                "activation": self.activation.name, "outputs": self.outputs, **({"beta": self.activation.beta}
                                                        if hasattr(self.activation, "beta") else {}),
                 "lrs": None if self.lrs is None else list(self.lrs)}
 
@@ -119,8 +127,12 @@ def init_mlp(
     dtype=jnp.float64,
     param: str = "ntk",
     init: str = "gaussian",
+    outputs: int = 1,
 ) -> MLP:
     """Gaussian initialization of docs/math.md section 1: W^(l)_ij ~ N(0, sigma_w^2), a_i ~ N(0, sigma_a^2).
+
+    ``outputs`` = k > 1 gives k outputs per input (``a`` of shape (m, k), outputs (n, k); docs/math.md section
+    10); the default, one output, has ``a`` of shape (m,) and outputs (n,).
 
     The draws are made in float64 and cast to ``dtype``: the float32 network of a seed is the float64 one
     rounded, so float32 and float64 runs are directly comparable. ``param`` selects an abc-parametrization
@@ -129,7 +141,8 @@ def init_mlp(
     standard deviation sigma_a / sqrt(m)). ``init="rademacher"`` draws every entry uniformly from {-1, +1}
     times the same scale (DG Table 2) instead of from N(0, 1).
     """
-    for name, val, lo in (("width", width, 1), ("depth", depth, 1), ("input dimension d", in_dim, 1)):
+    for name, val, lo in (("width", width, 1), ("depth", depth, 1), ("input dimension d", in_dim, 1),
+                          ("outputs", outputs, 1)):
         if not isinstance(val, (int, np.integer)) or val < lo:
             raise ConfigError(f"{name} = {val!r} must be an integer >= {lo}")
     check_scales(sigma_w=sigma_w, sigma_a=sigma_a)
@@ -139,7 +152,7 @@ def init_mlp(
     abc = preset(param, depth)
     lrs = None if param == "ntk" else abc.lrs(width)
     return draw_mlp(jax.random.PRNGKey(seed), in_dim, width, depth, act, sigma_w=sigma_w, sigma_a=sigma_a,
-                    dtype=dtype, scales=abc.init_scales(width), lrs=lrs, init=init)
+                    dtype=dtype, scales=abc.init_scales(width), lrs=lrs, init=init, outputs=int(outputs))
 
 
 def check_init(init: str) -> None:
@@ -149,7 +162,7 @@ def check_init(init: str) -> None:
 
 def draw_mlp(key, in_dim: int, width: int, depth: int, activation: AbstractActivation, *, sigma_w: float = 1.0,
              sigma_a: float = 1.0, dtype=jnp.float64, scales: tuple[float, ...] | None = None,
-             lrs: tuple[float, ...] | None = None, init: str = "gaussian") -> MLP:
+             lrs: tuple[float, ...] | None = None, init: str = "gaussian", outputs: int = 1) -> MLP:
     """The network of :func:`init_mlp` (docs/math.md section 1; ``init="rademacher"``: DG Table 2) from a JAX key,
     on checked arguments: traceable, so a batch of initializations is one vmapped call (the Monte Carlo of
     docs/math.md section 8.1)."""
@@ -165,13 +178,14 @@ def draw_mlp(key, in_dim: int, width: int, depth: int, activation: AbstractActiv
         return jax.random.normal(k, shape, dtype=draw)
 
     Ws = tuple((sigma_w * g * sample(k, s)).astype(dtype) for k, s, g in zip(keys[:-1], shapes, scales))
-    a = (sigma_a * scales[-1] * sample(keys[-1], (width,))).astype(dtype)
+    a = (sigma_a * scales[-1] * sample(keys[-1], (width,) if outputs == 1 else (width, outputs))).astype(dtype)
     return MLP(Ws=Ws, a=a, activation=activation, lrs=lrs)
 
 
 def mlp_from_arrays(arrays: dict[str, np.ndarray], activation: str | AbstractActivation = "tanh", *, beta: float = 1.0,
                     dtype=jnp.float64, source: str = "weights") -> MLP:
-    """Build an MLP from user arrays ``W1`` (m, d), ``W2`` ... ``WH`` (m, m) and ``a`` (m,).
+    """Build an MLP from user arrays ``W1`` (m, d), ``W2`` ... ``WH`` (m, m) and ``a`` (m,) (one output) or (m, k)
+    (k outputs).
 
     Width and depth are read from the arrays; shapes and finiteness are validated.
     """
@@ -186,8 +200,9 @@ def mlp_from_arrays(arrays: dict[str, np.ndarray], activation: str | AbstractAct
         raise DataError(f"{source} holds unexpected arrays {extra}; expected W1..W{H} and a (layers must be "
                         "numbered consecutively from 1)")
     a = np.asarray(arrays["a"])
-    if a.ndim != 1 or a.shape[0] < 1:
-        raise DataError(f"{source}: 'a' has shape {a.shape}; expected (m,) with m >= 1")
+    if a.ndim not in (1, 2) or a.shape[0] < 1 or (a.ndim == 2 and a.shape[1] < 1):
+        raise DataError(f"{source}: 'a' has shape {a.shape}; expected (m,) (one output) or (m, k) (k outputs) with "
+                        "m >= 1")
     m = a.shape[0]
     Ws = []
     for l in range(1, H + 1):

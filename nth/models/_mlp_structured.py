@@ -34,19 +34,24 @@ class Term(NamedTuple):
     """A step eps along a direction, stored as its per-layer factors at the weights where it was taken.
 
     ``xs[l]`` is x^(l) of the q inputs (l = 0..H, ``xs[0]`` the inputs), ``ds[l]`` is delta^(l+1) (l = 0..H-1).
+    With k outputs, grad f_i(x) = delta_i^(l)(x) x^(l-1)(x)^T shares the factor x^(l-1)(x) between outputs, so
+    the direction sum_(q,i) c_(q,i) grad f_i(x_q) keeps rank <= q: ``ds[l]`` is then sum_i c_(q,i) delta_i^(l)(x_q)
+    and ``w`` is None; with one output ``w`` = c weighs the rows. ``c`` moves the output layer.
     """
 
     eps: Array
     xs: tuple[Array, ...]
     ds: tuple[Array, ...]
     c: Array
+    w: Array | None
 
 
 def _matmul(Z: Array, W: Array, terms: tuple[Term, ...], l: int, lr: float) -> Array:
     """Z W^(l+1)^T at the moved weights W^(l+1) + eta_(l+1) sum_j eps_j ds_j[l]^T diag(c_j) xs_j[l]."""
     out = Z @ W.T
     for t in terms:
-        out = out + (lr * t.eps) * ((Z @ t.xs[l].T) * t.c) @ t.ds[l]
+        G = Z @ t.xs[l].T
+        out = out + (lr * t.eps) * (G if t.w is None else G * t.w) @ t.ds[l]
     return out
 
 
@@ -54,15 +59,17 @@ def _rmatmul(D: Array, W: Array, terms: tuple[Term, ...], l: int, lr: float) -> 
     """D W^(l+1) at the moved weights (the backward pass)."""
     out = D @ W
     for t in terms:
-        out = out + (lr * t.eps) * ((D @ t.ds[l].T) * t.c) @ t.xs[l]
+        G = D @ t.ds[l].T
+        out = out + (lr * t.eps) * (G if t.w is None else G * t.w) @ t.xs[l]
     return out
 
 
 def moved_output_weights(net: MLP, terms: tuple[Term, ...]) -> Array:
-    """a + eta_a sum_j eps_j sum_q c_jq x^(H)(x_jq): the output layer at the moved weights."""
+    """a + eta_a sum_j eps_j sum_q c_jq x^(H)(x_jq): the output layer at the moved weights (column i moved by
+    the coefficients c_(q,i) of output i with k outputs)."""
     a = net.a
     for t in terms:
-        a = a + (net.lr(-1) * t.eps) * (t.c @ t.xs[-1])
+        a = a + (net.lr(-1) * t.eps) * (t.c @ t.xs[-1] if t.c.ndim == 1 else t.xs[-1].T @ t.c)
     return a
 
 
@@ -70,7 +77,8 @@ def factors(net: MLP, terms: tuple[Term, ...], X: Float[Array, "n d"]) -> tuple[
     """Layer outputs x^(0..H) and backpropagated vectors delta^(1..H) of the rows of X, at the moved weights.
 
     delta^(H) = a * sigma'(h^(H)) / sqrt(m) and delta^(l) = (delta^(l+1) W^(l+1)) * sigma'(h^(l)) / sqrt(m), so
-    grad_{W^(l)} f = delta^(l) x^(l-1)^T (HY Eq. 7).
+    grad_{W^(l)} f = delta^(l) x^(l-1)^T (HY Eq. 7). With k outputs (``a`` of shape (m, k)) every delta^(l) has
+    one row per input and output, shape (n, k, m).
     """
     scale = jnp.sqrt(net.width).astype(X.dtype)
     xs, hs = [X], []
@@ -79,36 +87,55 @@ def factors(net: MLP, terms: tuple[Term, ...], X: Float[Array, "n d"]) -> tuple[
         hs.append(h)
         xs.append(net.sigma(h) / scale)
     a = moved_output_weights(net, terms)
-    ds = [a[None, :] * net.sigma_prime(hs[-1]) / scale]
+    vector = a.ndim == 2
+    slope = (lambda h: net.sigma_prime(h)[:, None, :]) if vector else net.sigma_prime  # noqa: E731
+    ds = [(a.T[None] if vector else a[None, :]) * slope(hs[-1]) / scale]
     for l in range(net.depth - 1, 0, -1):
-        ds.insert(0, _rmatmul(ds[0], net.Ws[l], terms, l, net.lr(l)) * net.sigma_prime(hs[l - 1]) / scale)
+        ds.insert(0, _rmatmul(ds[0], net.Ws[l], terms, l, net.lr(l)) * slope(hs[l - 1]) / scale)
     return tuple(xs), tuple(ds)
 
 
 def term(net: MLP, terms: tuple[Term, ...], direction: Direction, eps: Array) -> Term:
     """The step ``eps`` along ``direction`` evaluated at the weights already moved by ``terms``."""
     xs, ds = factors(net, terms, direction.X)
-    return Term(eps=eps, xs=xs, ds=ds, c=direction.c)
+    if net.a.ndim == 1:
+        return Term(eps=eps, xs=xs, ds=ds, c=direction.c, w=direction.c)
+    return Term(eps=eps, xs=xs, ds=tuple(jnp.einsum("qk,qkm->qm", direction.c, d) for d in ds), c=direction.c, w=None)
 
 
-def ntk_at(net: MLP, terms: tuple[Term, ...], X1: Float[Array, "k d"], X: Float[Array, "n d"] | None) -> Array:
-    """K^(2)(X1, X) at the moved weights from per-layer factors (HY Eq. 7); X = None means X1 (symmetric).
+def _samples(G: Array, k: int) -> Array:
+    """An input-by-input Gram matrix repeated over the k x k output pairs (sample (a, i) is row a k + i)."""
+    return G if k == 1 else jnp.kron(G, jnp.ones((k, k), G.dtype))
+
+
+def _rows(D: Array) -> Array:
+    """Backpropagated vectors (n, k, m) of k outputs as one row per sample (n k, m); (n, m) as is."""
+    return D if D.ndim == 2 else D.reshape(-1, D.shape[-1])
+
+
+def ntk_at(net: MLP, terms: tuple[Term, ...], X1: Float[Array, "n1 d"], X: Float[Array, "n d"] | None) -> Array:
+    """K^(2)(X1, X) over samples at the moved weights from per-layer factors (HY Eq. 7); X = None means X1
+    (symmetric).
 
     K^(2) = eta_a x^(H) x^(H)^T + sum_l eta_l (delta^(l) delta^(l)^T) * (x^(l-1) x^(l-1)^T): the Jacobian is
-    never formed.
+    never formed. With k outputs, K^(2)((a,i), (b,j)) = eta_a x^(H)_a . x^(H)_b delta_ij + sum_l eta_l
+    (delta_i^(l)(x_a) . delta_j^(l)(x_b)) (x^(l-1)_a . x^(l-1)_b) (docs/math.md section 10).
     In the symmetric case every Gram matrix and its derivatives use :func:`sym_gram` (symmetry of K^(r) in
     its first two slots, docs/math.md section 3).
     """
+    k = 1 if net.a.ndim == 1 else net.a.shape[1]
+    eye = jnp.eye(k, dtype=net.a.dtype)
+    readout = (lambda G: G) if k == 1 else (lambda G: jnp.kron(G, eye))  # noqa: E731
     xs1, ds1 = factors(net, terms, X1)
     if X is None:
-        K = net.lr(-1) * sym_gram(xs1[-1])
+        K = net.lr(-1) * readout(sym_gram(xs1[-1]))
         for l in range(net.depth):
-            K = K + net.lr(l) * sym_gram(ds1[l]) * sym_gram(xs1[l])
+            K = K + net.lr(l) * sym_gram(_rows(ds1[l])) * _samples(sym_gram(xs1[l]), k)
         return K
     xs, ds = factors(net, terms, X)
-    K = net.lr(-1) * (xs1[-1] @ xs[-1].T)
+    K = net.lr(-1) * readout(xs1[-1] @ xs[-1].T)
     for l in range(net.depth):
-        K = K + net.lr(l) * (ds1[l] @ ds[l].T) * (xs1[l] @ xs[l].T)
+        K = K + net.lr(l) * (_rows(ds1[l]) @ _rows(ds[l]).T) * _samples(xs1[l] @ xs[l].T, k)
     return K
 
 

@@ -22,22 +22,23 @@ from ..errors import ConfigError
 from ._base import AbstractModel, as_model
 
 
-def load_factory(spec: str) -> Callable[[int, Any], Any]:
+def load_factory(spec: str, what: str = "model") -> Callable[..., Any]:
     """The function named by ``spec`` (``FILE.py:func`` or ``package.module:func``); ConfigError if it cannot be
-    loaded, with the reason in one line."""
+    loaded, with the reason in one line (``what`` it is: "model" for make_model, "loss" for a per-input loss)."""
+    func = "make_model" if what == "model" else "fn"
     if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
-        raise ConfigError(f"model = {spec!r}: expected FILE.py:make_model or package.module:make_model")
+        raise ConfigError(f"{what} = {spec!r}: expected FILE.py:{func} or package.module:{func}")
     where, name = spec.split(":")
     try:
         if where.endswith(".py") or os.sep in where:
             if not os.path.isfile(where):
-                raise ConfigError(f"model file {where!r} does not exist")
-            mod_name = "nth_user_model_" + hashlib.sha1(os.path.abspath(where).encode()).hexdigest()[:12]
+                raise ConfigError(f"{what} file {where!r} does not exist")
+            mod_name = f"nth_user_{what}_" + hashlib.sha1(os.path.abspath(where).encode()).hexdigest()[:12]
             module = sys.modules.get(mod_name)
             if module is None:
                 loader_spec = importlib.util.spec_from_file_location(mod_name, where)
                 if loader_spec is None or loader_spec.loader is None:
-                    raise ConfigError(f"model file {where!r} cannot be loaded as Python")
+                    raise ConfigError(f"{what} file {where!r} cannot be loaded as Python")
                 module = importlib.util.module_from_spec(loader_spec)
                 sys.modules[mod_name] = module
                 try:
@@ -50,10 +51,10 @@ def load_factory(spec: str) -> Callable[[int, Any], Any]:
     except ConfigError:
         raise
     except Exception as e:  # the user's file failed to import: say why in one line
-        raise ConfigError(f"model {spec!r}: importing {where!r} failed: {type(e).__name__}: {e}") from None
+        raise ConfigError(f"{what} {spec!r}: importing {where!r} failed: {type(e).__name__}: {e}") from None
     fn = getattr(module, name, None)
     if fn is None or not callable(fn):
-        raise ConfigError(f"model {spec!r}: {where!r} has no function {name!r}")
+        raise ConfigError(f"{what} {spec!r}: {where!r} has no function {name!r}")
     return fn
 
 
