@@ -298,3 +298,95 @@ def test_discrete_o1m_system_equals_a_dense_derivative_reference():
                            loss="cross-entropy", tensors=got)
     assert rel_err(sol.f.reshape(steps + 1, -1), np.stack(traj)) < 1e-10
     assert rel_err(sol.K2[-1], K) < 1e-10
+
+
+def _closed_form_hessians(loss, F):
+    """H_l per input written out: diag(q) - q q^T (cross-entropy), s (1 - s) (logistic)."""
+    F = np.asarray(F)
+    if loss == "cross-entropy":
+        q = np.exp(F - F.max(axis=1, keepdims=True))
+        q /= q.sum(axis=1, keepdims=True)
+        return np.stack([np.diag(r) - np.outer(r, r) for r in q])
+    s = 1 / (1 + np.exp(-F))
+    return (s * (1 - s)).reshape(-1, 1, 1)
+
+
+def test_stable_step_of_a_general_loss(trained):
+    """eta_max = 2n / lambda_max(H0^(1/2) K H0^(1/2)) (docs/math.md section 10): the top eigenvalue of the similar
+    matrix K H0 (H0 block-diagonal over inputs, from the Hessians written out) gives the same step, and real
+    gradient descent at half of it lowers the loss at every recorded step."""
+    loss, net, X, y, ks = trained
+    n, F = X.shape[0], net(X)
+    H = _closed_form_hessians(loss, F)
+    k = H.shape[-1]
+    H0 = np.zeros((n * k, n * k))
+    for a in range(n):
+        H0[a * k:(a + 1) * k, a * k:(a + 1) * k] = H[a]
+    lam = np.max(np.linalg.eigvals(np.asarray(ks[2]) @ H0).real)
+    eta = nth.stable_lr(ks[2], loss=loss, f0=F, y=y)
+    assert eta == pytest.approx(2 * n / lam, rel=1e-10)
+    trains = nth.gradient_descent(net, X, y, 0.5 * eta, np.arange(0, 101, 10), loss=loss)
+    assert np.all(np.diff(np.asarray(trains.loss)) < 0)
+    with pytest.raises(nth.ConfigError, match="needs 'f0' and 'y'"):
+        nth.stable_lr(ks[2], loss=loss)
+
+
+def test_stable_step_of_mse_with_several_outputs():
+    """n is the number of inputs, read from f0: with 3 outputs K^(2) is 3n x 3n."""
+    X = inputs(4, d=3, seed=7)
+    net = nth.init_mlp(0, 3, 32, 1, "tanh", outputs=CLASSES)
+    K = nth.ntk(net, X)
+    y = jnp.zeros((4, CLASSES))
+    assert nth.stable_lr(K, f0=net(X), y=y) == pytest.approx(2 * 4 / np.linalg.eigvalsh(np.asarray(K))[-1], rel=1e-12)
+    with pytest.raises(nth.DataError, match=r"^stable_lr: 'kernels\[2\]' has shape \(12, 12\); expected \(9, 9\)"):
+        nth.stable_lr(K, f0=net(X)[:3], y=y[:3])
+
+
+def test_horizon_where_the_frozen_kernel_loss_has_fallen(trained):
+    """For a loss without a closed form the default horizon is found by integrating p = 2: there the loss has
+    fallen by the factor asked for, to the accuracy of the interpolation between saved times (measured: within
+    1.3e-4 of the factor for falls of 10 and 100, both losses)."""
+    loss, net, X, y, ks = trained
+    t = nth.default_horizon(ks[2], net(X), y, fall=10.0, loss=loss)
+    L = nth.truncated_nth(ks, net(X), y, [0.0, t], p=2, loss=loss).loss
+    assert float(L[0] / L[1]) == pytest.approx(10.0, rel=1e-3)
+    with pytest.raises(nth.ConfigError, match=r"^default_horizon: fall = 0.5 must be a finite number > 1$"):
+        nth.default_horizon(ks[2], net(X), y, fall=0.5, loss=loss)
+
+
+def test_hy_p3_reduced_system_with_a_loss(trained):
+    """HY's closed variables (R = int chi) for a general loss equal the generic p = 3 truncation."""
+    loss, net, X, y, ks = trained
+    ts = np.linspace(0, 10, 5)
+    generic = nth.truncated_nth(ks, net(X), y, ts, p=3, loss=loss)
+    assert rel_err(nth.hy_p3_reduced(ks, net(X), y, ts, loss=loss), generic.f) < 1e-8
+
+
+def test_mse_closed_form_with_several_outputs():
+    X = inputs(4, d=3, seed=8)
+    net = nth.init_mlp(1, 3, 32, 1, "tanh", outputs=CLASSES)
+    y = jnp.asarray(np.random.default_rng(9).standard_normal((4, CLASSES)))
+    K = nth.ntk(net, X)
+    ts = np.linspace(0, 20, 5)
+    closed = nth.linearized_closed_form(K, net(X), y, ts)
+    assert closed.shape == (5, 4, CLASSES)
+    assert rel_err(closed, nth.truncated_nth({2: K}, net(X), y, ts, p=2).f) < 1e-8
+    with pytest.raises(nth.DataError, match=r"^linearized_closed_form: 'y' has shape \(4,\); expected \(4, 3\)"):
+        nth.linearized_closed_form(K, net(X), y[:, 0], ts)
+
+
+@pytest.mark.parametrize("case,pattern", [
+    ("ce-one-output", r"^truncated_nth: the cross-entropy loss takes k >= 2 class scores per input"),
+    ("ce-float-labels", r"^truncated_nth: 'y' has 1 entry that is not a label in 0\.\.2, first at index \(1,\)"),
+    ("ce-one-hot", r"^truncated_nth: 'y' has shape \(6, 3\); expected \(6,\) to match"),
+])
+def test_bad_targets_through_a_dynamics_call(trained, case, pattern):
+    loss, net, X, y, ks = trained
+    if loss != "cross-entropy":
+        pytest.skip("cross-entropy cases")
+    f0 = net(X)
+    args = {"ce-one-output": (f0[:, 0], y), "ce-float-labels": (f0, jnp.asarray([0, 0.5, 2, 0, 1, 2])),
+            "ce-one-hot": (f0, jax.nn.one_hot(y, CLASSES))}[case]
+    kernels = {2: ks[2][::CLASSES, ::CLASSES]} if case == "ce-one-output" else ks
+    with pytest.raises((nth.ConfigError, nth.DataError), match=pattern):
+        nth.truncated_nth(kernels, *args, [0.0, 1.0], p=2, loss=loss)

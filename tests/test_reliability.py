@@ -412,18 +412,23 @@ def _start(argv, **kw):
 @pytest.mark.parametrize("different", [False, True], ids=["same-arguments", "different-arguments"])
 def test_two_sweeps_on_one_file(tmp_path, different):
     """Two sweeps started at the same instant on one new file: the file ends up holding exactly one
-    configuration's runs, all of them; the other process waits for nothing and is refused with one line."""
+    configuration's runs, all of them. The other process waits for nothing: while the first one writes, it is
+    refused with one line; if it starts only after the first has finished, it finds the file complete and, with
+    the same arguments, computes nothing (with different ones it is refused)."""
     out = tmp_path / "sweep.h5"
     one = [*SWEEP[:2], "8", *SWEEP[3:], "--out", out]  # one width, two seeds
     argv = [one, one + (["--sigma-w", "1.2"] if different else [])]
     procs = [_start(a) for a in argv]
-    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
-    codes = [c for c, _ in results]
+    results = [(p.wait(timeout=600), p.stderr.read(), p.stdout.read()) for p in procs]
+    codes = [c for c, _, _ in results]
     assert all(c in (0, 2) for c in codes) and 0 in codes, results
-    for c, err in results:
+    for c, err, _ in results:
         if c == 2:
             assert re.search(r"nth: error: .*(being written by nth sweep|different arguments)", err), err
             assert "Traceback" not in err
+    if codes == [0, 0]:  # the later one resumed a finished file: it computed nothing
+        assert not different
+        assert sum("2 runs were already there, 0 computed now" in o for _, _, o in results) == 1, results
     winners = [a for a, c in zip(argv, codes) if c == 0]
     if different:
         assert sorted(codes) == [0, 2], results

@@ -128,7 +128,7 @@ def discrete_nth(
     f = jnp.stack([o["f"] for o in out])
     if not bool(jnp.isfinite(f).all()):
         raise SolverError(f"{where}: the {order} prediction with lr = {lr:g} diverged (non-finite outputs); the "
-                          "largest stable step is about 2n / lambda_max(K^(2)) (nth.stable_lr)")
+                          "largest stable step is nth.stable_lr (2n / lambda_max(K^(2)) for mse)")
     K2 = jnp.stack([o["K2"] for o in out])
     f_test = jnp.stack([o["f_test"] for o in out]) if "f_test" in state else None
     return GDSolution(lr=float(lr), steps=jnp.asarray(steps), ts=lr * jnp.asarray(steps, dtype=f.dtype),

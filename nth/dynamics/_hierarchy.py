@@ -21,9 +21,9 @@ from jaxtyping import Array, Float
 
 from ..errors import ConfigError
 from ..kernel import KernelOperator
-from ..losses import MSE, AbstractLoss
+from ..losses import MSE, AbstractLoss, loss_from_spec
 from ._odeint import NTH_SOLVER, SolverSettings, check_times, integrate
-from ._problem import check_problem
+from ._problem import Problem, check_problem
 
 
 class NTHSolution(eqx.Module):
@@ -202,26 +202,38 @@ def linearized_closed_form(K2: Float[Array, "N N"], f0: Float[Array, "n *k"], y:
     """p = 2 for the mse loss in closed form: f(t) = y + expm(-t K^(2)(0)/n) (f0 - y), by the eigendecomposition of
     K/n (n inputs; K^(2) over their samples, f0 and y of the model's output shape). Other losses have no closed
     form (docs/math.md section 10): :func:`truncated_nth` with ``p=2`` integrates them."""
-    K2 = np.asarray(K2, dtype=np.float64)
-    f0, y = np.asarray(f0, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    n = f0.shape[0]
-    lam, V = np.linalg.eigh((K2 + K2.T) / (2 * n))
-    c = V.T @ (f0 - y).ravel()
-    ts = np.asarray(ts, dtype=np.float64)
-    return y[None] + ((np.exp(-np.outer(ts, lam)) * c[None, :]) @ V.T).reshape((len(ts),) + f0.shape)
+    ts = check_times(ts, "linearized_closed_form")
+    prob = check_problem({2: K2}, f0, y, levels=(2,), where="linearized_closed_form")
+    K2 = np.asarray(prob.kernels[2], dtype=np.float64)
+    y = np.asarray(prob.y, dtype=np.float64).reshape(-1)
+    lam, V = np.linalg.eigh((K2 + K2.T) / (2 * prob.n))
+    c = V.T @ (np.asarray(prob.f0, dtype=np.float64) - y)
+    return prob.shaped(y[None] + (np.exp(-np.outer(ts, lam)) * c[None, :]) @ V.T)
 
 
-def default_horizon(K2: Float[Array, "N N"], f0: Float[Array, "n *k"], y: Float[Array, "n *k"],
-                    fall: float = 1000.0, t_cap: float = 1e6) -> float:
-    """Time at which the frozen-NTK (p = 2) mse loss has fallen by the factor ``fall`` from its t = 0 value.
+def default_horizon(K2: Float[Array, "N N"], f0: Float[Array, "n *k"], y: Array, fall: float = 1000.0,
+                    t_cap: float = 1e6, *, loss: AbstractLoss | str = MSE()) -> float:
+    """Time at which the frozen-NTK (p = 2) training loss has fallen by the factor ``fall`` from its t = 0 value
+    (docs/math.md sections 2 and 10).
 
-    Used as the default horizon so that training has visibly converged. Capped at ``t_cap`` (for residuals
-    that live in directions of tiny eigenvalues); returns the cap if the fall is never reached.
+    Used as the default horizon so that training has visibly converged. For mse the p = 2 residual is a sum of
+    decaying eigenmodes and the time is found by bisection to machine precision (the fast path); any other
+    loss has no closed form (cross-entropy on separable data never reaches a fixed point, its loss falls like
+    1/t), so the p = 2 ODE is integrated over horizons growing 4-fold until the loss has fallen ``fall``-fold,
+    and the time is interpolated in log-loss between the two saved times around the crossing. Capped at
+    ``t_cap`` (for residuals that live in directions of tiny eigenvalues); returns the cap if the fall is never
+    reached.
     """
-    K2 = np.asarray(K2, dtype=np.float64)
-    n = np.shape(f0)[0]
-    lam, V = np.linalg.eigh((K2 + K2.T) / (2 * n))
-    c2 = (V.T @ (np.asarray(f0) - np.asarray(y)).ravel()) ** 2
+    where = "default_horizon"
+    for name, v, lo in (("fall", fall, 1.0), ("t_cap", t_cap, 0.0)):
+        if not (isinstance(v, (int, float, np.floating)) and np.isfinite(v) and v > lo):
+            raise ConfigError(f"{where}: {name} = {v!r} must be a finite number > {lo:g}")
+    prob = check_problem({2: K2}, f0, y, levels=(2,), where=where, loss=loss)
+    if not prob.is_mse:
+        return _fall_time(prob, fall, t_cap)
+    K2 = np.asarray(prob.kernels[2], dtype=np.float64)
+    lam, V = np.linalg.eigh((K2 + K2.T) / (2 * prob.n))
+    c2 = (V.T @ (np.asarray(prob.f0, dtype=np.float64) - np.asarray(prob.y, dtype=np.float64).reshape(-1))) ** 2
     lam = np.clip(lam, 0.0, None)
     total = c2.sum()
     if total == 0:
@@ -239,3 +251,30 @@ def default_horizon(K2: Float[Array, "N N"], f0: Float[Array, "n *k"], y: Float[
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if ratio(mid) < fall else (lo, mid)
     return float(hi)
+
+
+#: Saved times per trial horizon of :func:`default_horizon` for a general loss.
+_HORIZON_TIMES = 65
+
+
+def _fall_time(prob: Problem, fall: float, t_cap: float) -> float:
+    """:func:`default_horizon` for a loss without a closed form: integrate p = 2 (see there)."""
+    L0 = float(prob.objective.value(prob.f0))
+    if not L0 > 0:
+        raise ConfigError(f"default_horizon: the {prob.loss.describe()} loss is {L0:g} at t = 0; a fall factor needs "
+                          "a positive loss (give the horizon instead)")
+    hi = min(1.0, t_cap)
+    f0, y = prob.shaped(prob.f0), prob.y
+    while True:
+        ts = np.linspace(0.0, hi, _HORIZON_TIMES)
+        L = np.asarray(truncated_nth({2: prob.kernels[2]}, f0, y, ts, p=2, loss=prob.loss).loss, dtype=np.float64)
+        target = np.log(L[0] / fall)
+        logL = np.log(np.maximum(L, 1e-300))
+        below = np.flatnonzero(logL <= target)
+        if below.size:
+            i = int(below[0])
+            w = (logL[i - 1] - target) / (logL[i - 1] - logL[i])
+            return float(ts[i - 1] + w * (ts[i] - ts[i - 1]))
+        if hi >= t_cap:
+            return float(t_cap)
+        hi = min(4 * hi, t_cap)

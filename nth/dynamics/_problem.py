@@ -197,6 +197,9 @@ def check_problem(
         test = _test(where, test_kernels, f0_test, levels, lead, n, out_shape, stacked, matrix_free_top,
                      dense_reason, test_hint, cast, dtype)
     Tt = None
+    if tensor_names and test is None and test_tensors is not None:
+        raise ConfigError(f"{where}: 'test_tensors' was given without 'f0_test' and 'test_kernels'; test-point "
+                          "predictions need all three (first slot at the test inputs)")
     if test is not None and tensor_names:
         if test_tensors is None:
             raise ConfigError(f"{where}: test-point predictions need f0_test, test_kernels and test_tensors together "

@@ -26,6 +26,7 @@ from ..losses import MSE, AbstractLoss, loss_from_spec
 from ..models import AbstractModel, as_model, check_inputs, combine, output_shape, partition
 from ..models._base import first_model
 from ._odeint import FLOW_SOLVER, SolverSettings, check_times, integrate
+from ._problem import check_problem
 
 
 class FlowSolution(eqx.Module):
@@ -179,12 +180,39 @@ def _gd_segment(params, static, X, y, lr, num_steps, loss):
 _observe_jit = eqx.filter_jit(_observe)
 
 
-def stable_lr(K2: Float[Array, "N N"], n: int | None = None) -> float:
-    """2 n / lambda_max(K^(2)) for the mse loss and n training inputs (default: one sample per input, n =
-    K2.shape[0]): the largest stable step of gradient descent on L near the kernel regime (the Hessian of L is
-    about J^T J / n, whose top eigenvalue is that of K^(2)/n; docs/math.md sections 7 and 10)."""
-    K2 = jnp.asarray(K2)
-    return float(2 * (K2.shape[0] if n is None else n) / jnp.linalg.eigvalsh(K2)[-1])
+def stable_lr(K2: Float[Array, "N N"], n: int | None = None, *, loss: AbstractLoss | str = MSE(),
+              f0: Float[Array, "n *k"] | None = None, y: Array | None = None) -> float:
+    """The largest stable step of gradient descent near the kernel regime: 2 / lambda_max of the Gauss-Newton
+    matrix (1/n) J^T H0 J at the initial weights, i.e. eta_max = 2n / lambda_max(H0^(1/2) K^(2) H0^(1/2)) with n
+    the training inputs and H0 the per-input loss Hessians at the outputs f0 (docs/math.md sections 7 and 10).
+
+    For mse (H0 = I) this is 2n / lambda_max(K^(2)); n is read from ``f0`` (shape (n,) or (n, k)) when given, else
+    it is ``n``, else one sample per input (n = K2.shape[0]). Any other loss needs ``f0`` and the targets ``y``,
+    checked with K2 as every prediction's problem is (:func:`~nth.dynamics.check_problem`).
+    """
+    where = "stable_lr"
+    loss = loss_from_spec(loss)
+    if f0 is None and y is None and isinstance(loss, MSE):
+        K2 = check_array("K2", K2, where=where, ndim=2, what="kernel entries")
+        return float(2 * (K2.shape[0] if n is None else n) / jnp.linalg.eigvalsh(jnp.asarray(K2))[-1])
+    if f0 is None or y is None:
+        raise ConfigError(f"{where}: the {loss.describe()} loss needs 'f0' and 'y' (its Hessian at the initial "
+                          "outputs enters the stable step)" if not isinstance(loss, MSE) else
+                          f"{where}: give 'f0' and 'y' together (or neither, with n)")
+    prob = check_problem({2: K2}, f0, y, levels=(2,), where=where, loss=loss)
+    if n is not None and n != prob.n:
+        raise ConfigError(f"{where}: n = {n!r} but 'f0' holds {prob.n} inputs; give one of them")
+    K = np.asarray(prob.kernels[2], dtype=np.float64)
+    if isinstance(loss, MSE):
+        return float(2 * prob.n / np.linalg.eigvalsh(K)[-1])
+    H = np.asarray(loss.hessian(prob.shaped(prob.f0), prob.y), dtype=np.float64)
+    w, V = np.linalg.eigh(H)  # per input: H_l = V diag(w) V^T, positive semi-definite for a convex loss
+    roots = np.einsum("aij,aj,akj->aik", V, np.sqrt(np.clip(w, 0.0, None)), V)
+    k = prob.k
+    S = np.zeros(K.shape)
+    for a in range(prob.n):  # block-diagonal H0^(1/2) over the samples of each input
+        S[a * k:(a + 1) * k, a * k:(a + 1) * k] = roots[a]
+    return float(2 * prob.n / np.linalg.eigvalsh(S @ K @ S)[-1])
 
 
 def gradient_descent(

@@ -44,6 +44,9 @@ class Direction(NamedTuple):
 def output_shape(model: AbstractModel, in_shape: tuple[int, ...], dtype, stacked: bool = False) -> tuple[int, ...]:
     """The per-input output shape of ``model``: () for outputs (n,), (k,) for outputs (n, k). Traced, not computed
     (``stacked``: the model's arrays carry a leading seed axis). A DataError for any other output shape."""
+    if in_shape is None:
+        raise ConfigError(f"{type(model).__name__} does not state its input shape; pass in_shape "
+                          "(nth.as_model(module, in_shape=...))")
     x = jax.ShapeDtypeStruct((1,) + tuple(in_shape), dtype)
     # every array (or its shape: an abstract model from eqx.filter_eval_shape) is an argument of the traced call
     arrays, static = eqx.partition(model, lambda a: eqx.is_array(a) or isinstance(a, jax.ShapeDtypeStruct))
@@ -107,9 +110,10 @@ class AbstractModel(eqx.Module):
         """D^j K^(2)(X1, X)[g_3, .., g_(j+2)] over samples by the model's own structured path (see nth.kernel)."""
         raise NotImplementedError(f"{type(self).__name__} has no structured kernel path")
 
-    def structured_work_bytes(self, r: int, batch: int, n: int, k: int, contracted: bool) -> int:
+    def structured_work_bytes(self, r: int, batch: int, n: int, k: int, contracted: bool, outputs: int = 1) -> int:
         """Predicted peak bytes of one batch of ``batch`` direction tuples of K^(r) on the structured path (k
-        first-slot rows, n training inputs; a ``contracted`` last slot carries n more direction inputs)."""
+        first-slot inputs, n training inputs, ``outputs`` outputs each; a ``contracted`` last slot carries n more
+        direction inputs)."""
         raise NotImplementedError(f"{type(self).__name__} has no structured kernel path")
 
     def describe(self) -> dict[str, Any]:
@@ -212,6 +216,10 @@ def grad_f(model: AbstractModel, x: Float[Array, "*in"], i: int | None = None) -
     """grad_theta f_i(x; theta) of one input x (shape ``in_shape``) and, for a model with k outputs, its output
     ``i``: a tree shaped like the parameters."""
     params, static = partition(model)
+    shape = output_shape(model, x.shape, x.dtype)
+    if (i is None) != (not shape):
+        raise ConfigError(f"grad_f: this {type(model).__name__} has {num_outputs(shape)} output(s) per input; "
+                          + ("give the output i" if i is None else "it takes no output index i"))
     return jax.grad(lambda p: combine(p, static)(x[None])[0] if i is None else combine(p, static)(x[None])[0, i])(params)
 
 
