@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .checks import as_real, check_all_finite, format_shape, is_traced
+from .checks import _at, as_real, check_all_finite, format_shape, is_traced
 from .errors import ConfigError, DataError
 
 
@@ -94,10 +94,6 @@ class AbstractLoss(eqx.Module):
         return self.name
 
 
-def _at(where: str) -> str:
-    return f"{where}: " if where else ""
-
-
 def _labels(y: Any, n: int, classes: int, loss: str, where: str) -> Array:
     """Integer labels 0..classes-1 of n inputs, shape (n,) (integral floats accepted); DataError otherwise."""
     y = as_real("y", y, where=where, what="labels")
@@ -137,7 +133,8 @@ class MSE(AbstractLoss):
 
 
 class Logistic(AbstractLoss):
-    """One output, labels 0/1: l = log(1 + e^f) - y f, chi = sigmoid(f) - y, H_l = sigmoid(f)(1 - sigmoid(f))."""
+    """One output, labels 0/1: l = log(1 + e^f) - y f, chi = sigmoid(f) - y, H_l = sigmoid(f)(1 - sigmoid(f))
+    (docs/math.md section 10)."""
 
     name: ClassVar[str] = "logistic"
 
@@ -198,7 +195,7 @@ class CrossEntropy(AbstractLoss):
 
 class UserLoss(AbstractLoss):
     """The user's own smooth per-input loss ``fn(f_a, y_a) -> scalar`` (``source`` names it in files): chi and
-    H_l by autodiff; targets shaped (n, ...) with any trailing shape."""
+    H_l by autodiff (docs/math.md section 10); targets shaped (n, ...) with any trailing shape."""
 
     name: ClassVar[str] = "user"
     fn: Callable[[Array, Array], Array] = eqx.field(static=True)

@@ -29,12 +29,13 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ..errors import ConfigError, SolverError
+from ..kernel import GD_TENSORS
 from ..losses import MSE, AbstractLoss
 from ._problem import Problem, check_problem
 from ._references import GDSolution, check_steps
 
 ORDERS = ("p2", "o1m")
-_NEEDS = {"p2": ((2,), ()), "o1m": ((2, 3, 4), ("O11", "O111", "M", "P"))}
+_NEEDS = {"p2": ((2,), ()), "o1m": ((2, 3, 4), tuple(GD_TENSORS))}
 _FROZEN = ("K4", "O111", "M", "P")
 
 

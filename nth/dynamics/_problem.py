@@ -22,7 +22,7 @@ from jaxtyping import Array, Float
 
 from ..checks import check_all_finite, check_array, format_shape, match_sizes
 from ..errors import ConfigError, DataError
-from ..kernel import KernelOperator
+from ..kernel import GD_TENSORS, KernelOperator
 from ..losses import MSE, AbstractLoss, loss_from_spec
 from ..models import num_outputs
 
@@ -154,7 +154,8 @@ def check_problem(
     tensor_names: tuple[str, ...] = (),
     test_hint: str = "",
 ) -> Problem:
-    """Check a problem's arguments against each other (module docstring) and return it as a :class:`Problem`.
+    """Check a problem's arguments against each other (module docstring; docs/math.md sections 2, 7 and 10: slots
+    over samples, chi of the loss) and return it as a :class:`Problem`.
 
     ``levels`` are the kernels K^(r) needed (the caller has checked that ``kernels`` holds them); the top one may
     be a matrix-free :class:`~nth.KernelOperator` only with ``matrix_free_top`` (else ``dense_reason`` says
@@ -213,15 +214,17 @@ def check_problem(
                    stacked=stacked)
 
 
-#: The number of sample slots of each discrete-time tensor (docs/math.md section 7).
-TENSOR_SLOTS = {"O11": 3, "O111": 4, "M": 4, "P": 4}
+def _slots(name: str) -> int:
+    """The sample slots of the discrete-time tensor ``name``: its direction slots and head axes (GD_TENSORS)."""
+    groups, head = GD_TENSORS[name]
+    return sum(len(g) for g in groups) + head
 
 
 def _tensors(where, name, table, names, shape, why, dtype) -> dict[str, Array]:
     if not isinstance(table, Mapping) or any(s not in table for s in names):
         got = sorted(table) if isinstance(table, Mapping) else type(table).__name__
         raise ConfigError(f"{where}: '{name}' must hold {list(names)} (nth.gd_tensors(net, X)); got {got}")
-    return {s: check_array(f"{name}[{s!r}]", table[s], where=where, shape=shape(TENSOR_SLOTS[s]), why=why,
+    return {s: check_array(f"{name}[{s!r}]", table[s], where=where, shape=shape(_slots(s)), why=why,
                            what="tensor entries", dtype=dtype) for s in names}
 
 
