@@ -26,7 +26,7 @@ import nth
 import nth.compare
 
 #: The predictions compared with gradient descent (the width exponent of each one's error against it is
-#: nth.compare.predicted_exponent(label, "gd")).
+#: nth.row(label).exponent("gd")).
 ROWS = {"discrete_p2": ("d-p2", "discrete, frozen kernel"),
         "discrete_o1m": ("d-o1m", "discrete, O(1/m) system"),
         "p2": ("p=2", "continuous, frozen kernel"),
@@ -82,7 +82,7 @@ def main(argv=None):
         line = f"{row:>6} {what:<26} " + " ".join(f"{g:>10.3e}" for g in nth.geometric_mean(E, axis=1))
         if fit:
             s, lo, hi = nth.slope_with_ci(widths, E)
-            line += f" {f'{s:.2f} [{lo:.2f}, {hi:.2f}]':>22} {nth.compare.predicted_exponent(label, 'gd'):>9g}"
+            line += f" {f'{s:.2f} [{lo:.2f}, {hi:.2f}]':>22} {nth.row(label).exponent('gd'):>9g}"
         print(line)
     print(f"{'gd':>6} {'GD against gradient flow':<26} "
           + " ".join(f"{g:>10.3e}" for g in nth.geometric_mean(sw["scalars"]["max_f_error_gd"], axis=1)))

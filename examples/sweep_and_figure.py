@@ -75,8 +75,7 @@ def main(argv=None):
     # 3. Load it. Every per-run scalar comes back as a (widths, seeds) array; the largest output error over
     #    the saved times, max_t |f_pred(t) - f_true(t)| / sqrt(n), of prediction LABEL is "max_f_error_LABEL".
     sw = nth.load_sweep(args.out)
-    labels = [f"p{q}" for q in range(2, args.p + 1)] + ["dg", "inf"]
-    labels = [lab for lab in labels if f"max_f_error_{lab}" in sw["scalars"]]
+    labels = nth.io.prediction_labels(sw["scalars"], "max_f_error_")  # p2, ..., dg, inf: the sweep's rows
 
     # 4. Fit the error law c * m^s and compare s with the prediction. Errors differ by decades between
     #    initializations, so the slope is fitted to the geometric mean over seeds, and the 95% interval comes
@@ -89,7 +88,7 @@ def main(argv=None):
         E = sw["scalars"][f"max_f_error_{lab}"]
         slope, lo, hi = nth.slope_with_ci(sw["widths"], E)
         row = " ".join(f"{g:>10.3e}" for g in nth.geometric_mean(E, axis=1))
-        print(f"{lab:>6} {row} {f'{slope:.2f} [{lo:.2f}, {hi:.2f}]':>24} {nth.compare.predicted_exponent(lab):>9g}")
+        print(f"{lab:>6} {row} {f'{slope:.2f} [{lo:.2f}, {hi:.2f}]':>24} {nth.row(lab).exponent('flow'):>9g}")
 
     # 5. The figure of `nth plot error-vs-width`: every level against width on log-log axes, the seeds as dots,
     #    the fitted slopes in the legend, and dashed reference slopes.

@@ -41,6 +41,7 @@ from .losses import AbstractLoss as AbstractLoss, CrossEntropy as CrossEntropy, 
 from .losses import MSE as MSE, UserLoss as UserLoss, loss_from_spec as loss_from_spec  # noqa: E402
 from .engine import CorrConfig as CorrConfig, SolveConfig as SolveConfig, SolveResult as SolveResult  # noqa: E402
 from .engine import solve as solve, solve_seeds as solve_seeds  # noqa: E402
+from .engine import AbstractRow as AbstractRow, ROWS as ROWS, row as row, rows_for as rows_for  # noqa: E402
 from .errors import (  # noqa: E402
     ConfigError as ConfigError,
     DamagedFileError as DamagedFileError,

@@ -85,7 +85,9 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
     g.add_argument("--depth", type=int, help="hidden layers / conv layers / residual blocks (default 2)")
     _add_architecture(g)
     g.add_argument("--model", help="your own model: FILE.py:make_model or package.module:make_model, where "
-                   "make_model(width, key) returns an Equinox module mapping inputs (n, ...) to outputs (n,)")
+                   "make_model(width, key) returns an Equinox module mapping inputs (n, ...) to outputs (n,) or (n, k)")
+    g.add_argument("--outputs", type=int, help="outputs per input of a built-in architecture (default 1; the number "
+                   "of classes for --loss cross-entropy)")
     g.add_argument("--kernel-impl", default="auto", choices=("auto",) + tuple(IMPLEMENTATIONS),
                    help="kernel implementation: auto (structured for the mlp, jvp otherwise), structured, or jvp "
                    "(nested JVPs through the model's forward pass)")
@@ -97,12 +99,19 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
     g.add_argument("--d", type=int, help="input dimension of the built-in problem (default 8)")
     g.add_argument("--n-test", type=int, help="test inputs of the built-in problems (default 4)")
     g.add_argument("--data-seed", type=_seed, default=0, help="seed of the built-in problems (default 0)")
-    g.add_argument("--data", help="'digits' (two classes of scikit-learn's digits; 8x8 images for --arch cnn), or "
-                   "an .npz with X (n x d, or n x ... for a cnn or --model), y (n,), optional X_test")
+    g.add_argument("--data", help="'digits' (classes of scikit-learn's digits; 8x8 images for --arch cnn), or "
+                   "an .npz with X (n x d, or n x ... for a cnn or --model), y (n,) or (n, k) (integer labels for "
+                   "cross-entropy and logistic), optional X_test, labels (n,), labels_test (k,)")
+    g.add_argument("--classes", type=int, default=2, help="--data digits: the digits 0..C-1 (default 2); labels "
+                   "0..C-1, mse targets -1/+1 for two classes and one-hot for more")
     g.add_argument("--digits-per-class", type=int, default=10, help="training images per class for --data digits "
                    "(default 10)")
     g.add_argument("--normalization", default="sphere", choices=NORMALIZATIONS,
                    help="input normalization (default: project onto the unit sphere)")
+    g = s.add_argument_group("training")
+    g.add_argument("--loss", default="mse", help="training loss: mse (default), logistic (one output, labels 0/1), "
+                   "cross-entropy (k >= 2 outputs, integer labels), or your own per-input loss FILE.py:fn or "
+                   "package.module:fn with fn(f_a, y_a) -> scalar")
     g = s.add_argument_group("corrections and finite learning rate")
     g.add_argument("--dg", action=argparse.BooleanOptionalAction, default=None,
                    help="Dyer & Gur-Ari O(1/m) correction (default: on when p >= 4)")
@@ -116,7 +125,7 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
                    "closed forms)")
     g.add_argument("--lr", type=float, help="also train by gradient descent with this learning rate ...")
     g.add_argument("--lr-fraction", type=float, help="... or with this fraction of the stable step "
-                   "2n / lambda_max(K^(2)(0)) ...")
+                   "2n / lambda_max(H^(1/2) K^(2)(0) H^(1/2)) (H the loss Hessian at f(0); mse: H = I) ...")
     g.add_argument("--steps", type=int, help="... for this many steps; predictions are compared at t = lr * step, "
                    "and the discrete-time hierarchy (rows d-p2, d-o1m) predicts the steps themselves"
                    + (" (the horizon is then lr * steps, not --t-max)" if sweep else ""))
@@ -309,7 +318,7 @@ def _add_width_for(sub) -> None:
                        "which it falls below --eps, with a 95%% bootstrap interval (seeds resampled at each width).")
     s.add_argument("sweep", help="sweep file written by nth sweep")
     s.add_argument("--eps", type=float, required=True, help="error to reach, e.g. 1e-4")
-    s.add_argument("--level", help="one prediction (p2, p3, p4, ..., dg, inf, discrete_p2, discrete_o1m); default all")
+    s.add_argument("--level", help="one prediction (p2, p3, p4, ..., discrete_p2, discrete_o1m, dg, inf); default all")
     s.add_argument("--quantity", default="max_f_error", choices=tuple(ERROR_QUANTITIES),
                    help="the error whose law is fitted (default max_f_error; _gd: against gradient descent)")
     s.add_argument("--fit-widths", type=_widths, help="fit on these widths of the sweep only (e.g. to check the law "
@@ -333,20 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> SolveConfig:
-    get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
-    return SolveConfig(p=args.p, arch=args.arch, model=args.model, kernel_size=args.kernel_size,
-                       kernel_impl=args.kernel_impl, width=get("width"), depth=args.depth, activation=args.activation,
-                       beta=args.beta,
-                       sigma_w=args.sigma_w, sigma_a=args.sigma_a, n=args.n, d=args.d, seed=get("seed", 0),
-                       data_seed=args.data_seed, data=args.data, weights=get("weights"),
-                       normalization=args.normalization, t_max=args.t_max, num_times=args.num_times,
-                       rtol=args.rtol, atol=args.atol, max_steps=args.max_steps, nth_solver=args.nth_solver,
-                       flow_solver=args.flow_solver, dtype=args.dtype, memory_budget=args.memory_budget,
-                       save_kernels=get("save_kernels", False), n_test=args.n_test, dg=args.dg,
-                       dg_method=args.dg_method, lr=get("lr"), lr_fraction=get("lr_fraction"), steps=get("steps"),
-                       digits_per_class=args.digits_per_class, matrix_free=args.matrix_free, chunk=args.chunk,
-                       devices=args.devices, param=args.param, infinite=args.infinite,
-                       quadrature_order=args.quadrature_order)
+    """The SolveConfig of ``nth solve``/``nth sweep`` arguments: every field that has an option of its name."""
+    return SolveConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SolveConfig) if hasattr(args, f.name)})
 
 
 def _solve(args) -> int:

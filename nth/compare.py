@@ -51,25 +51,6 @@ def fit_slope(widths: Float[np.ndarray, " W"], errors: Float[np.ndarray, " W"]) 
     return slope, se
 
 
-def predicted_exponent(label: str, reference: str = "flow") -> float | None:
-    """The exponent s of the error law c m^s that theory predicts, at a fixed horizon, for the prediction
-    ``label`` against ``reference``: "flow" (true gradient flow) or "gd" (gradient descent at a fixed fraction of
-    its stable step). Against the flow: p{q} -> -floor(q/2), since freezing K^(q) drops a drift driven by
-    K^(q+1) ~ m^(-floor(q/2)) (docs/math.md section 3; DG Eq. 89); dg -> -2 (section 4); inf -> -1/2 (HY Eq. 11
-    at r = 2: K^(2)(0) - Kbar^(2) = O(m^(-1/2)); section 5); the discrete rows -> 0 (their O(lr) distance from the
-    flow stays). Against gradient descent: discrete_p2 -> -1, discrete_o1m -> -2, every continuous row -> 0
-    (section 7). None for a label without a law."""
-    if reference not in ("flow", "gd"):
-        raise ConfigError(f"reference = {reference!r} must be 'flow' or 'gd'")
-    discrete = {"discrete_p2": -1.0, "discrete_o1m": -2.0}
-    if label in discrete:
-        return discrete[label] if reference == "gd" else 0.0
-    continuous = {"dg": -2.0, "inf": -0.5} | ({f"p{q}": -float(q // 2) for q in range(2, 13)})
-    if label in continuous:
-        return continuous[label] if reference == "flow" else 0.0
-    return None
-
-
 def _seed_rows(widths, errors) -> tuple[np.ndarray, list[np.ndarray]]:
     """The widths that have finite positive errors (a log-log fit needs them), and those errors per width:
     NaN entries (missing runs) and non-positive errors are left out, and a width left with none is dropped."""
@@ -175,7 +156,7 @@ def _finite(x: float) -> float | None:
 def width_for(widths: Float[np.ndarray, " W"], errors: Float[np.ndarray, "W S"], eps: float, *, level: float = 0.95,
               resamples: int = 2000, seed: int = 0) -> dict[str, object]:
     """The width at which the error law c m^s (docs/math.md section 3, and section 7 for the errors against
-    gradient descent; the predicted s: :func:`predicted_exponent`),
+    gradient descent; the predicted s: the row's :meth:`~nth.engine.AbstractRow.exponent`),
     fitted to the geometric mean over seeds of ``errors`` (W widths x S seeds) in log-log, falls below ``eps``:
     m* = (eps / c)^(1/s), with a bootstrap interval (seeds resampled at every width, as :func:`slope_with_ci`).
     ``width`` is None when the fitted error does not fall with width (s >= 0: ``never`` is True) or falls so

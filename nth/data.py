@@ -13,7 +13,7 @@ import zlib
 from typing import NamedTuple
 
 import numpy as np
-from jaxtyping import Float
+from jaxtyping import Float, Int
 
 import equinox as eqx
 
@@ -24,15 +24,29 @@ NORMALIZATIONS = ("sphere", "none")
 
 
 class Dataset(eqx.Module):
-    """Training inputs ``X`` (n, ...), targets ``y`` (n,), optional test inputs ``X_test`` (k, ...): vectors
-    (n, d) for the MLP and the ResNet, any shape for a CNN or the user's own model."""
+    """Training inputs ``X`` (n, ...), targets ``y`` ((n,), (n, k), or integer class labels (n,)), optional test
+    inputs ``X_test`` (k, ...): vectors (n, d) for the MLP and the ResNet, any shape for a CNN or the user's own
+    model. ``labels`` and ``labels_test``: the class labels 0..C-1 of the training and test inputs, where the
+    data have classes (what accuracies are measured against; docs/math.md section 10)."""
 
     X: Float[np.ndarray, "n *in"]
-    y: Float[np.ndarray, " n"]
+    y: Float[np.ndarray, "n *k"]
     X_test: Float[np.ndarray, "k *in"] | None = None
     normalization: str = eqx.field(static=True, default="sphere")
     source: str = eqx.field(static=True, default="default")
     has_targets: bool = eqx.field(static=True, default=True)
+    labels: Int[np.ndarray, " n"] | None = None
+    labels_test: Int[np.ndarray, " k"] | None = None
+
+    @property
+    def classes(self) -> int | None:
+        """C, the number of classes (from the labels), or None for data without classes."""
+        return None if self.labels is None else max(2, int(np.max(self.labels)) + 1)
+
+    @property
+    def targets(self) -> int:
+        """Targets per input: k for ``y`` of shape (n, k), else 1."""
+        return int(self.y.shape[1]) if self.y.ndim == 2 else 1
 
     @property
     def n(self) -> int:
@@ -92,10 +106,26 @@ def _real_array(name: str, value, source: str, what: str) -> np.ndarray:
     return np.asarray(as_real(name, value, where=source, what=what), dtype=np.float64)
 
 
-def make_dataset(X: Float[np.ndarray, "n *in"], y: Float[np.ndarray, " n"], X_test: Float[np.ndarray, "k *in"] | None = None,
-                 *, normalization: str = "sphere", source: str = "arrays") -> Dataset:
-    """Validate and normalize user arrays: ``X`` (n, ...) with n >= 1, ``y`` (n,), ``X_test`` (k, ...) shaped like X's
-    rows."""
+def _check_labels(name: str, labels, rows: int, source: str) -> np.ndarray | None:
+    """Class labels: ``rows`` non-negative integers (integral floats accepted), or None."""
+    if labels is None:
+        return None
+    v = _real_array(name, labels, source, "class labels")
+    if v.shape != (rows,):
+        raise DataError(f"{source}: {name!r} has shape {v.shape}; expected ({rows},), one class label per input")
+    bad = ~np.isfinite(v) | (v != np.round(v)) | (v < 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"{source}: {name!r} has {int(bad.sum())} entries that are not class labels 0, 1, 2, ..., "
+                        f"first at index ({i},) ({v[i]})")
+    return v.astype(np.int64)
+
+
+def make_dataset(X: Float[np.ndarray, "n *in"], y: Float[np.ndarray, "n *k"], X_test: Float[np.ndarray, "k *in"] | None = None,
+                 *, normalization: str = "sphere", source: str = "arrays", labels=None,
+                 labels_test=None) -> Dataset:
+    """Validate and normalize user arrays: ``X`` (n, ...) with n >= 1, ``y`` (n,) or (n, k), ``X_test`` (k, ...)
+    shaped like X's rows; optional class ``labels`` (n,) and ``labels_test`` (k,) (non-negative integers)."""
     X, y = _real_array("X", X, source, "inputs"), _real_array("y", y, source, "targets")
     if X.ndim < 2:
         raise DataError(f"{source}: 'X' has shape {X.shape}; expected (n, d) or (n, ...) with one row per input")
@@ -106,9 +136,9 @@ def make_dataset(X: Float[np.ndarray, "n *in"], y: Float[np.ndarray, " n"], X_te
         raise DataError(f"{source}: 'X' has shape {X.shape}; inputs need at least one entry")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if y.shape != (n,):
-        raise DataError(f"{source}: 'y' has shape {y.shape}; expected ({n},) to match 'X' {X.shape} "
-                        "(nth trains a scalar-output network)")
+    if y.ndim not in (1, 2) or y.shape[0] != n:
+        raise DataError(f"{source}: 'y' has shape {y.shape}; expected ({n},) or ({n}, k) to match 'X' {X.shape} "
+                        "(one target per input, or k per input for k outputs)")
     check_all_finite("X", X, where=source, what="inputs")
     check_all_finite("y", y, where=source, what="targets")
     Xt = None
@@ -130,7 +160,12 @@ def make_dataset(X: Float[np.ndarray, "n *in"], y: Float[np.ndarray, " n"], X_te
             raise DataError(f"{source}: 'y' has entries as large as {float(np.max(np.abs(y))):.3g}: the squared loss "
                             "overflows float64; rescale the targets")
     X = normalize_inputs(X, normalization, "X", source)
-    return Dataset(X=X, y=y, X_test=Xt, normalization=normalization, source=source)
+    labels = _check_labels("labels", labels, n, source)
+    if labels_test is not None and Xt is None:
+        raise DataError(f"{source}: 'labels_test' is given without 'X_test'")
+    labels_test = _check_labels("labels_test", labels_test, 0 if Xt is None else Xt.shape[0], source)
+    return Dataset(X=X, y=y, X_test=Xt, normalization=normalization, source=source, labels=labels,
+                   labels_test=labels_test)
 
 
 def default_problem(n: int = 16, d: int = 8, seed: int = 0, n_test: int = 0) -> Dataset:
@@ -155,12 +190,14 @@ def default_problem(n: int = 16, d: int = 8, seed: int = 0, n_test: int = 0) -> 
                         source=f"default(n={n}, d={d}, seed={seed}, n_test={n_test})")
 
 
-def digits_problem(per_class: int = 10, classes: tuple[int, int] = (0, 1), n_test: int = 0,
+def digits_problem(per_class: int = 10, classes: int | tuple[int, ...] = (0, 1), n_test: int = 0,
                    seed: int = 0, images: bool = False) -> Dataset:
-    """Two classes of scikit-learn's bundled 8x8 digits (no download): ``per_class`` training images of each,
-    targets -1 (first class) and +1 (second), pixels projected onto the unit sphere of R^64 (HY Assumption
-    2.2), like DG's two-class MNIST experiments. ``n_test`` further images (alternating classes) are the
-    test inputs. Images are drawn without replacement with ``seed``. ``images``: inputs of shape (8, 8) (for a
+    """Classes of scikit-learn's bundled 8x8 digits (no download): ``classes`` names the digits (a tuple), or an
+    int C takes the digits 0..C-1; ``per_class`` training images of each, pixels projected onto the unit sphere
+    of R^64 (HY Assumption 2.2), like DG's two-class MNIST experiments. The labels are the classes' positions
+    0..C-1 (``labels``, ``labels_test``); the squared-loss targets ``y`` are -1 and +1 for two classes and the
+    one-hot vectors (n, C) for more. ``n_test`` further images (the classes in turn) are the test inputs.
+    Images are drawn without replacement with ``seed``. ``images``: inputs of shape (8, 8) (for a
     convolutional net) instead of vectors of 64 pixels.
     """
     try:
@@ -168,8 +205,13 @@ def digits_problem(per_class: int = 10, classes: tuple[int, int] = (0, 1), n_tes
     except ImportError:
         raise DataError("--data digits needs scikit-learn (its digits images ship with it): "
                         "pip install scikit-learn, or pip install 'nth[digits]'") from None
-    if len(classes) != 2 or classes[0] == classes[1] or not all(0 <= c <= 9 for c in classes):
-        raise DataError(f"classes = {classes!r} must be two different digits 0..9")
+    if isinstance(classes, (int, np.integer)) and not isinstance(classes, bool):
+        if not 2 <= classes <= 10:
+            raise DataError(f"classes = {classes!r}: the digits have 2 to 10 classes")
+        classes = tuple(range(int(classes)))
+    if (not isinstance(classes, tuple) or len(classes) < 2 or len(set(classes)) != len(classes)
+            or not all(isinstance(c, (int, np.integer)) and 0 <= c <= 9 for c in classes)):
+        raise DataError(f"classes = {classes!r} must be 2 to 10 different digits 0..9 (or their number C)")
     for name, val, lo in (("per_class", per_class, 1), ("n_test", n_test, 0)):
         if not isinstance(val, (int, np.integer)) or val < lo:
             raise DataError(f"{name} = {val!r} must be an integer >= {lo}")
@@ -180,13 +222,16 @@ def digits_problem(per_class: int = 10, classes: tuple[int, int] = (0, 1), n_tes
     if min(len(i) for i in idx) < need:
         raise DataError(f"the digits set has {min(len(i) for i in idx)} images of a class; per_class + n_test/2 = "
                         f"{need} is too many")
-    train = np.concatenate([idx[0][:per_class], idx[1][:per_class]])
-    test = np.stack([idx[0][per_class:need], idx[1][per_class:need]], axis=1).ravel()[:n_test]
+    train = np.concatenate([i[:per_class] for i in idx])
+    test = np.stack([i[per_class:need] for i in idx], axis=1).ravel()[:n_test]
     shape = (8, 8) if images else (64,)
     X = digits.data[train].reshape((-1,) + shape)
-    y = np.where(digits.target[train] == classes[1], 1.0, -1.0)
+    position = {c: j for j, c in enumerate(classes)}
+    labels = np.array([position[c] for c in digits.target[train]])
+    y = np.where(labels == 1, 1.0, -1.0) if len(classes) == 2 else np.eye(len(classes))[labels]
     Xt = digits.data[test].reshape((-1,) + shape) if n_test else None
-    return make_dataset(X, y, Xt, normalization="sphere",
+    labels_test = np.array([position[c] for c in digits.target[test]]) if n_test else None
+    return make_dataset(X, y, Xt, normalization="sphere", labels=labels, labels_test=labels_test,
                         source=f"digits(classes={classes}, per_class={per_class}, n_test={n_test}, seed={seed}"
                         + (", 8x8 images)" if images else ")"))
 
@@ -256,7 +301,8 @@ def load_npz(path: str, normalization: str = "sphere", *, targets: bool = True) 
     y = arrays.get("y")
     if y is None:
         y = np.zeros(np.shape(arrays["X"])[:1])
-    ds = make_dataset(arrays["X"], y, arrays.get("X_test"), normalization=normalization, source=str(path))
+    ds = make_dataset(arrays["X"], y, arrays.get("X_test"), normalization=normalization, source=str(path),
+                      labels=arrays.get("labels"), labels_test=arrays.get("labels_test"))
     return ds if "y" in arrays else dataclasses.replace(ds, has_targets=False)
 
 
@@ -267,6 +313,8 @@ class ProblemShape(NamedTuple):
     in_shape: tuple[int, ...]
     k: int
     source: str
+    classes: int | None = None
+    targets: int = 1
 
     @property
     def d(self) -> int:
@@ -274,7 +322,7 @@ class ProblemShape(NamedTuple):
 
 
 def problem_shape(source: str | None, *, n: int = 16, d: int = 8, n_test: int = 0, digits_per_class: int = 10,
-                  images: bool = False, targets: bool = True) -> ProblemShape:
+                  images: bool = False, targets: bool = True, classes: int = 2) -> ProblemShape:
     """The sizes of the dataset :func:`load_problem` would return, from the arguments and file headers alone
     (nothing is generated or loaded), so that the memory plan can refuse before any allocation."""
     if source is None:
@@ -283,24 +331,41 @@ def problem_shape(source: str | None, *, n: int = 16, d: int = 8, n_test: int = 
                 raise DataError(f"{name} = {val!r} must be an integer >= {lo} for the default problem")
         return ProblemShape(int(n), (int(d),), int(n_test), f"default(n={n}, d={d})")
     if source == "digits":
-        return ProblemShape(2 * int(digits_per_class), (8, 8) if images else (64,), int(n_test), "digits")
+        return ProblemShape(int(classes) * int(digits_per_class), (8, 8) if images else (64,), int(n_test), "digits",
+                            int(classes), 1 if classes == 2 else int(classes))
     heads = npz_headers(source, "data")
     _check_members(source, heads, targets)
     X = heads["X"][0]
     if len(X) < 2:
         raise DataError(f"{source}: 'X' has shape {X}; expected (n, d) or (n, ...) with one row per input")
     k = heads["X_test"][0][0] if "X_test" in heads and len(heads["X_test"][0]) else 0
-    return ProblemShape(X[0], tuple(X[1:]), k, str(source))
+    y = heads["y"][0] if "y" in heads else (X[0],)
+    return ProblemShape(X[0], tuple(X[1:]), k, str(source), _file_classes(source, heads),
+                        int(y[1]) if len(y) == 2 else 1)
+
+
+def _file_classes(path: str, heads) -> int | None:
+    """The number of classes of an .npz file: from its 'labels', or from a 'y' of integers 0, 1, 2, ...; None
+    for targets that are not labels."""
+    name = "labels" if "labels" in heads else "y" if "y" in heads and len(heads["y"][0]) == 1 else None
+    if name is None:
+        return None
+    v = np.asarray(read_npz(path)[name], dtype=np.float64)
+    if v.size == 0 or not np.all(np.isfinite(v)) or np.any(v != np.round(v)) or np.any(v < 0):
+        return None
+    return max(2, int(v.max()) + 1)
 
 
 def load_problem(source: str | None, *, n: int = 16, d: int = 8, seed: int = 0, n_test: int = 0,
                  digits_per_class: int = 10, normalization: str = "sphere", images: bool = False,
-                 targets: bool = True) -> Dataset:
+                 targets: bool = True, classes: int = 2) -> Dataset:
     """The dataset a command names: the built-in problem (``source`` None; ``n``, ``d``, ``seed``, ``n_test``),
-    ``"digits"`` (``digits_per_class``, ``n_test``, ``seed``; 8x8 ``images`` for a cnn), or an ``.npz`` file
-    (``normalization``; ``targets=False``: ``y`` may be absent)."""
+    ``"digits"`` (``classes`` C: the digits 0..C-1; ``digits_per_class``, ``n_test``, ``seed``; 8x8 ``images``
+    for a cnn), or an ``.npz`` file (``normalization``; ``targets=False``: ``y`` may be absent; optional
+    ``labels``, ``labels_test``)."""
     if source is None:
         return default_problem(n, d, seed=seed, n_test=n_test)
     if source == "digits":
-        return digits_problem(digits_per_class, n_test=n_test, seed=seed, images=images)
+        return digits_problem(digits_per_class, classes=(0, 1) if classes == 2 else classes, n_test=n_test,
+                              seed=seed, images=images)
     return load_npz(source, normalization=normalization, targets=targets)

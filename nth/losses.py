@@ -46,6 +46,12 @@ class AbstractLoss(eqx.Module):
     """
 
     name: ClassVar[str]
+    #: Whether the targets are class labels (read from the data's labels where it has them).
+    takes_labels: ClassVar[bool] = False
+    #: The default horizon of a run is where the frozen-kernel (p = 2) loss has fallen this many times
+    #: (docs/math.md section 10): a classifier's loss on separable data never levels off (f grows like log t),
+    #: so its horizon is a choice, 100-fold; mse's residual decays exponentially, 1000-fold.
+    horizon_fall: ClassVar[float] = 100.0
 
     @abc.abstractmethod
     def per_input(self, f_a: Float[Array, "*k"], y_a: Array) -> Float[Array, ""]:
@@ -93,6 +99,11 @@ class AbstractLoss(eqx.Module):
         """The loss as a files and tables name it (``mse``, ``logistic``, ``cross-entropy``, or ``FILE.py:fn``)."""
         return self.name
 
+    def raw_targets(self, y: Any, labels: Any | None) -> Any:
+        """The targets this loss trains on, from a dataset's targets ``y`` and its class ``labels`` (or None):
+        the labels for a loss that :attr:`takes_labels` (where the data have them), ``y`` otherwise."""
+        return labels if self.takes_labels and labels is not None else y
+
 
 def _labels(y: Any, n: int, classes: int, loss: str, where: str) -> Array:
     """Integer labels 0..classes-1 of n inputs, shape (n,) (integral floats accepted); DataError otherwise."""
@@ -117,6 +128,7 @@ class MSE(AbstractLoss):
     """l = (1/2) |f_a - y_a|^2: chi = f - y, H_l = I (docs/math.md sections 2 and 10)."""
 
     name: ClassVar[str] = "mse"
+    horizon_fall: ClassVar[float] = 1000.0
 
     def per_input(self, f_a, y_a):
         return 0.5 * jnp.sum((f_a - y_a) ** 2)
@@ -137,6 +149,7 @@ class Logistic(AbstractLoss):
     (docs/math.md section 10)."""
 
     name: ClassVar[str] = "logistic"
+    takes_labels: ClassVar[bool] = True
 
     def per_input(self, f_a, y_a):
         return jnp.sum(jax.nn.softplus(f_a) - y_a * f_a)
@@ -167,6 +180,7 @@ class CrossEntropy(AbstractLoss):
     H_l = diag(q) - q q^T with q = softmax(f) (docs/math.md section 10)."""
 
     name: ClassVar[str] = "cross-entropy"
+    takes_labels: ClassVar[bool] = True
 
     def per_input(self, f_a, y_a):
         return jax.nn.logsumexp(f_a) - f_a[y_a]
@@ -228,6 +242,14 @@ class UserLoss(AbstractLoss):
 
     def describe(self) -> str:
         return self.source
+
+
+def decisions(F: Float[Array, "*T n *k"], out_shape: tuple[int, ...]) -> Array:
+    """The class each output decides (docs/math.md section 10): argmax over k >= 2 outputs, and f > 0 (class 1)
+    for one output (a logit, or a -1/+1 target fitted by mse)."""
+    F = jnp.asarray(F)
+    return jnp.argmax(F, axis=-1) if tuple(out_shape) and out_shape[0] > 1 else \
+        (F.reshape(F.shape[:F.ndim - len(out_shape)]) > 0).astype(jnp.int32)
 
 
 #: The built-in losses by name.

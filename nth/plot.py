@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from .compare import geometric_mean, slope_with_ci
+from .engine._rows import row
 from .errors import ConfigError
 from .io import ERROR_QUANTITIES, check_output_path, load_sweep, prediction_labels, write_atomic
 
@@ -52,8 +53,7 @@ def _save(plt, fig, out: str) -> None:
 
 
 def _name(label: str) -> str:
-    return {"dg": "DG", "inf": "m = inf (kernel GD, Kbar)", "discrete_p2": "discrete p = 2 (frozen kernel)",
-            "discrete_o1m": "discrete O(1/m)"}.get(label, f"p = {label[1:]}")
+    return row(label).title
 
 
 def _reference_slopes(ax, widths, anchors: dict[int, float]):
@@ -100,14 +100,14 @@ def error_vs_width(path: str, out: str, *, quantity: str = "max_f_error") -> dic
         s, lo, hi = fits[label]
         line, = ax.plot(widths, g, "o-", label=f"{_name(label)}: slope {s:.2f} [{lo:.2f}, {hi:.2f}]")
         ax.scatter(np.repeat(widths, E.shape[1]), E.ravel(), s=6, color=line.get_color(), alpha=0.3)
-    first = {lab: geometric_mean(sc[f"{quantity}_{lab}"][0]) for lab in labels}
-    if quantity.endswith("_gd"):  # against gradient descent the discrete rows carry the 1/m and 1/m^2 laws
-        refs = {-1: first.get("discrete_p2"), -2: first.get("discrete_o1m")}
-    else:
-        second = [first[lab] for lab in ("p4", "dg") if lab in first]
-        refs = {-1: max(v for lab, v in first.items() if lab != "inf") if len(first) > ("inf" in first) else None,
-                -2: max(second) if second else None, -0.5: first.get("inf")}
-    _reference_slopes(ax, widths, {s: a for s, a in refs.items() if a is not None})
+    reference = "gd" if quantity.endswith("_gd") else "flow"
+    refs: dict[float, float] = {}  # each predicted slope, through the largest first-width error of its rows
+    for lab in labels:
+        s = row(lab).exponent(reference)
+        first = geometric_mean(sc[f"{quantity}_{lab}"][0])
+        if s and np.isfinite(first):
+            refs[s] = max(refs.get(s, 0.0), first)
+    _reference_slopes(ax, widths, refs)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("width m")

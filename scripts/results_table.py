@@ -6,11 +6,13 @@ and the exponent the theory predicts (docs/math.md section 3; HY Eqs. 11-12, Cor
 
 import sys
 
-from nth.compare import predicted_exponent, slope_with_ci
+from nth.compare import slope_with_ci
+from nth.engine import row
+from nth.engine._rows import labels_in
 from nth.plot import describe
 from nth.io import load_sweep
 
-#: Predicted exponents of the quantities that are not prediction errors (those: predicted_exponent).
+#: Predicted exponents of the quantities that are not prediction errors (those: each row's exponent()).
 EXPECTED = {"dg_vs_p4": -2, "K2": 0, "K3": -1, "K4": -1, "K5": -2, "K6": -2, "K2_movement": -1}
 
 
@@ -20,12 +22,9 @@ def rows(path):
     out = []
     for quantity, title in (("max_f_error", "f error"), ("max_test_error", "test error"),
                             ("max_K2_error", "K2 error")):
-        keys = [k for k in sc if k.startswith(quantity + "_")]
-        for key in sorted(keys, key=lambda k: (k.endswith("_dg"), k)):
-            label = key[len(quantity) + 1:]
-            name = {"dg": "DG", "inf": "m = inf (kernel GD)"}.get(label, "p = " + label[1:])
-            out.append((f"{title}, {name}", slope_with_ci(w, sc[key]),
-                        predicted_exponent(label)))
+        for label in labels_in(sc, quantity + "_"):
+            r = row(label)
+            out.append((f"{title}, {r.title}", slope_with_ci(w, sc[f"{quantity}_{label}"]), r.exponent("flow")))
     if "dg_vs_p4" in sc:
         out.append(("DG - (p = 4), f", slope_with_ci(w, sc["dg_vs_p4"]), EXPECTED["dg_vs_p4"]))
     for key in sorted(k for k in sc if k.startswith("kernel_mean_abs_K")):

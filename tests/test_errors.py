@@ -130,12 +130,12 @@ def test_exception_while_writing_leaves_no_file(tmp_path):
 
 def test_interrupted_solve_writes_nothing(tmp_path, monkeypatch):
     """An exception in a late stage (here: the NTH solve) leaves no file either."""
-    import nth.engine._run
+    import nth.engine._rows
 
     def fail(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(nth.engine._run, "truncated_nth", fail)
+    monkeypatch.setattr(nth.engine._rows, "truncated_nth", fail)
     cfg = nth.SolveConfig(p=2, width=16, depth=1, n=4, d=3, t_max=1.0, num_times=3)
     with pytest.raises(KeyboardInterrupt):
         nth.run_solve(cfg, tmp_path / "run.h5")

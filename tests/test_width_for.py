@@ -10,7 +10,8 @@ import pytest
 
 import nth
 from nth.cli import main
-from nth.compare import geometric_mean, predicted_exponent, width_for
+from nth.compare import geometric_mean, width_for
+from nth.engine import row
 
 SWEEP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "sweep_tanh_d1.h5")
 
@@ -49,11 +50,16 @@ def test_width_for_exact_law_and_refusals(capsys):
 
 
 def test_predicted_exponents():
-    """The laws of docs/math.md sections 3-5 and 7: against the flow p{q} -> -floor(q/2), dg -> -2, inf -> -1/2,
-    the discrete rows 0 (their O(lr) gap); against gradient descent d-p2 -> -1, d-o1m -> -2, continuous rows 0."""
-    assert [predicted_exponent(f"p{q}") for q in range(2, 7)] == [-1, -1, -2, -2, -3]
-    assert (predicted_exponent("dg"), predicted_exponent("inf"), predicted_exponent("discrete_o1m")) == (-2, -0.5, 0)
-    assert [predicted_exponent(x, "gd") for x in ("discrete_p2", "discrete_o1m", "p4", "dg")] == [-1, -2, 0, 0]
-    assert predicted_exponent("gd") is None
+    """The laws of docs/math.md sections 3-5 and 7, read off the rows: against the flow p{q} -> -floor(q/2),
+    dg -> -2, inf -> -1/2, the discrete rows 0 (their O(lr) gap); against gradient descent d-p2 -> -1, d-o1m -> -2,
+    continuous rows 0. Every row names its group, table name and reference once."""
+    assert [row(f"p{q}").exponent() for q in range(2, 7)] == [-1, -1, -2, -2, -3]
+    assert (row("dg").exponent(), row("inf").exponent(), row("discrete_o1m").exponent()) == (-2, -0.5, 0)
+    assert [row(x).exponent("gd") for x in ("discrete_p2", "discrete_o1m", "p4", "dg")] == [-1, -2, 0, 0]
+    assert [(row(x).group, row(x).name, row(x).reference) for x in ("p3", "discrete_o1m", "dg", "inf")] == [
+        ("nth/p3", "p=3", "flow"), ("discrete/o1m", "d-o1m", "gd"), ("dg", "dg", "flow"), ("inf", "inf", "flow")]
+    for bad in ("gd", "p1", "discrete_p3", "q4"):
+        with pytest.raises(nth.ConfigError, match="not a prediction"):
+            row(bad)
     with pytest.raises(nth.ConfigError, match="reference"):
-        predicted_exponent("p2", "sgd")
+        row("p2").exponent("sgd")

@@ -5,6 +5,7 @@ from ._corr import CORR_ACTIVATIONS as CORR_ACTIVATIONS, CorrConfig as CorrConfi
 from ._corr import plan_batch as plan_batch, sample as sample_draws, summarize as summarize_corr
 from ._config import DTYPES as DTYPES, SolveConfig as SolveConfig
 from ._plan import SolvePlan as SolvePlan, plan_solve as plan_solve
+from ._rows import AbstractRow as AbstractRow, ROWS as ROWS, RowInputs as RowInputs, row as row, rows_for as rows_for
 from ._run import (
     SolveResult as SolveResult,
     build_model as build_model,

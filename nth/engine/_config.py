@@ -18,12 +18,11 @@ from ..data import NORMALIZATIONS
 from ..dynamics import DG_METHODS, SolverSettings
 from ..errors import ConfigError
 from ..kernel import IMPLEMENTATIONS, check_infinite_options
+from ..losses import AbstractLoss, CrossEntropy, loss_from_spec
 from ..models import DEFAULT_ORDER, ModelSpec
 
 DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
 DEFAULT_WIDTH, DEFAULT_N, DEFAULT_D, DEFAULT_N_TEST = 1024, 16, 8, 4
-#: The default horizon is where the frozen-NTK loss has fallen this much (the true loss then falls > 100x).
-DEFAULT_LOSS_FALL = 1000.0
 #: float32 cannot resolve relative changes below its epsilon (1.2e-7): tolerances are raised to these.
 FLOAT32_MIN_RTOL, FLOAT32_MIN_ATOL = 1e-6, 1e-8
 RELU_RTOL, RELU_ATOL, RELU_MAX_STEPS = 1e-6, 1e-8, 1_000_000
@@ -36,6 +35,9 @@ class SolveConfig:
     Architecture: ``arch`` (``mlp``, ``cnn``, ``resnet``) with ``depth``, ``activation``, ``beta``,
     ``sigma_w``, ``sigma_a``, ``param`` (mlp), ``kernel_size`` (cnn); or ``model`` (``FILE.py:make_model``)
     for the user's own. ``kernel_impl`` forces a kernel implementation (``auto``, ``structured``, ``jvp``).
+    Training: ``loss`` (``mse``, ``logistic``, ``cross-entropy`` or ``FILE.py:fn``; docs/math.md section 10),
+    ``outputs`` per input of a built-in architecture (default 1; the number of classes for cross-entropy),
+    ``classes`` C of the digits (``data="digits"``: the digits 0..C-1).
     """
 
     p: int = 4
@@ -79,12 +81,32 @@ class SolveConfig:
     infinite: bool | None = None
     quadrature_order: int = DEFAULT_ORDER
     kernel_impl: str = "auto"
+    loss: str = "mse"
+    outputs: int | None = None
+    classes: int = 2
 
     @property
     def model_spec(self) -> ModelSpec:
         return ModelSpec(arch=self.arch, model=self.model, depth=self.depth, activation=self.activation,
                          beta=self.beta, sigma_w=self.sigma_w, sigma_a=self.sigma_a, param=self.param,
                          kernel_size=self.kernel_size)
+
+    @property
+    def loss_fn(self) -> AbstractLoss:
+        """The loss object of ``loss`` (:func:`nth.loss_from_spec`)."""
+        return loss_from_spec(self.loss)
+
+    def resolved_outputs(self, classes: int | None, targets: int = 1) -> int:
+        """Outputs per input of a built-in architecture: ``outputs``, or the number of ``classes`` of the data
+        for cross-entropy, or the data's ``targets`` per input for a loss on targets (mse: one-hot digits)."""
+        if self.outputs is not None:
+            return self.outputs
+        if isinstance(self.loss_fn, CrossEntropy):
+            if classes is None:
+                raise ConfigError("the cross-entropy loss needs class labels: --data digits --classes C, an .npz "
+                                  "whose y holds integer labels 0..C-1 (or give --outputs C)")
+            return classes
+        return 1 if self.loss_fn.takes_labels else targets
 
     @property
     def use_inf(self) -> bool:
@@ -201,6 +223,21 @@ class SolveConfig:
         if self.kernel_impl == "structured" and spec.name != "mlp":
             raise ConfigError(f"kernel_impl 'structured' exists for the mlp only; the {spec.name} uses 'jvp' "
                               "(nested JVPs through its forward pass)")
+        self.loss_fn  # an unknown name or an unloadable FILE.py:fn is refused here
+        if self.outputs is not None:
+            if not isinstance(self.outputs, int) or isinstance(self.outputs, bool) or self.outputs < 1:
+                raise ConfigError(f"outputs = {self.outputs!r} must be a positive integer (outputs per input)")
+            if self.model is not None or self.weights is not None:
+                raise ConfigError("--outputs sets the outputs of a built-in architecture; "
+                                  + ("your make_model sets its own" if self.model else "the weights file sets them "
+                                     "(a of shape (m, k))"))
+            self.loss_fn.check_outputs(() if self.outputs == 1 else (self.outputs,), "outputs")
+        if self.classes != 2:
+            if not isinstance(self.classes, int) or isinstance(self.classes, bool) or not 2 <= self.classes <= 10:
+                raise ConfigError(f"classes = {self.classes!r} must be an integer 2..10 (the digits 0..C-1)")
+            if self.data != "digits":
+                raise ConfigError("--classes C chooses the digits 0..C-1 of --data digits; other data carry their own "
+                                  "labels")
         if self.dg_method not in DG_METHODS:
             raise ConfigError(f"dg_method = {self.dg_method!r}; accepted: {', '.join(DG_METHODS)}")
         builtin = self.data in (None, "digits")

@@ -24,15 +24,16 @@ from jaxtyping import Array
 
 from ..compare import f_error, k2_error
 from ..data import Dataset, ProblemShape, load_problem, problem_shape, read_npz
-from ..dynamics import (FlowSolution, GDSolution, NTHSolution, default_horizon, dg_correction, discrete_nth,
-                        eigenbasis, gradient_descent, gradient_flow, stable_lr, truncated_nth)
+from ..dynamics import FlowSolution, GDSolution, default_horizon, gradient_descent, gradient_flow, stable_lr
 from ..errors import ConfigError, DataError
-from ..kernel import KernelOperator, gd_tensors, limiting_kernels
+from ..kernel import KernelOperator, limiting_kernels
 from ..kernel import kernels as compute_kernels
 from ..kernel import device_mesh
-from ..models import AbstractModel, mlp_from_arrays, model_dtype, num_params, preset
-from ._config import DEFAULT_LOSS_FALL, DEFAULT_N, DEFAULT_N_TEST, DEFAULT_D, DEFAULT_WIDTH, DTYPES, SolveConfig
+from ..losses import decisions
+from ..models import AbstractModel, mlp_from_arrays, model_dtype, num_outputs, num_params, output_shape, preset
+from ._config import DEFAULT_N, DEFAULT_N_TEST, DEFAULT_D, DEFAULT_WIDTH, DTYPES, SolveConfig
 from ._plan import SolvePlan, plan_solve
+from ._rows import AbstractRow, RowInputs, rows_for
 
 #: The float32 reference's own error, max_t |f_true32 - f_true64| / sqrt(n) ~ A m^B (results/float32_floor.txt:
 #: 1.9e-7 at m = 256 to 5.0e-7 at m = 4096, depth 1, n = 8, t = 20, geometric mean of 3 seeds).
@@ -63,8 +64,12 @@ def float32_warnings(errors: dict[str, dict[str, float]], width: int | None) -> 
 class SolveResult:
     """What a run produced: inputs, kernels, the reference, every prediction, errors and wall times.
 
-    ``predictions`` maps a label ("p2", ..., "p{p}", "dg", "inf") to an NTHSolution or DGSolution; ``errors``
-    maps the same labels (and "gd" for gradient descent against the flow) to their error summaries.
+    ``rows`` are the run's predictions (:mod:`nth.engine._rows`); ``predictions`` maps each row's label ("p2",
+    ..., "p{p}", "discrete_p2", "discrete_o1m", "dg", "inf") to its trajectory (NTHSolution, DGSolution or
+    GDSolution); ``errors`` maps the same labels (and "gd" for gradient descent against the flow) to their error
+    summaries and, with them, the training loss at the end and, for classes, accuracies and the disagreement
+    rate with the reference (:func:`classifier_measures`); ``flow_measures`` the same of the true flow.
+    ``out_shape``: the per-input output shape, () or (k,).
     """
 
     config: dict[str, Any]
@@ -78,6 +83,9 @@ class SolveResult:
     errors: dict[str, dict[str, float]]
     wall_times: dict[str, float]
     loss_fall: float
+    rows: list[AbstractRow] = dataclasses.field(default_factory=list)
+    out_shape: tuple[int, ...] = ()
+    flow_measures: dict[str, float] = dataclasses.field(default_factory=dict)
     path: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
 
@@ -91,7 +99,8 @@ class SolveResult:
 
 def _data_args(cfg: SolveConfig) -> dict[str, Any]:
     return dict(n=cfg.n or DEFAULT_N, d=cfg.d or DEFAULT_D, n_test=DEFAULT_N_TEST if cfg.n_test is None else cfg.n_test,
-                digits_per_class=cfg.digits_per_class, images=cfg.model is None and cfg.arch == "cnn")
+                digits_per_class=cfg.digits_per_class, images=cfg.model is None and cfg.arch == "cnn",
+                classes=cfg.classes)
 
 
 def load_data(cfg: SolveConfig) -> Dataset:
@@ -106,10 +115,12 @@ def data_shape(cfg: SolveConfig) -> ProblemShape:
 
 def build_model(cfg: SolveConfig, data: Dataset | ProblemShape, seed: int) -> AbstractModel:
     """The model of ``cfg`` with the initial weights of ``seed`` (or from the weights file), checked against the
-    data: input shape, and outputs of shape (n,) (shapes only: nothing is computed)."""
+    data and the loss: input shape, and outputs of shape (n,) or (n, k) (shapes only: nothing is computed)."""
     dtype = DTYPES[cfg.dtype]
     if cfg.weights is None:
-        model = cfg.model_spec.build(seed=seed, width=cfg.width or DEFAULT_WIDTH, in_shape=data.in_shape, dtype=dtype)
+        outputs = 1 if cfg.model is not None else cfg.resolved_outputs(data.classes, data.targets)
+        model = cfg.model_spec.build(seed=seed, width=cfg.width or DEFAULT_WIDTH, in_shape=data.in_shape, dtype=dtype,
+                                     outputs=outputs)
     else:
         model = mlp_from_arrays(read_npz(cfg.weights, "weights"), cfg.activation, beta=cfg.beta, dtype=dtype,
                                 source=str(cfg.weights))
@@ -120,11 +131,14 @@ def build_model(cfg: SolveConfig, data: Dataset | ProblemShape, seed: int) -> Ab
                             f"{model.in_dim}), so inputs must have d = {model.in_dim}, but the data ({data.source}) "
                             + (f"has d = {data.d}" if len(data.in_shape) == 1 else f"has inputs of shape {data.in_shape}"))
     check_model_data(model, data, cfg.weights or cfg.model or cfg.arch)
+    out_shape = output_shape(model, data.in_shape, dtype)
+    cfg.loss_fn.check_outputs(out_shape, f"{cfg.weights or cfg.model or cfg.arch} with the {cfg.loss_fn.describe()} loss")
     return model
 
 
 def check_model_data(model: AbstractModel, data: Dataset | ProblemShape, name: str) -> None:
-    """The model must accept the data's inputs and return one output per input (traced, not computed)."""
+    """The model must accept the data's inputs and return one output per input, (n,), or k, (n, k) (traced, not
+    computed)."""
     shape = model.in_shape
     if shape is not None and tuple(shape) != data.in_shape:
         raise DataError(f"shape mismatch: {name} takes inputs of shape {tuple(shape)}, but the data ({data.source}) "
@@ -135,10 +149,11 @@ def check_model_data(model: AbstractModel, data: Dataset | ProblemShape, name: s
     except Exception as e:  # the user's model cannot take these inputs
         raise DataError(f"{name} cannot be applied to inputs of shape {X.shape} ({type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    if getattr(out, "shape", None) != (data.n,):
+    shape = getattr(out, "shape", None)
+    if shape is None or len(shape) not in (1, 2) or shape[0] != data.n:
         raise DataError(f"{name} maps inputs of shape {X.shape} to outputs of shape "
-                        f"{getattr(out, 'shape', type(out).__name__)}; nth needs one scalar output per input, "
-                        f"shape ({data.n},)")
+                        f"{shape if shape is not None else type(out).__name__}; nth needs one output per input, "
+                        f"shape ({data.n},), or k outputs per input, shape ({data.n}, k)")
 
 
 def abstract_model(cfg: SolveConfig, data: Dataset | ProblemShape) -> AbstractModel:
@@ -186,28 +201,18 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - t
 
 
-def infinite_kernels(cfg: SolveConfig, depth: int, X, Xt) -> tuple[Array, Array | None]:
-    """Kbar^(2)(X, X) and Kbar^(2)(X_test, X) of the configured MLP (docs/math.md section 5), in the dtype of X.
+def infinite_kernels(cfg: SolveConfig, depth: int, X, Xt, outputs: int = 1) -> tuple[Array, Array | None]:
+    """Kbar^(2)(X, X) and Kbar^(2)(X_test, X) of the configured MLP (docs/math.md section 5), in the dtype of X,
+    over samples: Kbar^(2) times the identity on ``outputs`` (section 10).
 
     Kbar uses ``cfg.sigma_w``/``cfg.sigma_a`` as the weights' distribution (also with a weights file).
     """
     kw = dict(depth=depth, activation=cfg.activation, sigma_w=cfg.sigma_w, sigma_a=cfg.sigma_a, beta=cfg.beta,
               param=cfg.param, order=cfg.quadrature_order)
-    Kbar = limiting_kernels(X, **kw).ntk.astype(X.dtype)
-    return Kbar, None if Xt is None else limiting_kernels(Xt, X, **kw).ntk.astype(X.dtype)
-
-
-def infinite_prediction(cfg: SolveConfig, kbar: tuple[Array, Array | None], y, f0, ft0, ts) -> NTHSolution:
-    """The m = inf row: kernel gradient descent with the limiting NTK Kbar^(2) (TP2b; docs/math.md section 5),
-    started from the network's own f(0), i.e. the p = 2 dynamics with K^(2)(0) -> Kbar^(2) (and Kbar(x, X) at
-    test inputs); ``kbar`` from :func:`infinite_kernels`.
-
-    Its error against true gradient flow falls only like m^(-1/2) (K^(2)(0) - Kbar^(2) = O(1/sqrt(m))), while
-    p = 2 with the finite K^(2)(0) falls like 1/m.
-    """
-    Kbar, Kbar_test = kbar
-    return truncated_nth({2: Kbar}, f0, y, ts, p=2, test_kernels=None if Kbar_test is None else {2: Kbar_test},
-                         f0_test=None if Kbar_test is None else ft0, solver=cfg.nth_settings)
+    eye = jnp.eye(outputs, dtype=X.dtype)
+    on_samples = lambda K: K if outputs == 1 else jnp.kron(K, eye)  # noqa: E731  (sample s = a k + i)
+    Kbar = on_samples(limiting_kernels(X, **kw).ntk.astype(X.dtype))
+    return Kbar, None if Xt is None else on_samples(limiting_kernels(Xt, X, **kw).ntk.astype(X.dtype))
 
 
 def errors_against(pred, flow: FlowSolution, gd: GDSolution | None) -> dict[str, float]:
@@ -221,6 +226,27 @@ def errors_against(pred, flow: FlowSolution, gd: GDSolution | None) -> dict[str,
         if gd.f_test is not None and pred.f_test is not None:
             e["max_test_error_gd"] = float(f_error(pred.f_test, gd.f_test).max())
     return e
+
+
+def classifier_measures(sol, data: Dataset, out_shape: tuple[int, ...], classes: bool,
+                        reference=None) -> dict[str, float]:
+    """What a classifier's user reads of a trajectory at its last saved time (docs/math.md section 10): the
+    training loss and, for a run with ``classes``, the accuracy at the training and test inputs (where the data
+    have class labels) and, against a ``reference`` trajectory (the network it predicts), the disagreement rate
+    of the decided classes."""
+    out = {"final_loss": float(sol.loss[-1])}
+    if not classes:
+        return out
+    dec = lambda f: np.asarray(decisions(f[-1], out_shape))  # noqa: E731
+    if data.labels is not None:
+        out["accuracy"] = float(np.mean(dec(sol.f) == data.labels))
+        if data.labels_test is not None and sol.f_test is not None:
+            out["test_accuracy"] = float(np.mean(dec(sol.f_test) == data.labels_test))
+    if reference is not None:
+        out["disagreement"] = float(np.mean(dec(sol.f) != dec(reference.f)))
+        if sol.f_test is not None and reference.f_test is not None:
+            out["test_disagreement"] = float(np.mean(dec(sol.f_test) != dec(reference.f_test)))
+    return out
 
 
 def resolved_config(cfg: SolveConfig, data: Dataset, model: AbstractModel, chunk: int, t_max: float,
@@ -255,22 +281,6 @@ def _pick(tree, i: int):
     return jax.tree_util.tree_map(lambda x: x[i] if eqx.is_array(x) else x, tree)
 
 
-def discrete_predictions(cfg: SolveConfig, model: AbstractModel, X, Xt, y, ks, kt, f0, ft0, steps, plan: SolvePlan,
-                         devices, progress: bool, timed, say) -> dict[str, GDSolution]:
-    """The discrete-time hierarchy's predictions of gradient descent at ``cfg.lr`` (docs/math.md section 7): the
-    frozen kernel ("discrete_p2") always, the O(1/m) system ("discrete_o1m") when K^(3), K^(4) are dense."""
-    out = {"discrete_p2": timed("discrete_p2", lambda: discrete_nth(ks, f0, y, cfg.lr, steps, order="p2",
-                                                                     test_kernels=kt, f0_test=ft0))}
-    if cfg.use_discrete_o1m:
-        say("[+] discrete-time hierarchy: tensors O11, O111, M, P by nested JVPs, then the O(1/m) system")
-        kw = dict(memory_budget=plan.budget, progress=progress, devices=devices)
-        T = timed("discrete_tensors", lambda: gd_tensors(model, X, **kw))
-        Tt = None if Xt is None else timed("discrete_test_tensors", lambda: gd_tensors(model, X, first=Xt, **kw))
-        out["discrete_o1m"] = timed("discrete_o1m", lambda: discrete_nth(
-            ks, f0, y, cfg.lr, steps, order="o1m", tensors=T, test_kernels=kt, test_tensors=Tt, f0_test=ft0))
-    return out
-
-
 def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, devices=None,
                 log: Callable[[str], None] | None = None) -> list[SolveResult]:
     """Every stage of a run for each seed in ``seeds`` as one computation (module docstring).
@@ -296,14 +306,23 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
     device_mesh(devices)  # a bad device count is refused before any work too
     data = load_data(cfg)
     dtype = DTYPES[cfg.dtype]
-    X, y = jnp.asarray(data.X, dtype=dtype), jnp.asarray(data.y, dtype=dtype)
+    loss = cfg.loss_fn
+    X = jnp.asarray(data.X, dtype=dtype)
     Xt = None if data.k == 0 else jnp.asarray(data.X_test, dtype=dtype)
-    for name, arr in (("X", X), ("y", y), ("X_test", Xt)):
+    for name, arr in (("X", X), ("X_test", Xt)):
         if arr is not None and not bool(jnp.isfinite(arr).all()):
             raise DataError(f"{data.source}: '{name}' overflows {cfg.dtype} (entries up to "
                             f"{float(np.max(np.abs(getattr(data, name)))):.3g}); rescale the data or use --dtype float64")
     models = [build_model(cfg, data, s) for s in seeds]
     model = models[0]
+    out_shape = output_shape(model, data.in_shape, dtype)
+    y = loss.targets(loss.raw_targets(data.y, data.labels), data.n, out_shape, where=data.source, dtype=dtype)
+    if jnp.issubdtype(y.dtype, jnp.inexact) and not bool(jnp.isfinite(y).all()):
+        raise DataError(f"{data.source}: 'y' overflows {cfg.dtype} (entries up to {float(np.max(np.abs(data.y))):.3g}); "
+                        "rescale the data or use --dtype float64")
+    classes = data.labels is not None or loss.takes_labels
+    if data.labels is None and loss.takes_labels:
+        data = dataclasses.replace(data, labels=np.asarray(y).reshape(data.n).astype(np.int64))
     stacked = B > 1
     net = _stack(models) if stacked else model
     labels = [f"seed {s}" for s in seeds]
@@ -320,8 +339,8 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
     else:
         param = ""
     say(f"network: {describe_model(model)}, {num_params(model)} parameters{param}; data: n = {data.n}, inputs "
-        f"{data.in_shape}, {data.k} test points ({data.source}); device: {jax.devices()[0].platform}"
-        + (f"; seeds {', '.join(map(str, seeds))} together" if stacked else ""))
+        f"{data.in_shape}, {data.k} test points ({data.source}); loss {loss.describe()}; device: "
+        f"{jax.devices()[0].platform}" + (f"; seeds {', '.join(map(str, seeds))} together" if stacked else ""))
     say(f"[1/4] kernels K^(2)..K^({cfg.p}) by forward mode ({plan.kernels.implementation}; batches of "
         f"{plan.kernels.chunk} direction tuples" + (f"; K^({cfg.p}) matrix-free)" if cfg.matrix_free else ")"))
     kw = dict(memory_budget=plan.budget, chunk=plan.kernels.chunk, progress=progress, matrix_free=cfg.matrix_free,
@@ -331,39 +350,37 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
     apply = eqx.filter_vmap(lambda m, Z: m(Z), in_axes=(eqx.if_array(0), None)) if stacked else (lambda m, Z: m(Z))
     f0 = apply(net, X)
     ft0 = None if Xt is None else apply(net, Xt)
-    if cfg.use_dg and cfg.dg_method == "closed":  # refuse a singular K^(2) now, not after the long solves
-        for K in (ks[2] if stacked else ks[2][None]):
-            eigenbasis(K)
-    kbar = None
+    rows = rows_for(cfg)
+    inputs = RowInputs(cfg=cfg, loss=loss, y=y, ts=None, kernels=ks, test_kernels=kt, f0=f0, f0_test=ft0,
+                       out_shape=out_shape, stacked=stacked, labels=labels, model=model, X=X, X_test=Xt, plan=plan,
+                       devices=devices, progress=progress, say=say)
+    for r in rows:  # the checks that can refuse a row run before the long solves
+        r.prepare(inputs)
     if cfg.use_inf:  # Kbar^(2) (and its input checks) before the long solves; shared by every seed
-        kbar = infinite_kernels(cfg, model.depth, X, Xt)
+        inputs = dataclasses.replace(inputs, kbar=infinite_kernels(cfg, model.depth, X, Xt, num_outputs(out_shape)))
     gd = None
-    discrete: dict[str, Any] = {}
     if cfg.gradient_descent:
-        stable = stable_lr(ks[2])
+        stable = stable_lr(ks[2], loss=loss, f0=f0, y=y)
         if cfg.lr_fraction is not None:  # the learning rate is a fraction of this network's stable step
             cfg = dataclasses.replace(cfg, lr=cfg.lr_fraction * stable)
         steps = np.unique(np.round(np.linspace(0, cfg.steps, cfg.num_times)).astype(np.int64))
         ts = jnp.asarray(cfg.lr * steps, dtype=dtype)
         t_max = cfg.lr * cfg.steps
+        inputs = dataclasses.replace(inputs, cfg=cfg, steps=steps)
         say(f"[+] gradient descent: lr {cfg.lr:g} ({cfg.lr / stable:.3g} of the stable step {stable:.3g}), "
             f"{cfg.steps} steps")
-        gd = timed("gradient_descent", lambda: gradient_descent(model, X, y, cfg.lr, steps, X_test=Xt))
-        discrete = discrete_predictions(cfg, model, X, Xt, y, ks, kt, f0, ft0, steps, plan, devices, progress, timed, say)
+        gd = timed("gradient_descent", lambda: gradient_descent(model, X, y, cfg.lr, steps, X_test=Xt, loss=loss))
     else:
-        t_max = cfg.t_max if cfg.t_max is not None else default_horizon(ks[2], f0, y, fall=DEFAULT_LOSS_FALL)
+        t_max = cfg.t_max if cfg.t_max is not None else default_horizon(ks[2], f0, y, fall=loss.horizon_fall,
+                                                                        loss=loss)
         ts = jnp.linspace(0.0, t_max, cfg.num_times, dtype=dtype)
+    inputs = dataclasses.replace(inputs, ts=ts)
     flow_settings = cfg.flow_settings(progress=progress and not stacked)
     say(f"[2/4] true gradient flow to t = {t_max:.4g} ({flow_settings.describe()})")
     flow = timed("gradient_flow", lambda: gradient_flow(net, X, y, ts, solver=flow_settings, X_test=Xt,
-                                                        stacked=stacked, labels=labels))
+                                                        stacked=stacked, labels=labels, loss=loss))
     say(f"[3/4] truncated NTH, levels q = 2..{cfg.p} ({cfg.nth_solver})")
-    preds: dict[str, Any] = {}
-    for q in range(2, cfg.p + 1):
-        preds[f"p{q}"] = timed(f"nth_p{q}", lambda q=q: truncated_nth(
-            ks, f0, y, ts, p=q, test_kernels=kt, f0_test=ft0, solver=cfg.nth_settings, stacked=stacked,
-            labels=labels))
-    preds.update(discrete)
+    solved = {r.label: timed(r.wall, lambda r=r: r.solve(inputs)) for r in rows if r.batched or not stacked}
     if cfg.use_inf:
         say("[+] m = inf: kernel gradient descent with the limiting NTK Kbar^(2) from the network's f(0)")
     if cfg.use_dg:
@@ -373,26 +390,28 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
     for i, s in enumerate(seeds):
         pick = (lambda tree: _pick(tree, i)) if stacked else (lambda tree: tree)
         k_i, kt_i = pick(dense(ks)), pick(dense(kt))
-        f0_i, ft0_i = pick(f0), pick(ft0)
         flow_i = dataclasses.replace(pick(flow), ts=flow.ts, stats=flow.stats[i] if stacked else flow.stats)
-        pr = {label: sol if label in discrete else
-              dataclasses.replace(pick(sol), ts=sol.ts, stats=sol.stats[i] if stacked else sol.stats)
-              for label, sol in preds.items()}
         w = dict(wall)
-        if cfg.use_dg:
-            pr["dg"], w["dg"] = _timed(lambda: dg_correction(
-                k_i, f0_i, y, ts, method=cfg.dg_method, solver=cfg.nth_settings,
-                test_kernels=None if kt_i is None else {r: kt_i[r] for r in (2, 3, 4)}, f0_test=ft0_i))
-        if kbar is not None:
-            pr["inf"], w["inf"] = _timed(lambda: infinite_prediction(cfg, kbar, y, f0_i, ft0_i, ts))
-        errs = {label: errors_against(pred, flow_i, gd) for label, pred in pr.items()}
+        pr = {}
+        for r in rows:
+            if stacked and r.batched:
+                pr[r.label] = r.pick(solved[r.label], i)
+            elif stacked:
+                pr[r.label], w[r.wall] = _timed(lambda r=r: r.solve(inputs.pick(i, k_i, kt_i)))
+            else:
+                pr[r.label] = solved[r.label]
+        ref_of = lambda r: gd if r.reference == "gd" else flow_i  # noqa: E731
+        errs = {r.label: errors_against(pr[r.label], flow_i, gd)
+                | classifier_measures(pr[r.label], data, out_shape, classes, ref_of(r)) for r in rows}
         if gd is not None:
-            errs["gd"] = errors_against(gd, flow_i, None)
+            errs["gd"] = errors_against(gd, flow_i, None) | classifier_measures(gd, data, out_shape, classes)
         loss_fall = float(flow_i.loss[0] / flow_i.loss[-1]) if float(flow_i.loss[-1]) > 0 else float("inf")
         config = resolved_config(dataclasses.replace(cfg, seed=s), data, models[i], plan.kernels.chunk, t_max, B)
         as_np = lambda d: None if d is None else {r: np.asarray(k) for r, k in d.items()}  # noqa: E731
-        res = SolveResult(config=config, data=data, f0=np.asarray(f0_i), kernels=as_np(k_i), test_kernels=as_np(kt_i),
-                          flow=flow_i, predictions=pr, gd=gd, errors=errs, wall_times=w, loss_fall=loss_fall,
+        res = SolveResult(config=config, data=data, f0=np.asarray(pick(f0)), kernels=as_np(k_i),
+                          test_kernels=as_np(kt_i), flow=flow_i, predictions=pr, gd=gd, errors=errs, wall_times=w,
+                          loss_fall=loss_fall, rows=rows, out_shape=out_shape,
+                          flow_measures=classifier_measures(flow_i, data, out_shape, classes),
                           warnings=float32_warnings(errs, models[i].width) if cfg.dtype == "float32" else [])
         for w_ in res.warnings:
             say("warning: " + w_)

@@ -14,13 +14,20 @@ with T saved times, n training points, k test points and inputs of shape ``in``:
     R/discrete/o1m/...                  steps R/gd/step (frozen kernel; O(1/m) system; docs/math.md section 7)
                                         attrs: lr, the errors (max_f_error_gd etc. against gradient descent)
     R/init/f0 (n,)                      outputs at t = 0
+    every prediction group and R/true, R/gd   attrs also: final_loss (the training loss at the last saved time)
+                                        and, where the data have classes, accuracy, test_accuracy (the decided
+                                        class, argmax of k outputs or f > 0 for one, against the labels) and,
+                                        for a prediction, disagreement, test_disagreement (the fraction of
+                                        inputs whose decided class differs from the reference's)
     R/kernels/K{r} (n,)*r, K{r}_test (k,)+(n,)*(r-1)   K^(r)(0) (solve files with save_kernels)
     R                                   attrs: width, seed, loss_fall, K2_movement, kernel_mean_abs_K{r},
                                                dg_vs_p4, wall_time_<stage>, [warnings]; in a sweep file also
                                                config (the run's resolved configuration, JSON)
 
-The data live once per file: ``/data/X`` (n, *in), ``/data/y`` (n,), ``/data/X_test`` (k, *in) (attrs
-normalization, source). Root attributes: ``schema_version``, ``config`` (JSON of every resolved option,
+The data live once per file: ``/data/X`` (n, *in), ``/data/y`` (n,) or (n, k), ``/data/X_test`` (k, *in),
+and where the data have classes ``/data/labels`` (n,) and ``/data/labels_test`` (k,) (attrs normalization,
+source). With k outputs per input, outputs carry a last axis of k and kernels and K2 run over the N = n k
+samples s = a k + i (docs/math.md section 10); the configuration records ``loss`` and ``outputs``. Root attributes: ``schema_version``, ``config`` (JSON of every resolved option,
 including the model's description ``model_info`` and ``arch_options``), seeds, package versions, device,
 creation time, command. A sweep file's root also holds ``format`` = ``nth-sweep-3``, ``sweep_config``,
 ``widths``, ``seeds``. Version-1 files (flat per-run names in sweeps) stay readable (:mod:`nth.io._sweep`).
@@ -44,7 +51,8 @@ the root attributes with the request as ``config``.
 
 from __future__ import annotations
 
-import re
+import functools
+import math
 import sys
 import time
 from collections.abc import Mapping
@@ -56,6 +64,7 @@ import numpy as np
 
 from ..data import Dataset
 from ..engine import SolveResult
+from ..engine._rows import labels_in, row
 from ._hdf5 import package_versions
 
 #: 3: version 2 with netCDF-4 dimensions on every axis, the time coordinate in every group with a time axis,
@@ -64,15 +73,9 @@ SCHEMA_VERSION = 3
 
 
 def prediction_group(label: str) -> str:
-    """Group of a prediction label: p{q} -> nth/p{q}; discrete_{order} -> discrete/{order}; dg, inf (and the
-    reference gd) -> themselves."""
-    if label.startswith("discrete_"):
-        return "discrete/" + label[len("discrete_"):]
-    return label if label in ("dg", "inf", "gd") else f"nth/{label}"
+    """Group of a prediction label (its row's :attr:`~nth.engine.AbstractRow.group`), or of the reference gd."""
+    return "gd" if label == "gd" else row(label).group
 
-
-#: Prediction labels as they appear in scalar names (``max_f_error_p4``, ``max_f_error_dg``, ...).
-_LABEL = re.compile(r"p\d+|dg|inf|discrete_p2|discrete_o1m")
 
 #: The per-run error scalars of a sweep, against the flow (docs/math.md section 3) or (``_gd``) against gradient
 #: descent (section 7), with what each measures over the horizon.
@@ -83,21 +86,9 @@ ERROR_QUANTITIES = {"max_f_error": "max_t |f - f_true| / sqrt(n)", "max_K2_error
 
 
 def prediction_labels(scalars: Mapping[str, Any], prefix: str) -> list[str]:
-    """The prediction labels of the keys ``prefix + label`` (p2, p3, ..., dg, inf, discrete_p2, discrete_o1m),
-    levels first in order, then dg and inf."""
-    found = (k[len(prefix):] for k in scalars if k.startswith(prefix) and _LABEL.fullmatch(k[len(prefix):]))
-    return sorted(found, key=lambda s: (s in ("dg", "inf"), s == "inf", int(s[1:]) if s[1:].isdigit() else 99))
-
-
-def wall_key(label: str) -> str:
-    return label if label in ("dg", "inf") or label.startswith("discrete_") else f"nth_{label}"
-
-
-def row_name(label: str) -> str:
-    """Table name of a prediction label: p=2.., dg, inf, d-p2, d-o1m (discrete time)."""
-    if label.startswith("discrete_"):
-        return "d-" + label[len("discrete_"):]
-    return label if label in ("dg", "inf") else f"p={label[1:]}"
+    """The prediction labels of the keys ``prefix + label`` (p2, p3, ..., discrete_p2, discrete_o1m, dg, inf), in
+    the rows' table order (:mod:`nth.engine._rows`)."""
+    return labels_in(scalars, prefix)
 
 
 def sample_axes(k: int) -> tuple[str, ...]:
@@ -105,36 +96,51 @@ def sample_axes(k: int) -> tuple[str, ...]:
     return ("sample",) + tuple(f"sample_{i}" for i in range(2, k + 1))
 
 
-def dataset_axes(path: str, shape: tuple[int, ...]) -> tuple[tuple[str, ...], str | None]:
+def dataset_axes(path: str, shape: tuple[int, ...], outputs: int = 1) -> tuple[tuple[str, ...], str | None]:
     """The named dimensions of the schema's dataset ``path`` (relative to its run group, or ``data/...``) of the
-    given shape, and its coordinates (module docstring); the rule :func:`nth.io._hdf5.write_group` applies."""
+    given shape, and its coordinates (module docstring); the rule :func:`nth.io._hdf5.write_group` applies.
+    With k = ``outputs`` > 1, outputs carry a last axis ``output`` and kernels run over the n k samples (input,
+    output), named ``pair``, ``pair_2``, ... (``test_pair`` for test inputs)."""
     group, _, name = path.rpartition("/")
     ndim = len(shape)
+    out = ("output",) if outputs > 1 else ()
+    slots = (lambda r: tuple(a.replace("sample", "pair") for a in sample_axes(r))) if outputs > 1 else sample_axes
+    test_slot = "test_pair" if outputs > 1 else "test_sample"
     if group == "data":
+        if name in ("y", "labels", "labels_test"):
+            return ("test_sample",) if name == "labels_test" else ("sample",) + (("output",) if ndim == 2 else ()), None
         features = ("feature",) if ndim == 2 else tuple(f"feature_{i}" for i in range(ndim - 1))
         return ("test_sample" if name == "X_test" else "sample",) + features, None
     if group == "init":
-        return ("sample",), None
+        return ("sample",) + out, None
     if group in ("kernels", "infinite"):
         if name.endswith("_test"):
-            return ("test_sample",) + sample_axes(ndim - 1), None
-        return sample_axes(ndim), None
+            return (test_slot,) + slots(ndim - 1), None
+        return slots(ndim), None
     stepped = group == "gd" or group.startswith("discrete")
     time, coords = ("step", "step t") if stepped else ("time", "t")
     if name in ("t", "step"):
         return (time,), None
     if name == "K2_late":
-        return sample_axes(2), None
-    per_time = {"f": ("sample",), "f_test": ("test_sample",), "K2": sample_axes(2), "loss": ()}
+        return slots(2), None
+    per_time = {"f": ("sample",) + out, "f_test": ("test_sample",) + out, "K2": slots(2), "loss": ()}
     if name not in per_time:
         raise ValueError(f"the schema names no dimensions for the dataset {path!r}")
     return (time,) + per_time[name], coords
+
+
+def axes_for(result: SolveResult):
+    """:func:`dataset_axes` for the files of ``result`` (its outputs per input)."""
+    return functools.partial(dataset_axes, outputs=math.prod(result.out_shape))
 
 
 def data_datasets(data: Dataset) -> tuple[dict[str, Any], dict[str, dict]]:
     ds: dict[str, Any] = {"data/X": data.X} | ({"data/y": data.y} if data.has_targets else {})
     if data.X_test is not None:
         ds["data/X_test"] = data.X_test
+    for name in ("labels", "labels_test"):
+        if getattr(data, name) is not None:
+            ds[f"data/{name}"] = np.asarray(getattr(data, name))
     return ds, {"data": {"normalization": data.normalization, "source": data.source}}
 
 
@@ -152,27 +158,22 @@ def run_datasets(result: SolveResult, *, save_kernels: bool = False) -> tuple[di
             ds.update({f"kernels/K{r}_test": k for r, k in result.test_kernels.items()})
     attrs: dict[str, dict] = {
         "true": {"solver": cfg["flow_solver"], "rtol": cfg["rtol"], "atol": cfg["atol"],
-                 "num_steps": fl.stats.get("num_steps", -1), "loss_fall": result.loss_fall},
+                 "num_steps": fl.stats.get("num_steps", -1), "loss_fall": result.loss_fall}
+        | result.flow_measures,
         "": run_summary(result),
     }
-    for label, pred in result.predictions.items():
-        g = prediction_group(label)
+    for r in result.rows:
+        pred, g = result.predictions[r.label], r.group
         ds.update({f"{g}/f": pred.f, f"{g}/K2": pred.K2, f"{g}/loss": pred.loss})
         # every group with a time axis holds its coordinate (the flow's times; gd's steps for the discrete rows)
-        if label.startswith("discrete_"):
+        if r.reference == "gd":
             ds.update({f"{g}/step": result.gd.steps, f"{g}/t": result.gd.ts})
         else:
             ds[f"{g}/t"] = fl.ts
         if pred.f_test is not None:
             ds[f"{g}/f_test"] = pred.f_test
-        attrs[g] = dict(result.errors[label])
-        if label == "dg":
-            ds["dg/K2_late"] = pred.K2_late
-            attrs[g]["method"] = pred.method
-        elif label.startswith("discrete_"):
-            attrs[g]["lr"] = pred.lr
-        else:
-            attrs[g]["num_steps"] = pred.stats.get("num_steps", -1)
+        ds.update({f"{g}/{name}": v for name, v in r.datasets(pred).items()})
+        attrs[g] = dict(result.errors[r.label]) | r.attrs(pred)
     if result.gd is not None:
         gd = result.gd
         ds.update({"gd/step": gd.steps, "gd/t": gd.ts, "gd/f": gd.f, "gd/K2": gd.K2, "gd/loss": gd.loss})

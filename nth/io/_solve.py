@@ -12,14 +12,14 @@ from ..engine import SolveConfig, SolveResult, solve
 from ..engine._config import DEFAULT_WIDTH
 from ._files import check_output_path, writer_lock
 from ._hdf5 import write_h5
-from ._schema import dataset_axes, row_name, solve_file, wall_key
+from ._schema import axes_for, solve_file
 
 
 def write_result(result: SolveResult, out: str | os.PathLike, *, force: bool = False,
                  save_kernels: bool = False) -> str:
     """Write a run to ``out`` atomically in the schema of :mod:`nth.io._schema`."""
     ds, attrs = solve_file(result, save_kernels=save_kernels)
-    return write_h5(out, ds, attrs, force=force, axes=dataset_axes)
+    return write_h5(out, ds, attrs, force=force, axes=axes_for(result))
 
 
 def run_solve(cfg: SolveConfig, out: str | os.PathLike | None = None, *, force: bool = False,
@@ -38,37 +38,50 @@ def run_solve(cfg: SolveConfig, out: str | os.PathLike | None = None, *, force: 
     return result
 
 
+#: The classifier's columns of the table (docs/math.md section 10): key in the measures, heading, width.
+_CLASS_COLUMNS = (("final_loss", "loss", 10), ("accuracy", "acc", 6), ("test_accuracy", "test acc", 8),
+                  ("disagreement", "disagree", 8), ("test_disagreement", "test dis.", 9))
+
+
 def format_table(result: SolveResult) -> str:
     """The per-prediction summary ``nth solve`` prints: errors against true gradient flow (and, with a learning
     rate, against gradient descent, the reference of the discrete-time rows d-p2 and d-o1m), and stage wall
-    times."""
+    times; for a classifier (data with classes), also the training loss, the accuracies and the rate at which
+    each prediction's decided class disagrees with its reference's, at the last saved time."""
     w = result.wall_times
     test = result.flow.f_test is not None
     gd = result.gd is not None
+    measures = [result.flow_measures] + [result.errors[r.label] for r in result.rows] + \
+        ([result.errors["gd"]] if gd else [])
+    cls = [c for c in _CLASS_COLUMNS if "accuracy" in result.flow_measures and any(c[0] in m for m in measures)]
     head = f"{'level':>7} {'max_t |f-f_true|/sqrt(n)':>26} {'max |K2-K2_true|':>18}"
     tg = test and gd
-    head += f" {'test error':>11}" * test + f" {'f vs GD':>10}" * gd + f" {'test vs GD':>11}" * tg + f" {'wall [s]':>9}"
+    head += f" {'test error':>11}" * test + f" {'f vs GD':>10}" * gd + f" {'test vs GD':>11}" * tg
+    head += "".join(f" {h:>{n}}" for _, h, n in cls) + f" {'wall [s]':>9}"
+
+    def extra(m):
+        return "".join(f" {m[k]:>{n}.3g}" if k in m else f" {'':>{n}}" for k, _, n in cls)
+
     lines = [head]
-    for label, e in result.errors.items():
-        if label == "gd":
-            continue
-        row = f"{row_name(label):>7} {e['max_f_error']:>26.3e} {e['max_K2_error']:>18.3e}"
+    for r in result.rows:
+        e = result.errors[r.label]
+        row = f"{r.name:>7} {e['max_f_error']:>26.3e} {e['max_K2_error']:>18.3e}"
         row += f" {e.get('max_test_error', float('nan')):>11.3e}" * test
         row += f" {e.get('max_f_error_gd', float('nan')):>10.3e}" * gd
         row += f" {e.get('max_test_error_gd', float('nan')):>11.3e}" * tg
-        lines.append(row + f" {w[wall_key(label)]:>9.2f}")
+        lines.append(row + extra(e) + f" {w[r.wall]:>9.2f}")
     if gd:
         e = result.errors["gd"]
         row = f"{'gd':>7} {e['max_f_error']:>26.3e} {e['max_K2_error']:>18.3e}"
         row += f" {e.get('max_test_error', float('nan')):>11.3e}" * test + f" {'(reference)':>10}" + f" {'':>11}" * tg
-        lines.append(row + f" {w['gradient_descent']:>9.2f}")
+        lines.append(row + extra(e) + f" {w['gradient_descent']:>9.2f}")
     lines.append(f"{'true':>7} {'(reference)':>26} {'':>18}" + f" {'':>11}" * test + f" {'':>10}" * gd
-                 + f" {'':>11}" * tg + f" {w['gradient_flow']:>9.2f}")
+                 + f" {'':>11}" * tg + extra(result.flow_measures) + f" {w['gradient_flow']:>9.2f}")
     lines.append(f"kernels K^(2)..K^({result.config['p']}): {w['kernels']:.2f} s"
                  + (f" (+ {w['test_kernels']:.2f} s at test inputs)" if "test_kernels" in w else "")
                  + (f"; write: {w['write']:.2f} s" if "write" in w else ""))
     lines.append(f"training loss fell {result.loss_fall:.3g}-fold over t in [0, {result.config['t_max']:.4g}] "
-                 f"({float(result.flow.loss[0]):.3e} -> {float(result.flow.loss[-1]):.3e})")
+                 f"({result.config['loss']}: {float(result.flow.loss[0]):.3e} -> {float(result.flow.loss[-1]):.3e})")
     lines += [f"warning: {w}" for w in result.warnings]
     if result.path:
         lines.append(f"wrote {result.path}")

@@ -31,10 +31,11 @@ import h5py
 import numpy as np
 
 from ..engine import SolveConfig, SolveResult, solve_seeds
+from ..engine._rows import rows_for
 from ..errors import ConfigError, DamagedFileError
 from ._files import check_output_path, writer_lock
 from ._hdf5 import check_writable, digest, dimension, drop_damaged, edit_h5, open_results, verify, write_group
-from ._schema import SCHEMA_VERSION, created_now, data_datasets, dataset_axes, file_attrs, prediction_group
+from ._schema import SCHEMA_VERSION, axes_for, created_now, data_datasets, file_attrs, prediction_group
 from ._schema import run_datasets
 
 FORMAT = "nth-sweep-3"
@@ -200,10 +201,10 @@ def _commit_run(path: str, w: int, s: int, res: SolveResult, create: dict[str, A
             h.create_group("runs")
         if "data" not in h:
             data_ds, data_attrs = data_datasets(res.data)
-            write_group(h, data_ds, data_attrs, dataset_axes)
+            write_group(h, data_ds, data_attrs, axes_for(res))
             h["data"].attrs["sha256"] = digest(h["data"])
         g = h["runs"].create_group(run_name(w, s))
-        write_group(g, ds, attrs, dataset_axes)
+        write_group(g, ds, attrs, axes_for(res))
         g.attrs["sha256"] = digest(g)
         _tabulate(h)
         h.attrs["format"], h.attrs["schema_version"] = FORMAT, SCHEMA_VERSION  # a resumed nth-sweep-2 file is now 3
@@ -212,9 +213,12 @@ def _commit_run(path: str, w: int, s: int, res: SolveResult, create: dict[str, A
 
 
 def _labels(cfg: dict[str, Any]) -> list[str]:
-    """The prediction labels a sweep of this configuration (its ``sweep_config``) may hold, and ``gd`` (gradient
-    descent against the flow: ``max_f_error_gd``, and its learning rate ``lr_gd``)."""
-    return [f"p{q}" for q in range(2, cfg["base"]["p"] + 1)] + ["dg", "inf", "discrete_p2", "discrete_o1m", "gd"]
+    """The prediction labels a sweep of this configuration (its ``sweep_config``) may hold (every row a run of
+    its p may have), and ``gd`` (gradient descent against the flow: ``max_f_error_gd``, and its learning rate
+    ``lr_gd``)."""
+    p = cfg["base"]["p"]
+    full = SolveConfig(p=p, lr=1.0, steps=1, dg=p >= 4, infinite=True, param="ntk")  # every kind of row
+    return [r.label for r in rows_for(full)] + ["gd"]
 
 
 def _run_scalars(g: h5py.Group, labels: list[str], fmt: str) -> dict[str, float]:
@@ -246,20 +250,15 @@ def _tabulate(h: h5py.File) -> None:
             h[k][...] = values
 
 
-#: How a run's datasets of layout 2 map onto the flat names of layout 1 (what load_sweep returns for both).
-def _flat_name(path: str) -> str | None:
-    parts = path.split("/")
-    if parts[0] == "true":
-        return "t" if parts[1] == "t" else f"true_{parts[1]}"
-    if parts[0] == "nth":
-        return f"{parts[1]}_{parts[2]}"
-    if parts[0] in ("dg", "inf"):
-        return f"{parts[0]}_{parts[1]}"
-    if parts[0] == "gd" and len(parts) == 2:
-        return f"gd_{parts[1]}"
-    if parts[0] == "discrete" and len(parts) == 3:
-        return f"discrete_{parts[1]}_{parts[2]}"
-    return None
+def _flat_name(path: str, groups: dict[str, str]) -> str | None:
+    """How a run's dataset of layout 2 maps onto the flat names of layout 1 (what load_sweep returns for both):
+    true/f -> true_f, gd/f -> gd_f, and <row group>/f -> <label>_f (nth/p4/f -> p4_f, discrete/o1m/f ->
+    discrete_o1m_f) for the rows' ``groups`` ({group: label})."""
+    group, _, name = path.rpartition("/")
+    if group == "true":
+        return "t" if name == "t" else f"true_{name}"
+    label = groups.get(group)
+    return None if label is None else f"{label}_{name}"
 
 
 def _attrs_v2(g: h5py.Group, labels: list[str]) -> dict[str, Any]:
@@ -272,12 +271,13 @@ def _attrs_v2(g: h5py.Group, labels: list[str]) -> dict[str, Any]:
     return scalars
 
 
-def _arrays_v2(g: h5py.Group) -> dict[str, np.ndarray]:
+def _arrays_v2(g: h5py.Group, labels: list[str]) -> dict[str, np.ndarray]:
     """A run's arrays under the flat names of layout 1 (:func:`_flat_name`)."""
     arrays: dict[str, np.ndarray] = {}
+    groups = {prediction_group(label): label for label in labels}
 
     def visit(name, obj):
-        if isinstance(obj, h5py.Dataset) and (flat := _flat_name(name)) is not None:
+        if isinstance(obj, h5py.Dataset) and (flat := _flat_name(name, groups)) is not None:
             arrays[flat] = obj[()]
 
     g.visititems(visit)
@@ -308,6 +308,6 @@ def load_sweep(path: str) -> dict[str, Any]:
             i, j = widths.index(w), seeds.index(s)
             for k, v in _run_scalars(g, labels, fmt).items():
                 scalars.setdefault(k, np.full((len(widths), len(seeds)), np.nan))[i, j] = v
-            runs[(w, s)] = {k: g[k][()] for k in g} if fmt == "nth-sweep-1" else _arrays_v2(g)
+            runs[(w, s)] = {k: g[k][()] for k in g} if fmt == "nth-sweep-1" else _arrays_v2(g, labels)
     return {"config": cfg, "widths": np.asarray(widths), "seeds": np.asarray(seeds), "scalars": scalars,
             "runs": runs, "path": path, "format": fmt}

@@ -8,6 +8,9 @@ sphere), L convolution layers of m channels, kernel size k, stride 1 and zero 'S
     x^(l) = sigma(h^(l))
     f(x)  = <a, x^(L)> / sqrt(m S)                        (a of shape (m, *spatial): a dense readout)
 
+(with k outputs, ``a`` has shape (m, *spatial, k) and f(x)_i = <a[..., i], x^(L)> / sqrt(m S); docs/math.md
+section 10)
+
 with S spatial positions. Every weight entry is N(0, sigma_w^2) and a ~ N(0, sigma_a^2): each layer is divided
 by the square root of its fan-in, so the NTK has a finite limit as m -> inf and K^(3), K^(4) are expected at
 O(1/m) (DG Conjecture 1). sqrt(P) gives the entries of a unit-norm input size O(1). The readout sees every
@@ -50,7 +53,7 @@ class CNN(AbstractModel):
     """Convolutional network of the module docstring; ``Ws`` are the convolution kernels, ``a`` the readout."""
 
     Ws: tuple[Array, ...]
-    a: Float[Array, "m *spatial"]
+    a: Float[Array, "m *spatial_k"]
     in_shape_: tuple[int, ...] = eqx.field(static=True)
     activation: AbstractActivation = eqx.field(static=True, default=Tanh())
 
@@ -63,6 +66,11 @@ class CNN(AbstractModel):
         return len(self.Ws)
 
     @property
+    def outputs(self) -> int:
+        """k, the outputs per input (1 for ``a`` of shape (m, *spatial))."""
+        return 1 if self.a.ndim == len(_layout(self.in_shape_)[1]) + 1 else int(self.a.shape[-1])
+
+    @property
     def kernel_size(self) -> int:
         return int(self.Ws[0].shape[-1])
 
@@ -70,7 +78,7 @@ class CNN(AbstractModel):
     def in_shape(self) -> tuple[int, ...]:
         return self.in_shape_
 
-    def __call__(self, X: Float[Array, "n *in_shape"]) -> Float[Array, " n"]:
+    def __call__(self, X: Float[Array, "n *in_shape"]) -> Float[Array, "n *k"]:
         """f(x) of the module docstring for every example x of X."""
         X = check_call(self, X, self.in_shape_)
         c0, spatial = _layout(self.in_shape_)
@@ -81,19 +89,21 @@ class CNN(AbstractModel):
             h = jax.lax.conv_general_dilated(h, W, (1,) * D, "SAME", dimension_numbers=_DIMS[D])
             h = self.activation(h * (scale if l == 0 else 1.0 / math.sqrt(m * k**D)))
         flat = h.reshape(h.shape[0], -1)  # (n, m S), channel-major like a
-        return flat @ self.a.reshape(-1) / math.sqrt(self.a.size)
+        k = self.outputs
+        a = self.a.reshape(-1) if k == 1 and self.a.ndim == len(spatial) + 1 else self.a.reshape(-1, k)
+        return flat @ a / math.sqrt(flat.shape[1])
 
     def describe(self) -> dict[str, Any]:
         return {"arch": "cnn", "width": self.width, "depth": self.depth, "kernel_size": self.kernel_size,
-                "in_shape": list(self.in_shape_), "activation": self.activation.name}
+                "outputs": self.outputs, "in_shape": list(self.in_shape_), "activation": self.activation.name}
 
 
 def init_cnn(seed: int, in_shape: tuple[int, ...], width: int, depth: int,
              activation: str | AbstractActivation = "tanh", *, kernel_size: int = 3, sigma_w: float = 1.0,
-             sigma_a: float = 1.0, beta: float = 1.0, dtype=jnp.float64) -> CNN:
+             sigma_a: float = 1.0, beta: float = 1.0, dtype=jnp.float64, outputs: int = 1) -> CNN:
     """Gaussian initialization of the CNN (module docstring): weights N(0, sigma_w^2), readout N(0, sigma_a^2),
-    drawn in float64 and cast to ``dtype``."""
-    for name, val in (("width", width), ("depth", depth), ("kernel_size", kernel_size)):
+    drawn in float64 and cast to ``dtype``; ``outputs`` = k > 1 gives k outputs per input."""
+    for name, val in (("width", width), ("depth", depth), ("kernel_size", kernel_size), ("outputs", outputs)):
         if not isinstance(val, int) or isinstance(val, bool) or val < 1:
             raise ConfigError(f"{name} = {val!r} must be an integer >= 1")
     if kernel_size % 2 == 0:
@@ -107,5 +117,6 @@ def init_cnn(seed: int, in_shape: tuple[int, ...], width: int, depth: int,
     keys = jax.random.split(jax.random.PRNGKey(seed), depth + 1)
     draw = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     Ws = tuple((sigma_w * jax.random.normal(key, s, dtype=draw)).astype(dtype) for key, s in zip(keys[:-1], shapes))
-    a = (sigma_a * jax.random.normal(keys[-1], (width,) + spatial, dtype=draw)).astype(dtype)
+    readout = (width,) + spatial + (() if outputs == 1 else (outputs,))
+    a = (sigma_a * jax.random.normal(keys[-1], readout, dtype=draw)).astype(dtype)
     return CNN(Ws=Ws, a=a, in_shape_=in_shape, activation=act)

@@ -98,11 +98,13 @@ class ModelSpec:
                 "follows (TP4 Theorem 3.8: only nontrivial stable parametrizations with r > 0 are in the kernel "
                 "regime); use param 'ntk' or 'standard', or drop --inf")
 
-    def build(self, *, seed: int, width: int, in_shape: tuple[int, ...], dtype=jnp.float64) -> AbstractModel:
-        """The model of this spec at ``width`` with initial weights from ``seed``, parameters in ``dtype``."""
+    def build(self, *, seed: int, width: int, in_shape: tuple[int, ...], dtype=jnp.float64,
+              outputs: int = 1) -> AbstractModel:
+        """The model of this spec at ``width`` with initial weights from ``seed``, parameters in ``dtype``, and
+        ``outputs`` outputs per input (a built-in architecture; the user's model sets its own)."""
         if self.model is not None:
             return cast_model(build_user_model(self.model, width, seed, in_shape), dtype)
-        kw = dict(sigma_w=self.sigma_w, sigma_a=self.sigma_a, beta=self.beta, dtype=dtype)
+        kw = dict(sigma_w=self.sigma_w, sigma_a=self.sigma_a, beta=self.beta, dtype=dtype, outputs=outputs)
         if self.arch == "cnn":
             return init_cnn(seed, in_shape, width, self.resolved_depth, self.activation,
                             kernel_size=self.kernel_size, **kw)
