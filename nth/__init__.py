@@ -1,18 +1,17 @@
 """nth: the neural tangent hierarchy (Huang & Yau) for finite-width networks, checked against true training.
 
-Importing nth enables JAX's 64-bit mode (``jax_enable_x64``): every correctness comparison in this field
-needs float64, and float32 stays available per run (``dtype=``).
+Importing nth leaves JAX's precision alone. float64, which every correctness comparison in this field needs, is
+turned on (``jax_enable_x64``, for the whole process) by :func:`enable_float64`, by the ``nth`` command, and by
+the calls asked for it: the built-in models' constructors and a run with ``dtype="float64"``, their defaults
+(:mod:`nth._precision`). float32 stays available per run (``dtype=``).
 
 Data flows models -> kernels -> dynamics -> engine -> io -> cli / plot (docs/math.md is the mathematical
 reference the code cites).
 """
 
-import jax
-
-jax.config.update("jax_enable_x64", True)
-
 __version__ = "0.2.0"
 
+from ._precision import enable_float64 as enable_float64  # noqa: E402
 from .compare import f_error as f_error, fit_slope as fit_slope  # noqa: E402
 from .compare import geometric_mean as geometric_mean, k2_error as k2_error, slope_with_ci as slope_with_ci  # noqa: E402
 from .data import Dataset as Dataset, default_problem as default_problem  # noqa: E402

@@ -13,6 +13,7 @@ import threading
 import time
 
 from . import __version__
+from ._precision import enable_float64
 from .checks import check_seed
 from .data import NORMALIZATIONS
 from .dynamics import DG_METHODS, SOLVERS
@@ -115,8 +116,9 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
     g = s.add_argument_group("corrections and finite learning rate")
     g.add_argument("--dg", action=argparse.BooleanOptionalAction, default=None,
                    help="Dyer & Gur-Ari O(1/m) correction (default: on when p >= 4)")
-    g.add_argument("--dg-method", default="closed", choices=DG_METHODS,
-                   help="DG by closed form (eigendecomposition, default) or by its ODE")
+    g.add_argument("--dg-method", choices=DG_METHODS,
+                   help="DG by closed form (eigendecomposition; mse only, its default) or by its ODE (any loss; "
+                   "the default for other losses); auto: the loss's own")
     g.add_argument("--inf", dest="infinite", action=argparse.BooleanOptionalAction, default=None,
                    help="row 'inf': kernel gradient descent with the limiting NTK Kbar^(2) from the network's f(0) "
                    "(default: on for --param ntk and standard)")
@@ -414,11 +416,8 @@ def _plot(args) -> int:
 def _kernel(args) -> int:
     from .io._kernel_report import KernelRequest, kernel_report
 
-    req = KernelRequest(infinite=args.infinite, width=args.width, seed=args.seed, arch=args.arch,
-                        kernel_size=args.kernel_size, depth=args.depth,
-                        activation=args.activation, beta=args.beta, sigma_w=args.sigma_w, sigma_a=args.sigma_a,
-                        param=args.param, method=args.method, order=args.quadrature_order, n=args.n, d=args.d,
-                        data_seed=args.data_seed, data=args.data)
+    req = KernelRequest(order=args.quadrature_order, **{f.name: getattr(args, f.name)
+                                                        for f in dataclasses.fields(KernelRequest) if hasattr(args, f.name)})
     print(kernel_report(req, out=args.out, force=args.force))
     return 0
 
@@ -510,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; every failure nth foresees ends with one line on stderr and exit status 2, an
     interruption with status 130 (see README, Reliability)."""
     args = build_parser().parse_args(argv)
+    enable_float64()  # the command computes in float64 unless a run asks for float32 (nth._precision)
     try:
         return {"solve": _solve, "sweep": _sweep, "plot": _plot, "kernel": _kernel,
                 "params": _params, "corr": _corr,

@@ -122,7 +122,8 @@ def error_vs_width(path: str, out: str, *, quantity: str = "max_f_error") -> dic
 
 def trajectories(path: str, out: str, *, seed: int = 0, entry: int = 0, pair: tuple[int, int] = (0, 1)) -> None:
     """One output f_entry(t) and one kernel entry K^(2)_pair(t): true gradient flow against p = 2, p = 4 and
-    DG, at the narrowest and the widest width of the sweep (the analogue of DG Figure 11)."""
+    DG, at the narrowest and the widest width of the sweep (the analogue of DG Figure 11). With k outputs per
+    input, ``entry`` and ``pair`` index samples s = a k + i (input a, output i; docs/math.md section 10)."""
     out = check_figure_path(out)
     plt = _plt()
     sw = load_sweep(path)
@@ -134,7 +135,8 @@ def trajectories(path: str, out: str, *, seed: int = 0, entry: int = 0, pair: tu
     a, b = pair
     styles = (("p2", "C0--"), ("p4", "C1-."), ("dg", "C2:"))
     for col, w in enumerate(chosen):
-        run = sw["runs"][(int(w), seed)]
+        # outputs over samples: (T, n) or (T, n, k) -> (T, N)
+        run = {k: v.reshape(v.shape[0], -1) if k.endswith("_f") else v for k, v in sw["runs"][(int(w), seed)].items()}
         t = run["t"]
         for row, (key, idx, name) in enumerate((("f", (slice(None), entry), f"f_{entry}(t)"),
                                                 ("K2", (slice(None), a, b), f"K2_{a}{b}(t)"))):

@@ -20,3 +20,5 @@ scripts/architectures.sh
 scripts/gd_sweeps.sh
 python scripts/gd_lr_study.py --width 1024 --seeds 5 --out results/gd_lr_study
 scripts/dg_tables.sh
+scripts/classifier_sweeps.sh
+python scripts/classifier_table.py results/sweep_ce3_digits.h5 results/sweep_logistic_digits.h5 > /dev/null  # the tables of results/classifiers.md

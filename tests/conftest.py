@@ -12,6 +12,8 @@ import pytest  # noqa: E402
 
 import nth  # noqa: E402
 
+nth.enable_float64()  # every check of the suite runs in float64 (importing nth alone leaves JAX's precision)
+
 
 def flat_jacobian(net, X):
     """Brute-force Jacobian df/dtheta as an (n, P) matrix, by reverse mode over the flattened leaves."""

@@ -101,6 +101,7 @@ def test_built_in_architectures_take_outputs(arch):
     (["--data", "digits", "--classes", "11"], "classes = 11"),
     (["--loss", "hinge"], "loss = 'hinge' is not known"),
     (["--outputs", "0"], "outputs = 0"),
+    (["--loss", "logistic", "--data", "digits", "--dg-method", "closed"], "exists for the mse loss only"),
 ])
 def test_what_has_no_meaning_for_a_loss_is_refused_with_one_line(argv, pattern, capsys, tmp_path):
     out = tmp_path / "x.h5"
@@ -117,3 +118,31 @@ def test_mse_with_several_outputs_fits_one_hot_digits():
     assert res.out_shape == (3,)
     np.testing.assert_array_equal(res.data.y, np.eye(3)[[0, 0, 1, 1, 2, 2]])
     assert "accuracy" in res.errors["p2"]
+
+
+def test_importing_nth_leaves_the_precision_alone():
+    """float64 is explicit: import nth does not switch JAX to 64 bits; a float64 model, a run or
+    nth.enable_float64() does (nth._precision)."""
+    import subprocess
+    import sys
+
+    code = ("import jax, nth; a = jax.config.jax_enable_x64; "
+            "net = nth.init_mlp(0, 3, 4, 1, 'tanh', dtype='float32'); b = jax.config.jax_enable_x64; "
+            "net = nth.init_mlp(0, 3, 4, 1, 'tanh'); print(a, b, jax.config.jax_enable_x64, net.a.dtype)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False", "True", "float64"]
+
+
+def test_mse_results_of_a_committed_sweep_are_unchanged():
+    """A run of the committed results/sweep_gd_half_mlp.h5 (written before losses, outputs and prediction rows
+    existed), solved again from its recorded configuration: every row, the flow and gradient descent equal the
+    file to 1e-12 (the mse, scalar-output path is unchanged; the file's schema still reads)."""
+    sw = nth.load_sweep("results/sweep_gd_half_mlp.h5")
+    res = nth.solve(nth.SolveConfig(**sw["config"]["base"], width=256, seed=0))
+    run = sw["runs"][(256, 0)]
+    got = {"true": res.flow, "gd": res.gd} | res.predictions
+    assert set(got) == {"true", "gd", "p2", "p3", "p4", "dg", "discrete_p2", "discrete_o1m"}
+    for label, sol in got.items():
+        for name in ("f", "f_test", "K2", "loss"):
+            np.testing.assert_allclose(getattr(sol, name), run[f"{label}_{name}"], rtol=0, atol=1e-12,
+                                       err_msg=f"{label} {name}")

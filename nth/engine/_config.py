@@ -18,7 +18,7 @@ from ..data import NORMALIZATIONS
 from ..dynamics import DG_METHODS, SolverSettings
 from ..errors import ConfigError
 from ..kernel import IMPLEMENTATIONS, check_infinite_options
-from ..losses import AbstractLoss, CrossEntropy, loss_from_spec
+from ..losses import MSE, AbstractLoss, CrossEntropy, loss_from_spec
 from ..models import DEFAULT_ORDER, ModelSpec
 
 DTYPES = {"float64": jnp.float64, "float32": jnp.float32}
@@ -69,7 +69,7 @@ class SolveConfig:
     save_kernels: bool = False
     n_test: int | None = None
     dg: bool | None = None
-    dg_method: str = "closed"
+    dg_method: str | None = None
     lr: float | None = None
     lr_fraction: float | None = None
     steps: int | None = None
@@ -87,9 +87,16 @@ class SolveConfig:
 
     @property
     def model_spec(self) -> ModelSpec:
-        return ModelSpec(arch=self.arch, model=self.model, depth=self.depth, activation=self.activation,
-                         beta=self.beta, sigma_w=self.sigma_w, sigma_a=self.sigma_a, param=self.param,
-                         kernel_size=self.kernel_size)
+        """The model part of the run (:class:`~nth.models.ModelSpec`)."""
+        return ModelSpec.of(self)
+
+    @property
+    def resolved_dg_method(self) -> str:
+        """The DG form: ``dg_method``, or the loss's own, the closed form for mse (its fast path) and the ODE for
+        any other loss (docs/math.md section 10)."""
+        if self.dg_method is not None:
+            return self.dg_method
+        return "closed" if isinstance(self.loss_fn, MSE) else "ode"
 
     @property
     def loss_fn(self) -> AbstractLoss:
@@ -238,8 +245,11 @@ class SolveConfig:
             if self.data != "digits":
                 raise ConfigError("--classes C chooses the digits 0..C-1 of --data digits; other data carry their own "
                                   "labels")
-        if self.dg_method not in DG_METHODS:
+        if self.dg_method is not None and self.dg_method not in DG_METHODS:
             raise ConfigError(f"dg_method = {self.dg_method!r}; accepted: {', '.join(DG_METHODS)}")
+        if self.dg_method == "closed" and not isinstance(self.loss_fn, MSE):
+            raise ConfigError(f"dg_method 'closed' (DG Eq. 101) exists for the mse loss only; the "
+                              f"{self.loss_fn.describe()} loss takes 'ode' (or leave --dg-method out)")
         builtin = self.data in (None, "digits")
         if self.n_test is not None and (not builtin or not isinstance(self.n_test, int) or self.n_test < 0):
             raise ConfigError(f"n_test = {self.n_test!r}: a non-negative integer, for the built-in problems only "

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._precision import enable_float64
 from ..checks import check_scales, check_seed
 from ..compare import moment_fits
 from ..errors import ConfigError, MemoryBudgetError
@@ -257,6 +258,7 @@ def sample(cfg: CorrConfig, width: int, start: int, stop: int, *,
     (draws in the batch, functions)). Every batch has the same size (the last is padded and trimmed), so
     one compiled call serves a width."""
     corrs = cfg.validate()
+    enable_float64()  # draws are made and contracted in float64
     X = cfg.inputs()
     sampler = _Sampler(corrs, int(width), cfg)
     batch = plan_batch(cfg, width)

@@ -28,7 +28,7 @@ from jaxtyping import Array
 from ..dynamics import dg_correction, discrete_nth, eigenbasis, truncated_nth
 from ..errors import ConfigError
 from ..kernel import gd_tensors
-from ..losses import AbstractLoss, MSE
+from ..losses import AbstractLoss
 
 REFERENCES = ("flow", "gd")
 
@@ -202,11 +202,6 @@ class Level(AbstractRow):
         return dataclasses.replace(one, ts=sol.ts, stats=sol.stats[i])
 
 
-def _dg_method(inputs: RowInputs) -> str:
-    """The configured DG form; the closed form is the mse fast path, other losses take the ODE."""
-    return inputs.cfg.dg_method if isinstance(inputs.loss, MSE) or inputs.cfg.dg_method == "auto" else "ode"
-
-
 class DG(AbstractRow):
     """Dyer & Gur-Ari's O(1/m) correction (DG Eqs. 11-12, 87-91; docs/math.md sections 4 and 10): error m^-2."""
 
@@ -227,7 +222,7 @@ class DG(AbstractRow):
         return [cls()] if cfg.use_dg else []
 
     def prepare(self, inputs):
-        if _dg_method(inputs) == "closed":  # refuse a singular K^(2) now, not after the long solves
+        if inputs.cfg.resolved_dg_method == "closed":  # refuse a singular K^(2) now, not after the long solves
             K2 = inputs.kernels[2]
             for K in (K2 if inputs.stacked else K2[None]):
                 eigenbasis(K)
@@ -235,7 +230,7 @@ class DG(AbstractRow):
     def solve(self, inputs):
         kt = inputs.test_kernels
         return dg_correction(inputs.kernels, inputs.f0, inputs.y, inputs.ts, loss=inputs.loss,
-                             method=_dg_method(inputs), solver=inputs.cfg.nth_settings,
+                             method=inputs.cfg.resolved_dg_method, solver=inputs.cfg.nth_settings,
                              test_kernels=None if kt is None else {r: kt[r] for r in (2, 3, 4)}, f0_test=inputs.f0_test)
 
     def attrs(self, sol):

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
+from .._precision import float64_if_asked
 from ..compare import f_error, k2_error
 from ..data import Dataset, ProblemShape, load_problem, problem_shape, read_npz
 from ..dynamics import FlowSolution, GDSolution, default_horizon, gradient_descent, gradient_flow, stable_lr
@@ -184,6 +185,7 @@ def dry_run(cfg: SolveConfig) -> str:
     Raises MemoryBudgetError (with the itemized plan) exactly when the real run would refuse.
     """
     cfg.validate()
+    float64_if_asked(DTYPES[cfg.dtype])
     cfg = cfg.for_dtype()
     data = data_shape(cfg)
     model = abstract_model(cfg, data)
@@ -253,7 +255,7 @@ def resolved_config(cfg: SolveConfig, data: Dataset, model: AbstractModel, chunk
                     seeds_together: int) -> dict[str, Any]:
     """The configuration a file records: every option with its defaults resolved, and the model's description."""
     info = model.describe()
-    out = dataclasses.asdict(cfg) | {
+    out = dataclasses.asdict(cfg) | {"dg_method": cfg.resolved_dg_method,
         "inf": cfg.use_inf, "dg": cfg.use_dg, "width": model.width, "depth": info.get("depth"), "n": data.n,
         "d": data.d, "in_shape": list(data.in_shape), "n_test": data.k, "num_params": num_params(model),
         "kernel_chunk": chunk, "normalization_applied": data.normalization, "t_max": float(t_max),
@@ -291,6 +293,7 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
     """
     say = log or (lambda s: None)
     cfg.validate()
+    float64_if_asked(DTYPES[cfg.dtype])
     if cfg.adjustments():
         say(cfg.adjustments())
         cfg = cfg.for_dtype()
@@ -384,7 +387,7 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
     if cfg.use_inf:
         say("[+] m = inf: kernel gradient descent with the limiting NTK Kbar^(2) from the network's f(0)")
     if cfg.use_dg:
-        say(f"[4/4] Dyer & Gur-Ari O(1/m) correction ({cfg.dg_method} form)")
+        say(f"[4/4] Dyer & Gur-Ari O(1/m) correction ({cfg.resolved_dg_method} form)")
     dense = lambda d: None if d is None else {r: k for r, k in d.items() if not isinstance(k, KernelOperator)}  # noqa: E731
     results = []
     for i, s in enumerate(seeds):

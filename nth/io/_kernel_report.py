@@ -69,8 +69,8 @@ class KernelRequest:
 
     @property
     def spec(self) -> ModelSpec:
-        return ModelSpec(arch=self.arch, depth=self.depth, activation=self.activation, beta=self.beta,
-                         sigma_w=self.sigma_w, sigma_a=self.sigma_a, param=self.param, kernel_size=self.kernel_size)
+        """The model part of the request (:class:`~nth.models.ModelSpec`)."""
+        return ModelSpec.of(self)
 
 
 @dataclasses.dataclass

@@ -78,7 +78,7 @@ class SweepConfig:
         return dataclasses.replace(self.base, width=width, seed=seed)
 
     def to_json(self) -> str:
-        base = dataclasses.asdict(self.base)
+        base = dataclasses.asdict(self.base) | {"dg_method": self.base.resolved_dg_method}  # as files before it
         for k in ("width", "seed", "memory_budget", "chunk", "devices"):  # per run, or result-neutral
             base.pop(k)
         return json.dumps({"widths": list(self.widths), "num_seeds": self.num_seeds, "base": base}, sort_keys=True)

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._precision import enable_float64
 from ..checks import check_scales
 from ..errors import ConfigError
 from ..models import DEFAULT_ORDER, AbstractActivation, activation as make_activation, check_param, preset
@@ -81,6 +82,7 @@ def limiting_kernels(
         raise ConfigError(f"depth = {depth!r} must be a positive integer")
     check_scales(sigma_w=sigma_w, sigma_a=sigma_a)
     eta = preset(param, int(depth)).limit_lrs()
+    enable_float64()  # the layer recursion runs in float64 (nth._precision)
     X = jnp.asarray(X, dtype=jnp.float64)
     X2 = X if X2 is None else jnp.asarray(X2, dtype=jnp.float64)
     if X.ndim != 2 or X2.ndim != 2 or X.shape[1] != X2.shape[1]:

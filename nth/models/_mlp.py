@@ -9,6 +9,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ..checks import as_real, check_all_finite, check_scales
+from .._precision import float64_if_asked
 from ..errors import ConfigError, DataError
 from . import _mlp_structured as structured
 from ._activations import AbstractActivation, Tanh, activation as make_activation
@@ -170,6 +171,7 @@ def draw_mlp(key, in_dim: int, width: int, depth: int, activation: AbstractActiv
     keys = jax.random.split(key, depth + 1)
     shapes = [(width, in_dim)] + [(width, width)] * (depth - 1)
     # drawn in float64 and cast, so that a seed gives the same network in every dtype
+    float64_if_asked(dtype)  # a float64 network turns on JAX's 64-bit mode (nth._precision)
     draw = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
     def sample(k, shape):
@@ -189,6 +191,7 @@ def mlp_from_arrays(arrays: dict[str, np.ndarray], activation: str | AbstractAct
 
     Width and depth are read from the arrays; shapes and finiteness are validated.
     """
+    float64_if_asked(dtype)
     if "a" not in arrays or "W1" not in arrays:
         raise DataError(f"{source} must hold arrays 'W1' (m x d), optionally 'W2'..'WH' (m x m), and 'a' (m,);"
                         f" found {sorted(arrays)}")

@@ -13,6 +13,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from ..checks import check_scales
+from .._precision import float64_if_asked
 from ..errors import ConfigError
 from ._activations import activation as make_activation
 from ._base import AbstractModel, cast_model
@@ -41,6 +42,12 @@ class ModelSpec:
     sigma_a: float = 1.0
     param: str = "ntk"
     kernel_size: int = 3
+
+    @classmethod
+    def of(cls, config) -> "ModelSpec":
+        """The model part of a larger configuration (a SolveConfig, a KernelRequest): its fields of the same
+        names; the fields it lacks keep their defaults."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if hasattr(config, f.name)})
 
     @property
     def name(self) -> str:
@@ -102,6 +109,7 @@ class ModelSpec:
               outputs: int = 1) -> AbstractModel:
         """The model of this spec at ``width`` with initial weights from ``seed``, parameters in ``dtype``, and
         ``outputs`` outputs per input (a built-in architecture; the user's model sets its own)."""
+        float64_if_asked(dtype)
         if self.model is not None:
             return cast_model(build_user_model(self.model, width, seed, in_shape), dtype)
         kw = dict(sigma_w=self.sigma_w, sigma_a=self.sigma_a, beta=self.beta, dtype=dtype, outputs=outputs)
