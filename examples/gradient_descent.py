@@ -27,11 +27,8 @@ import nth.compare
 
 #: The predictions compared with gradient descent (the width exponent of each one's error against it is
 #: nth.row(label).exponent("gd")).
-ROWS = {"discrete_p2": ("d-p2", "discrete, frozen kernel"),
-        "discrete_o1m": ("d-o1m", "discrete, O(1/m) system"),
-        "p2": ("p=2", "continuous, frozen kernel"),
-        "p4": ("p=4", "continuous, p = 4"),
-        "dg": ("dg", "continuous, DG correction")}
+ROWS = {label: (nth.row(label).name, ("continuous " if nth.row(label).reference == "flow" else "")
+                + nth.row(label).title) for label in ("discrete_p2", "discrete_o1m", "p2", "p4", "dg")}
 
 
 def main(argv=None):
@@ -75,16 +72,16 @@ def main(argv=None):
           f"to {np.nanmax(sw['scalars']['lr_gd']):.3g}), {args.steps} steps, depth {args.depth}, n = {args.n}\n"
           f"error against it, max over steps of |f - f_GD| / sqrt(n), geometric mean over {args.seeds} seed(s)")
     fit = len(widths) > 1
-    print(f"{'row':>6} {'prediction':<26} " + " ".join(f"{'m=' + str(w):>10}" for w in widths)
+    print(f"{'row':>6} {'prediction':<32} " + " ".join(f"{'m=' + str(w):>10}" for w in widths)
           + (f" {'slope [95% CI]':>22} {'predicted':>9}" if fit else ""))
     for label, (row, what) in ROWS.items():
         E = sw["scalars"][f"max_f_error_gd_{label}"]
-        line = f"{row:>6} {what:<26} " + " ".join(f"{g:>10.3e}" for g in nth.geometric_mean(E, axis=1))
+        line = f"{row:>6} {what:<32} " + " ".join(f"{g:>10.3e}" for g in nth.geometric_mean(E, axis=1))
         if fit:
             s, lo, hi = nth.slope_with_ci(widths, E)
             line += f" {f'{s:.2f} [{lo:.2f}, {hi:.2f}]':>22} {nth.row(label).exponent('gd'):>9g}"
         print(line)
-    print(f"{'gd':>6} {'GD against gradient flow':<26} "
+    print(f"{'gd':>6} {'GD against gradient flow':<32} "
           + " ".join(f"{g:>10.3e}" for g in nth.geometric_mean(sw["scalars"]["max_f_error_gd"], axis=1)))
 
 

@@ -5,9 +5,11 @@ whole process. Importing nth leaves it alone. It is turned on, for the rest of t
 
 - :func:`enable_float64`, which a program calls once before building arrays of its own in float64;
 - the ``nth`` command, at its start;
-- every nth call asked for float64: the built-in models' constructors (``dtype=float64``, their default), a
-  run whose configuration says ``dtype="float64"`` (the default), the limiting kernels (computed in float64),
-  and the correlation-function engine.
+- the built-in models' constructors, whatever their ``dtype`` (the weights are drawn in float64 and cast, so a
+  float32 network is the float64 one rounded, in every process state);
+- every nth call asked for float64: a weights file or a user model cast to float64, a run whose configuration
+  says ``dtype="float64"`` (the default), the limiting kernels (computed in float64), and the
+  correlation-function engine.
 
 Every correctness comparison of this field needs float64; float32 stays available per run (``dtype=``).
 """

@@ -106,8 +106,9 @@ def _real_array(name: str, value, source: str, what: str) -> np.ndarray:
     return np.asarray(as_real(name, value, where=source, what=what), dtype=np.float64)
 
 
-def _check_labels(name: str, labels, rows: int, source: str) -> np.ndarray | None:
-    """Class labels: ``rows`` non-negative integers (integral floats accepted), or None."""
+def check_labels(name: str, labels, rows: int, source: str) -> np.ndarray | None:
+    """Class labels: ``rows`` non-negative integers (integral floats accepted), or None; DataError naming the
+    first entry that is not a label."""
     if labels is None:
         return None
     v = _real_array(name, labels, source, "class labels")
@@ -160,10 +161,10 @@ def make_dataset(X: Float[np.ndarray, "n *in"], y: Float[np.ndarray, "n *k"], X_
             raise DataError(f"{source}: 'y' has entries as large as {float(np.max(np.abs(y))):.3g}: the squared loss "
                             "overflows float64; rescale the targets")
     X = normalize_inputs(X, normalization, "X", source)
-    labels = _check_labels("labels", labels, n, source)
+    labels = check_labels("labels", labels, n, source)
     if labels_test is not None and Xt is None:
         raise DataError(f"{source}: 'labels_test' is given without 'X_test'")
-    labels_test = _check_labels("labels_test", labels_test, 0 if Xt is None else Xt.shape[0], source)
+    labels_test = check_labels("labels_test", labels_test, 0 if Xt is None else Xt.shape[0], source)
     return Dataset(X=X, y=y, X_test=Xt, normalization=normalization, source=source, labels=labels,
                    labels_test=labels_test)
 

@@ -167,10 +167,13 @@ class Logistic(AbstractLoss):
                               f"{int(np.prod(out_shape))} (use cross-entropy for several classes)")
 
     def target_shape(self, n, out_shape, given):
-        return (n,)
+        shaped = (n,) + tuple(out_shape)  # labels (n,), or already shaped like outputs (n, 1)
+        return shaped if tuple(given) == shaped else (n,)
 
     def targets(self, y, n, out_shape, *, where="", dtype=None):
         self.check_outputs(out_shape, where)
+        if out_shape and tuple(np.shape(y)) == (n,) + tuple(out_shape):
+            y = jnp.reshape(jnp.asarray(y), (n,))
         labels = _labels(y, n, 2, self.name, where)
         return labels.reshape((n,) + tuple(out_shape)).astype(dtype or jnp.result_type(float))
 

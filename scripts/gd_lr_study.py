@@ -18,8 +18,9 @@ import numpy as np
 import nth
 from nth.compare import geometric_mean
 
-LABELS = {"p4": "continuous p = 4", "discrete_p2": "discrete p = 2 (frozen kernel)",
-          "discrete_o1m": "discrete O(1/m)"}
+#: The rows compared with gradient descent, by label, with their figure titles.
+LABELS = {label: ("continuous " if nth.row(label).reference == "flow" else "") + nth.row(label).title
+          for label in ("p4", "discrete_p2", "discrete_o1m")}
 
 
 def main() -> None:

@@ -3,6 +3,7 @@ the cross-entropy or the logistic loss solves every row with the loss (each row 
 run's own kernels), records the loss, the outputs, accuracies and disagreement rates, writes files with an
 ``output`` dimension that read back, and refuses what has no meaning for a loss with one line."""
 
+import dataclasses
 import json
 
 import h5py
@@ -121,16 +122,15 @@ def test_mse_with_several_outputs_fits_one_hot_digits():
 
 
 def test_importing_nth_leaves_the_precision_alone():
-    """float64 is explicit: import nth does not switch JAX to 64 bits; a float64 model, a run or
+    """float64 is explicit: import nth does not switch JAX to 64 bits; a built-in model, a run or
     nth.enable_float64() does (nth._precision)."""
     import subprocess
     import sys
 
-    code = ("import jax, nth; a = jax.config.jax_enable_x64; "
-            "net = nth.init_mlp(0, 3, 4, 1, 'tanh', dtype='float32'); b = jax.config.jax_enable_x64; "
-            "net = nth.init_mlp(0, 3, 4, 1, 'tanh'); print(a, b, jax.config.jax_enable_x64, net.a.dtype)")
+    code = ("import jax, jax.numpy as jnp, nth; a = jax.config.jax_enable_x64; x = jnp.ones(2).dtype; "
+            "net = nth.init_mlp(0, 3, 4, 1, 'tanh'); print(a, x, jax.config.jax_enable_x64, net.a.dtype)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["False", "False", "True", "float64"]
+    assert out == ["False", "float32", "True", "float64"]
 
 
 def test_mse_results_of_a_committed_sweep_are_unchanged():
@@ -146,3 +146,25 @@ def test_mse_results_of_a_committed_sweep_are_unchanged():
         for name in ("f", "f_test", "K2", "loss"):
             np.testing.assert_allclose(getattr(sol, name), run[f"{label}_{name}"], rtol=0, atol=1e-12,
                                        err_msg=f"{label} {name}")
+
+
+def test_cross_entropy_on_a_file_whose_targets_are_labels(tmp_path):
+    """An .npz whose y holds integer labels trains with cross-entropy (the labels are read from y, their count
+    sets the outputs); a y that is not labels is refused with one line before any work."""
+    X = np.random.default_rng(0).standard_normal((6, 3))
+    np.savez(tmp_path / "ce.npz", X=X, y=np.array([0, 1, 2, 0, 1, 2]))
+    cfg = nth.SolveConfig(p=2, width=8, data=str(tmp_path / "ce.npz"), t_max=1.0, num_times=3, loss="cross-entropy")
+    res = nth.solve(cfg)
+    assert res.out_shape == (3,) and res.config["outputs"] == 3 and "accuracy" in res.errors["p2"]
+    np.savez(tmp_path / "bad.npz", X=X, y=np.array([0, 1, 2.5, 0, 1, 2]))
+    with pytest.raises(nth.ConfigError, match="needs class labels"):
+        nth.solve(dataclasses.replace(cfg, data=str(tmp_path / "bad.npz")))
+
+
+def test_a_float32_network_is_the_float64_one_rounded_whatever_the_process_state():
+    import subprocess
+    import sys
+
+    code = ("import nth, numpy as np; a = np.asarray(nth.init_mlp(0, 3, 8, 1, dtype='float32').a); "
+            "b = np.asarray(nth.init_mlp(0, 3, 8, 1).a); print(np.array_equal(a, b.astype('float32')))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "True"

@@ -92,9 +92,9 @@ class SolveConfig:
 
     @property
     def resolved_dg_method(self) -> str:
-        """The DG form: ``dg_method``, or the loss's own, the closed form for mse (its fast path) and the ODE for
-        any other loss (docs/math.md section 10)."""
-        if self.dg_method is not None:
+        """The DG form: ``dg_method``, or (None, "auto") the loss's own, the closed form for mse (its fast path)
+        and the ODE for any other loss (docs/math.md section 10)."""
+        if self.dg_method not in (None, "auto"):
             return self.dg_method
         return "closed" if isinstance(self.loss_fn, MSE) else "ode"
 

@@ -5,7 +5,8 @@ names in files, ``max_f_error_<label>``), its name in tables and figures, its HD
 gradient flow or gradient descent), the width exponent theory predicts for its error against either
 reference, when a run has it, how it is solved, and what it writes beside its trajectory. The engine, the
 schema, sweeps, figures, ``nth width-for`` and the scripts read rows from :data:`ROWS` and never dispatch on
-label strings, so a new prediction is one class here and one entry in :data:`ROWS`.
+label strings (they look a label, a group or a reference up here), so a new prediction is one class here and
+one entry in :data:`ROWS`.
 
 Rows are solved from a :class:`RowInputs`, the checked problem of a run. A row that is ``batched`` is solved
 once for all seeds of a stacked run (each Diffrax solve with its own step size) and picked per seed; the others

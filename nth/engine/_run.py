@@ -12,6 +12,7 @@ the expensive stages.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +25,7 @@ from jaxtyping import Array
 
 from .._precision import float64_if_asked
 from ..compare import f_error, k2_error
-from ..data import Dataset, ProblemShape, load_problem, problem_shape, read_npz
+from ..data import Dataset, ProblemShape, check_labels, load_problem, problem_shape, read_npz
 from ..dynamics import FlowSolution, GDSolution, default_horizon, gradient_descent, gradient_flow, stable_lr
 from ..errors import ConfigError, DataError
 from ..kernel import KernelOperator, limiting_kernels
@@ -105,8 +106,23 @@ def _data_args(cfg: SolveConfig) -> dict[str, Any]:
 
 
 def load_data(cfg: SolveConfig) -> Dataset:
-    """The configured dataset (built-in, digits, or an ``.npz`` file); digits as 8x8 images for a cnn."""
-    return load_problem(cfg.data, seed=cfg.data_seed, normalization=cfg.normalization, **_data_args(cfg))
+    """The configured dataset (built-in, digits, or an ``.npz`` file); digits as 8x8 images for a cnn. For a
+    loss on class labels, targets ``y`` of an ``.npz`` without ``labels`` are its labels (checked here)."""
+    data = load_problem(cfg.data, seed=cfg.data_seed, normalization=cfg.normalization, **_data_args(cfg))
+    if cfg.loss_fn.takes_labels and data.labels is None and data.has_targets:
+        data = dataclasses.replace(data, labels=check_labels("y", data.y, data.n, data.source))
+    return data
+
+
+def run_targets(cfg: SolveConfig, data: Dataset, out_shape: tuple[int, ...]) -> Array:
+    """The targets the run trains on, checked against the loss and the outputs' shape (docs/math.md section 10),
+    in the run's dtype: the labels for a loss on labels, ``y`` otherwise."""
+    loss, dtype = cfg.loss_fn, DTYPES[cfg.dtype]
+    y = loss.targets(loss.raw_targets(data.y, data.labels), data.n, out_shape, where=data.source, dtype=dtype)
+    if jnp.issubdtype(y.dtype, jnp.inexact) and not bool(jnp.isfinite(y).all()):
+        raise DataError(f"{data.source}: 'y' overflows {cfg.dtype} (entries up to {float(np.max(np.abs(data.y))):.3g}); "
+                        "rescale the data or use --dtype float64")
+    return y
 
 
 def data_shape(cfg: SolveConfig) -> ProblemShape:
@@ -252,10 +268,11 @@ def classifier_measures(sol, data: Dataset, out_shape: tuple[int, ...], classes:
 
 
 def resolved_config(cfg: SolveConfig, data: Dataset, model: AbstractModel, chunk: int, t_max: float,
-                    seeds_together: int) -> dict[str, Any]:
-    """The configuration a file records: every option with its defaults resolved, and the model's description."""
+                    seeds_together: int, out_shape: tuple[int, ...] = ()) -> dict[str, Any]:
+    """The configuration a file records: every option with its defaults resolved (``outputs``: the outputs per
+    input the model has), and the model's description."""
     info = model.describe()
-    out = dataclasses.asdict(cfg) | {"dg_method": cfg.resolved_dg_method,
+    out = dataclasses.asdict(cfg) | {"dg_method": cfg.resolved_dg_method, "outputs": math.prod(out_shape),
         "inf": cfg.use_inf, "dg": cfg.use_dg, "width": model.width, "depth": info.get("depth"), "n": data.n,
         "d": data.d, "in_shape": list(data.in_shape), "n_test": data.k, "num_params": num_params(model),
         "kernel_chunk": chunk, "normalization_applied": data.normalization, "t_max": float(t_max),
@@ -319,13 +336,8 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
     models = [build_model(cfg, data, s) for s in seeds]
     model = models[0]
     out_shape = output_shape(model, data.in_shape, dtype)
-    y = loss.targets(loss.raw_targets(data.y, data.labels), data.n, out_shape, where=data.source, dtype=dtype)
-    if jnp.issubdtype(y.dtype, jnp.inexact) and not bool(jnp.isfinite(y).all()):
-        raise DataError(f"{data.source}: 'y' overflows {cfg.dtype} (entries up to {float(np.max(np.abs(data.y))):.3g}); "
-                        "rescale the data or use --dtype float64")
-    classes = data.labels is not None or loss.takes_labels
-    if data.labels is None and loss.takes_labels:
-        data = dataclasses.replace(data, labels=np.asarray(y).reshape(data.n).astype(np.int64))
+    y = run_targets(cfg, data, out_shape)
+    classes = data.labels is not None
     stacked = B > 1
     net = _stack(models) if stacked else model
     labels = [f"seed {s}" for s in seeds]
@@ -409,7 +421,8 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
         if gd is not None:
             errs["gd"] = errors_against(gd, flow_i, None) | classifier_measures(gd, data, out_shape, classes)
         loss_fall = float(flow_i.loss[0] / flow_i.loss[-1]) if float(flow_i.loss[-1]) > 0 else float("inf")
-        config = resolved_config(dataclasses.replace(cfg, seed=s), data, models[i], plan.kernels.chunk, t_max, B)
+        config = resolved_config(dataclasses.replace(cfg, seed=s), data, models[i], plan.kernels.chunk, t_max, B,
+                                 out_shape)
         as_np = lambda d: None if d is None else {r: np.asarray(k) for r, k in d.items()}  # noqa: E731
         res = SolveResult(config=config, data=data, f0=np.asarray(pick(f0)), kernels=as_np(k_i),
                           test_kernels=as_np(kt_i), flow=flow_i, predictions=pr, gd=gd, errors=errs, wall_times=w,
@@ -460,7 +473,8 @@ def sweep_errors(cfg: SolveConfig, widths: list[int], seeds: list[int], *, refer
                 c = c.for_dtype()
                 tight = dataclasses.replace(c.flow_settings(), rtol=c.rtol / 100, atol=c.atol / 100)
                 model = build_model(c, res.data, s)
-                ref = gradient_flow(model, jnp.asarray(res.data.X), jnp.asarray(res.data.y), res.flow.ts, solver=tight)
+                ref = gradient_flow(model, jnp.asarray(res.data.X, dtype=DTYPES[c.dtype]),
+                                    run_targets(c, res.data, res.out_shape), res.flow.ts, solver=tight, loss=c.loss_fn)
                 put("ref_diff", i, j, f_error(ref.f, res.flow.f).max())
             if log:
                 log(f"width {m} seed {s}: " + ", ".join(f"{label} {e['max_f_error']:.2e}"

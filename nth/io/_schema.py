@@ -64,7 +64,8 @@ import numpy as np
 
 from ..data import Dataset
 from ..engine import SolveResult
-from ..engine._rows import labels_in, row
+from ..engine import SolveConfig
+from ..engine._rows import labels_in, row, rows_for
 from ._hdf5 import package_versions
 
 #: 3: version 2 with netCDF-4 dimensions on every axis, the time coordinate in every group with a time axis,
@@ -96,19 +97,21 @@ def sample_axes(k: int) -> tuple[str, ...]:
     return ("sample",) + tuple(f"sample_{i}" for i in range(2, k + 1))
 
 
-def dataset_axes(path: str, shape: tuple[int, ...], outputs: int = 1) -> tuple[tuple[str, ...], str | None]:
+def dataset_axes(path: str, shape: tuple[int, ...], out_shape: tuple[int, ...] = ()) -> tuple[tuple[str, ...], str | None]:
     """The named dimensions of the schema's dataset ``path`` (relative to its run group, or ``data/...``) of the
     given shape, and its coordinates (module docstring); the rule :func:`nth.io._hdf5.write_group` applies.
-    With k = ``outputs`` > 1, outputs carry a last axis ``output`` and kernels run over the n k samples (input,
-    output), named ``pair``, ``pair_2``, ... (``test_pair`` for test inputs)."""
+    With outputs of per-input shape ``out_shape`` = (k,), outputs carry a last axis ``output``, and for k > 1
+    kernels run over the n k samples (input, output), named ``pair``, ``pair_2``, ... (``test_pair`` for test
+    inputs); targets of shape (n, j) carry ``target``."""
     group, _, name = path.rpartition("/")
     ndim = len(shape)
-    out = ("output",) if outputs > 1 else ()
-    slots = (lambda r: tuple(a.replace("sample", "pair") for a in sample_axes(r))) if outputs > 1 else sample_axes
-    test_slot = "test_pair" if outputs > 1 else "test_sample"
+    out = ("output",) if len(out_shape) == 1 else ()
+    pairs = math.prod(out_shape) > 1
+    slots = (lambda r: tuple(a.replace("sample", "pair") for a in sample_axes(r))) if pairs else sample_axes
+    test_slot = "test_pair" if pairs else "test_sample"
     if group == "data":
         if name in ("y", "labels", "labels_test"):
-            return ("test_sample",) if name == "labels_test" else ("sample",) + (("output",) if ndim == 2 else ()), None
+            return ("test_sample",) if name == "labels_test" else ("sample",) + (("target",) if ndim == 2 else ()), None
         features = ("feature",) if ndim == 2 else tuple(f"feature_{i}" for i in range(ndim - 1))
         return ("test_sample" if name == "X_test" else "sample",) + features, None
     if group == "init":
@@ -117,7 +120,7 @@ def dataset_axes(path: str, shape: tuple[int, ...], outputs: int = 1) -> tuple[t
         if name.endswith("_test"):
             return (test_slot,) + slots(ndim - 1), None
         return slots(ndim), None
-    stepped = group == "gd" or group.startswith("discrete")
+    stepped = group in _STEPPED  # gradient descent and the rows that predict its steps
     time, coords = ("step", "step t") if stepped else ("time", "t")
     if name in ("t", "step"):
         return (time,), None
@@ -129,9 +132,13 @@ def dataset_axes(path: str, shape: tuple[int, ...], outputs: int = 1) -> tuple[t
     return (time,) + per_time[name], coords
 
 
+#: The groups whose time axis is gradient descent's steps: gd itself and every row predicting it.
+_STEPPED = {"gd"} | {r.group for r in rows_for(SolveConfig(p=4, lr=1.0, steps=1)) if r.reference == "gd"}
+
+
 def axes_for(result: SolveResult):
     """:func:`dataset_axes` for the files of ``result`` (its outputs per input)."""
-    return functools.partial(dataset_axes, outputs=math.prod(result.out_shape))
+    return functools.partial(dataset_axes, out_shape=tuple(result.out_shape))
 
 
 def data_datasets(data: Dataset) -> tuple[dict[str, Any], dict[str, dict]]:

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ..checks import check_scales
-from .._precision import float64_if_asked
+from .._precision import enable_float64
 from ..errors import ConfigError
 from ._activations import AbstractActivation, Tanh, activation as make_activation
 from ._base import AbstractModel, check_call
@@ -116,8 +116,8 @@ def init_cnn(seed: int, in_shape: tuple[int, ...], width: int, depth: int,
     k = (kernel_size,) * len(spatial)
     shapes = [(width, c0) + k] + [(width, width) + k] * (depth - 1)
     keys = jax.random.split(jax.random.PRNGKey(seed), depth + 1)
-    float64_if_asked(dtype)  # a float64 network turns on JAX's 64-bit mode (nth._precision)
-    draw = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    enable_float64()  # the weights are drawn in float64 whatever the dtype (nth._precision)
+    draw = jnp.float64
     Ws = tuple((sigma_w * jax.random.normal(key, s, dtype=draw)).astype(dtype) for key, s in zip(keys[:-1], shapes))
     readout = (width,) + spatial + (() if outputs == 1 else (outputs,))
     a = (sigma_a * jax.random.normal(keys[-1], readout, dtype=draw)).astype(dtype)

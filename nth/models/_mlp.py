@@ -9,7 +9,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ..checks import as_real, check_all_finite, check_scales
-from .._precision import float64_if_asked
+from .._precision import enable_float64, float64_if_asked
 from ..errors import ConfigError, DataError
 from . import _mlp_structured as structured
 from ._activations import AbstractActivation, Tanh, activation as make_activation
@@ -171,8 +171,8 @@ def draw_mlp(key, in_dim: int, width: int, depth: int, activation: AbstractActiv
     keys = jax.random.split(key, depth + 1)
     shapes = [(width, in_dim)] + [(width, width)] * (depth - 1)
     # drawn in float64 and cast, so that a seed gives the same network in every dtype
-    float64_if_asked(dtype)  # a float64 network turns on JAX's 64-bit mode (nth._precision)
-    draw = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    enable_float64()  # the weights are drawn in float64 whatever the dtype (nth._precision)
+    draw = jnp.float64
 
     def sample(k, shape):
         if init == "rademacher":

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ..checks import check_scales
-from .._precision import float64_if_asked
+from .._precision import enable_float64
 from ..errors import ConfigError
 from ._activations import AbstractActivation, Tanh, activation as make_activation
 from ._base import AbstractModel, check_call
@@ -81,8 +81,8 @@ def init_resnet(seed: int, in_dim: int, width: int, depth: int, activation: str 
     check_scales(sigma_w=sigma_w, sigma_a=sigma_a)
     act = make_activation(activation, beta)
     keys = jax.random.split(jax.random.PRNGKey(seed), 2 * depth + 2)
-    float64_if_asked(dtype)  # a float64 network turns on JAX's 64-bit mode (nth._precision)
-    draw = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    enable_float64()  # the weights are drawn in float64 whatever the dtype (nth._precision)
+    draw = jnp.float64
 
     def normal(key, shape, scale):
         return (scale * jax.random.normal(key, shape, dtype=draw)).astype(dtype)
