@@ -185,6 +185,8 @@ def _add_kernel(sub) -> None:
                    "--infinite)")
     s.add_argument("--seed", type=_seed, default=0, help="seed of the initial weights (default 0)")
     s.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="hidden layers H (default 2)")
+    s.add_argument("--outputs", type=int, default=1, help="outputs per input (default 1): kernels over the n k "
+                   "samples (input, output); the limiting ones times the identity on outputs")
     _add_architecture(s)
     s.add_argument("--method", default="auto", choices=EXPECTATION_METHODS,
                    help="Gaussian expectations: closed form (erf, relu), quadrature, or auto (default)")

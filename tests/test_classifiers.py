@@ -168,3 +168,20 @@ def test_a_float32_network_is_the_float64_one_rounded_whatever_the_process_state
     code = ("import nth, numpy as np; a = np.asarray(nth.init_mlp(0, 3, 8, 1, dtype='float32').a); "
             "b = np.asarray(nth.init_mlp(0, 3, 8, 1).a); print(np.array_equal(a, b.astype('float32')))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "True"
+
+
+def test_kernel_command_over_samples(tmp_path, capsys):
+    """nth kernel --outputs 3: K^(2)(0) of a network with 3 outputs over the 3n samples, and the limiting
+    kernels times the identity on outputs (the m = inf row's kernel), in the file on pair axes."""
+    out = tmp_path / "k.h5"
+    assert main(["kernel", "--n", "4", "--d", "3", "--width", "32", "--depth", "1", "--infinite", "--outputs", "3",
+                 "--out", str(out)]) == 0
+    assert "3 outputs each (12 samples)" in capsys.readouterr().out
+    one = nth.io._kernel_report.compute_kernels(nth.io._kernel_report.KernelRequest(
+        n=4, d=3, depth=1, infinite=True, width=32))
+    with h5py.File(out, "r") as h:
+        K2, ntk = h["kernels/K2"][()], h["infinite/ntk"][()]
+    assert K2.shape == (12, 12)
+    np.testing.assert_array_equal(ntk, np.kron(np.asarray(one.limiting.ntk), np.eye(3)))
+    xr = pytest.importorskip("xarray")
+    assert xr.open_dataset(out, engine="h5netcdf", group="kernels")["K2"].dims == ("pair", "pair_2")

@@ -5,6 +5,7 @@ file in the schema of :mod:`nth.io._schema`."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -29,7 +30,8 @@ from ._schema import dataset_axes, kernel_file
 @dataclasses.dataclass(frozen=True)
 class KernelRequest:
     """What ``nth kernel`` computes: Kbar^(2) and NNGP with ``infinite``, K^(2)(0) with a ``width`` (default
-    1024 when not ``infinite``)."""
+    1024 when not ``infinite``); with ``outputs`` k > 1 both over the n k samples (input, output): the network
+    with k outputs, and the limiting kernels times the identity on outputs (docs/math.md section 10)."""
 
     infinite: bool = False
     width: int | None = None
@@ -48,6 +50,7 @@ class KernelRequest:
     d: int = 8
     data_seed: int = 0
     data: str | None = None
+    outputs: int = 1
 
     @property
     def finite_width(self) -> int | None:
@@ -60,6 +63,8 @@ class KernelRequest:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} = {v!r} must be a positive integer")
+        if not isinstance(self.outputs, int) or isinstance(self.outputs, bool) or self.outputs < 1:
+            raise ConfigError(f"outputs = {self.outputs!r} must be a positive integer (outputs per input)")
         self.spec.validate(2)
         if self.infinite:
             if self.arch != "mlp":
@@ -87,12 +92,12 @@ def compute_kernels(req: KernelRequest) -> KernelReport:
     shape = problem_shape(req.data, n=req.n, d=req.d, images=req.arch == "cnn", targets=False)
     if req.finite_width is not None:  # refused from sizes alone, before the data exist
         plan_kernels(eqx.filter_eval_shape(lambda: req.spec.build(seed=req.seed, width=req.finite_width,
-                                                                  in_shape=shape.in_shape)),
-                     shape.n, 2, in_shape=shape.in_shape)
-    elif 4 * kernel_bytes(shape.n, 2) > default_memory_budget():  # Kbar, NNGP and the recursion's copies
+                                                                  in_shape=shape.in_shape, outputs=req.outputs)),
+                     shape.n, 2, in_shape=shape.in_shape, outputs=req.outputs)
+    elif 4 * kernel_bytes(shape.n * req.outputs, 2) > default_memory_budget():  # Kbar, NNGP, the recursion's copies
         raise MemoryBudgetError(f"the limiting kernels at n = {shape.n} need about "
-                                f"{format_bytes(4 * kernel_bytes(shape.n, 2))}, over the memory budget of "
-                                f"{format_bytes(default_memory_budget())}; reduce n")
+                                f"{format_bytes(4 * kernel_bytes(shape.n * req.outputs, 2))}, over the memory budget "
+                                f"of {format_bytes(default_memory_budget())}; reduce n")
     data = load_problem(req.data, n=req.n, d=req.d, seed=req.data_seed, images=req.arch == "cnn",
                         targets=False)
     X = jnp.asarray(data.X)
@@ -103,10 +108,13 @@ def compute_kernels(req: KernelRequest) -> KernelReport:
         lim = jax.block_until_ready(limiting_kernels(
             X, depth=req.depth, activation=req.activation, sigma_w=req.sigma_w, sigma_a=req.sigma_a, beta=req.beta,
             param=req.param, method=req.method, order=req.order))
+        if req.outputs > 1:  # over samples s = a k + i: Kbar x I_k
+            eye = jnp.eye(req.outputs, dtype=lim.ntk.dtype)
+            lim = dataclasses.replace(lim, nngp=jnp.kron(lim.nngp, eye), ntk=jnp.kron(lim.ntk, eye))
         wall["limiting"] = time.perf_counter() - t
     if req.finite_width is not None:
         t = time.perf_counter()
-        model = req.spec.build(seed=req.seed, width=req.finite_width, in_shape=data.in_shape)
+        model = req.spec.build(seed=req.seed, width=req.finite_width, in_shape=data.in_shape, outputs=req.outputs)
         K2 = np.asarray(ntk(model, X))
         wall["empirical"] = time.perf_counter() - t
     return KernelReport(data=data, limiting=lim, K2=K2, wall=wall)
@@ -130,7 +138,9 @@ def kernel_report(req: KernelRequest, out: str | os.PathLike | None = None, *, f
 
 def _report(req: KernelRequest, out: str | None, force: bool) -> str:
     rep = compute_kernels(req)
-    lines = [f"{rep.data.source}: n = {rep.data.n}, inputs {rep.data.in_shape}; {req.arch}, depth {req.depth}, "
+    lines = [f"{rep.data.source}: n = {rep.data.n}, inputs {rep.data.in_shape}"
+             + (f", {req.outputs} outputs each ({rep.data.n * req.outputs} samples)" if req.outputs > 1 else "")
+             + f"; {req.arch}, depth {req.depth}, "
              f"{req.activation}, sigma_w {req.sigma_w:g}, sigma_a {req.sigma_a:g}"
              + (f", {req.param} parametrization" if req.arch == "mlp" else "")]
 
@@ -157,5 +167,6 @@ def _report(req: KernelRequest, out: str | None, force: bool) -> str:
         lim = rep.limiting
         ds, attrs = kernel_file(rep.data, dataclasses.asdict(req) | {"arch_options": req.spec.describe()}, K2=rep.K2,
                                 nngp=None if lim is None else lim.nngp, ntk=None if lim is None else lim.ntk)
-        lines.append(f"wrote {write_h5(out, ds, attrs, force=force, axes=dataset_axes)}")
+        axes = functools.partial(dataset_axes, out_shape=() if req.outputs == 1 else (req.outputs,))
+        lines.append(f"wrote {write_h5(out, ds, attrs, force=force, axes=axes)}")
     return "\n".join(lines)
