@@ -101,15 +101,23 @@ class AbstractRow(eqx.Module):
         """The key of the row's wall time."""
         return self.label
 
+    @property
     @abc.abstractmethod
-    def exponent(self, reference: str = "flow") -> float | None:
-        """The exponent s of the error law c m^s theory predicts for this row against ``reference`` ("flow" or
-        "gd"), at a fixed horizon (docs/math.md sections 3, 5, 7); None without a law."""
+    def law(self) -> float:
+        """The exponent s of the error law c m^s theory predicts against the row's own reference, at a fixed
+        horizon (docs/math.md sections 3, 5, 7)."""
+
+    def exponent(self, reference: str = "flow") -> float:
+        """The predicted exponent against ``reference`` ("flow" or "gd"): :attr:`law` against the row's own;
+        0 against the other, whose O(lr) distance from it no width removes (docs/math.md section 7)."""
+        if reference not in REFERENCES:
+            raise ConfigError(f"reference = {reference!r} must be 'flow' or 'gd'")
+        return self.law if reference == self.reference else 0.0
 
     @classmethod
-    @abc.abstractmethod
     def parse(cls, label: str) -> "AbstractRow | None":
-        """The row of this kind with ``label``, or None."""
+        """The row of this kind with ``label``, or None (default: a kind with one row and a fixed label)."""
+        return cls() if label == cls.label else None
 
     @classmethod
     @abc.abstractmethod
@@ -124,8 +132,8 @@ class AbstractRow(eqx.Module):
         """The row's trajectory (an NTHSolution, DGSolution or GDSolution)."""
 
     def attrs(self, sol) -> dict[str, Any]:
-        """Attributes the row writes on its group beside its errors."""
-        return {}
+        """Attributes the row writes on its group beside its errors (default: the Diffrax step count)."""
+        return {"num_steps": sol.stats.get("num_steps", -1)}
 
     def datasets(self, sol) -> dict[str, Any]:
         """Arrays the row writes in its group beside t, f, f_test, K2 and loss."""
@@ -141,9 +149,10 @@ class AbstractRow(eqx.Module):
         return 0
 
 
-def _check_reference(reference: str) -> None:
-    if reference not in REFERENCES:
-        raise ConfigError(f"reference = {reference!r} must be 'flow' or 'gd'")
+def pick_seed(sol, i: int):
+    """Seed ``i`` of a solution solved for stacked seeds (its arrays carry a leading seed axis; times shared)."""
+    one = jax.tree_util.tree_map(lambda x: x[i] if eqx.is_array(x) else x, sol)
+    return dataclasses.replace(one, ts=sol.ts, stats=sol.stats[i])
 
 
 class Level(AbstractRow):
@@ -173,9 +182,9 @@ class Level(AbstractRow):
     def wall(self) -> str:
         return f"nth_p{self.q}"
 
-    def exponent(self, reference="flow"):
-        _check_reference(reference)
-        return -float(self.q // 2) if reference == "flow" else 0.0
+    @property
+    def law(self):
+        return -float(self.q // 2)
 
     @classmethod
     def parse(cls, label):
@@ -191,16 +200,12 @@ class Level(AbstractRow):
                              test_kernels=inputs.test_kernels, f0_test=inputs.f0_test,
                              solver=inputs.cfg.nth_settings, stacked=inputs.stacked, labels=inputs.labels)
 
-    def attrs(self, sol):
-        return {"num_steps": sol.stats.get("num_steps", -1)}
-
     @property
     def position(self):
         return self.q
 
     def pick(self, sol, i):
-        one = jax.tree_util.tree_map(lambda x: x[i] if eqx.is_array(x) else x, sol)
-        return dataclasses.replace(one, ts=sol.ts, stats=sol.stats[i])
+        return pick_seed(sol, i)
 
 
 class DG(AbstractRow):
@@ -209,14 +214,7 @@ class DG(AbstractRow):
     label: ClassVar[str] = "dg"
     name: ClassVar[str] = "dg"
     title: ClassVar[str] = "DG"
-
-    def exponent(self, reference="flow"):
-        _check_reference(reference)
-        return -2.0 if reference == "flow" else 0.0
-
-    @classmethod
-    def parse(cls, label):
-        return cls() if label == "dg" else None
+    law: ClassVar[float] = -2.0
 
     @classmethod
     def for_run(cls, cfg):
@@ -249,14 +247,7 @@ class Infinite(AbstractRow):
     label: ClassVar[str] = "inf"
     name: ClassVar[str] = "inf"
     title: ClassVar[str] = "m = inf (kernel GD, Kbar)"
-
-    def exponent(self, reference="flow"):
-        _check_reference(reference)
-        return -0.5 if reference == "flow" else 0.0
-
-    @classmethod
-    def parse(cls, label):
-        return cls() if label == "inf" else None
+    law: ClassVar[float] = -0.5
 
     @classmethod
     def for_run(cls, cfg):
@@ -267,9 +258,6 @@ class Infinite(AbstractRow):
         return truncated_nth({2: Kbar}, inputs.f0, inputs.y, inputs.ts, p=2, loss=inputs.loss,
                              test_kernels=None if Kbar_test is None else {2: Kbar_test},
                              f0_test=None if Kbar_test is None else inputs.f0_test, solver=inputs.cfg.nth_settings)
-
-    def attrs(self, sol):
-        return {"num_steps": sol.stats.get("num_steps", -1)}
 
 
 class Discrete(AbstractRow):
@@ -298,9 +286,9 @@ class Discrete(AbstractRow):
     def group(self):
         return f"discrete/{self.order}"
 
-    def exponent(self, reference="flow"):
-        _check_reference(reference)
-        return self.ORDERS[self.order][0] if reference == "gd" else 0.0
+    @property
+    def law(self):
+        return self.ORDERS[self.order][0]
 
     @classmethod
     def parse(cls, label):

@@ -35,7 +35,7 @@ from ..losses import decisions
 from ..models import AbstractModel, mlp_from_arrays, model_dtype, num_outputs, num_params, output_shape, preset
 from ._config import DEFAULT_N, DEFAULT_N_TEST, DEFAULT_D, DEFAULT_WIDTH, DTYPES, SolveConfig
 from ._plan import SolvePlan, plan_solve
-from ._rows import AbstractRow, RowInputs, rows_for
+from ._rows import AbstractRow, RowInputs, pick_seed, rows_for
 
 #: The float32 reference's own error, max_t |f_true32 - f_true64| / sqrt(n) ~ A m^B (results/float32_floor.txt:
 #: 1.9e-7 at m = 256 to 5.0e-7 at m = 4096, depth 1, n = 8, t = 20, geometric mean of 3 seeds).
@@ -71,7 +71,6 @@ class SolveResult:
     GDSolution); ``errors`` maps the same labels (and "gd" for gradient descent against the flow) to their error
     summaries and, with them, the training loss at the end and, for classes, accuracies and the disagreement
     rate with the reference (:func:`classifier_measures`); ``flow_measures`` the same of the true flow.
-    ``out_shape``: the per-input output shape, () or (k,).
     """
 
     config: dict[str, Any]
@@ -86,10 +85,14 @@ class SolveResult:
     wall_times: dict[str, float]
     loss_fall: float
     rows: list[AbstractRow] = dataclasses.field(default_factory=list)
-    out_shape: tuple[int, ...] = ()
     flow_measures: dict[str, float] = dataclasses.field(default_factory=dict)
     path: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        """The per-input output shape, () or (k,) (of f(0))."""
+        return tuple(self.f0.shape[1:])
 
     @property
     def dg_vs_p4(self) -> float | None:
@@ -405,7 +408,7 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
     for i, s in enumerate(seeds):
         pick = (lambda tree: _pick(tree, i)) if stacked else (lambda tree: tree)
         k_i, kt_i = pick(dense(ks)), pick(dense(kt))
-        flow_i = dataclasses.replace(pick(flow), ts=flow.ts, stats=flow.stats[i] if stacked else flow.stats)
+        flow_i = pick_seed(flow, i) if stacked else flow
         w = dict(wall)
         pr = {}
         for r in rows:
@@ -426,7 +429,7 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
         as_np = lambda d: None if d is None else {r: np.asarray(k) for r, k in d.items()}  # noqa: E731
         res = SolveResult(config=config, data=data, f0=np.asarray(pick(f0)), kernels=as_np(k_i),
                           test_kernels=as_np(kt_i), flow=flow_i, predictions=pr, gd=gd, errors=errs, wall_times=w,
-                          loss_fall=loss_fall, rows=rows, out_shape=out_shape,
+                          loss_fall=loss_fall, rows=rows,
                           flow_measures=classifier_measures(flow_i, data, out_shape, classes),
                           warnings=float32_warnings(errs, models[i].width) if cfg.dtype == "float32" else [])
         for w_ in res.warnings:
