@@ -58,17 +58,19 @@ def main(argv=None):
     except nth.NTHError as e:
         sys.exit(f"error: {e}")
 
-    # result.errors maps each prediction ("p2", ..., "dg") to its largest errors over the saved times against
-    # the true gradient flow: outputs on the training inputs, the NTK K^(2)(t), and outputs at the test inputs.
+    # result.predictions maps each prediction ("p2", ..., "dg") to its trajectory and its measures: the largest
+    # errors over the saved times against the true gradient flow (outputs on the training inputs, the NTK K^(2)(t),
+    # and outputs at the test inputs).
     c = result.config
     print(f"{args.model}: width {c['width']}, {c['num_params']} parameters; n = {c['n']}, t in [0, {c['t_max']:.4g}], "
           f"training loss fell {result.loss_fall:.3g}-fold")
     print(f"{'level':>6} {'max_t |f-f_true|/sqrt(n)':>26} {'max_t |K2-K2_true|':>20} {'test error':>12}")
-    for label, e in result.errors.items():
-        print(f"{label:>6} {e['max_f_error']:>26.3e} {e['max_K2_error']:>20.3e} "
-              f"{e.get('max_test_error', float('nan')):>12.3e}")
+    for label, pred in result.predictions.items():
+        e = pred.measures
+        print(f"{label:>6} {e.max_f_error:>26.3e} {e.max_K2_error:>20.3e} "
+              f"{e.max_test_error if e.max_test_error is not None else float('nan'):>12.3e}")
     if args.p >= 4:  # p = 3 is O(1/m) like p = 2; from p = 4 on the error is O(1/m^2)
-        ratio = result.errors["p2"]["max_f_error"] / result.errors["p4"]["max_f_error"]
+        ratio = result.predictions["p2"].measures.max_f_error / result.predictions["p4"].measures.max_f_error
         print(f"p4 is {ratio:.3g}x closer to the trained network than the frozen NTK (p2)")
     if result.path:
         print(f"wrote {result.path}")

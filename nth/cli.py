@@ -184,16 +184,16 @@ def _add_kernel(sub) -> None:
     s.add_argument("--width", type=int, help="also the empirical K^(2)(0) at this width (default 1024 without "
                    "--infinite)")
     s.add_argument("--seed", type=_seed, default=0, help="seed of the initial weights (default 0)")
-    s.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="hidden layers H (default 2)")
-    s.add_argument("--outputs", type=int, default=1, help="outputs per input (default 1): kernels over the n k "
+    s.add_argument("--depth", type=int, help="hidden layers H (default 2)")
+    s.add_argument("--outputs", type=int, help="outputs per input (default 1): kernels over the n k "
                    "samples (input, output); the limiting ones times the identity on outputs")
     _add_architecture(s)
     s.add_argument("--method", default="auto", choices=EXPECTATION_METHODS,
                    help="Gaussian expectations: closed form (erf, relu), quadrature, or auto (default)")
     s.add_argument("--quadrature-order", type=int, default=DEFAULT_ORDER,
                    help=f"Gauss-Hermite nodes per dimension (default {DEFAULT_ORDER})")
-    s.add_argument("--n", type=int, default=DEFAULT_N, help="points of the built-in problem (default 16)")
-    s.add_argument("--d", type=int, default=DEFAULT_D, help="input dimension of the built-in problem (default 8)")
+    s.add_argument("--n", type=int, help="points of the built-in problem (default 16)")
+    s.add_argument("--d", type=int, help="input dimension of the built-in problem (default 8)")
     s.add_argument("--data-seed", type=_seed, default=0, help="seed of the built-in problem (default 0)")
     s.add_argument("--data", help="'digits' or an .npz with X (n x d; y is not needed) (inputs normalized onto the "
                    "unit sphere)")
@@ -255,6 +255,8 @@ initializations (Dyer & Gur-Ari, Definition 1). Write its factors separated by s
 
   f(xK)                  the output at input xK
   d{mu,nu}f(xK)          the derivative tensor d^2 f(xK) / d theta_mu d theta_nu (any number of indices)
+  d{mu}f[i](xK)          the same of output i = 1..k of a network with k outputs (--outputs K; samples are
+                         (input, output) pairs, and every factor names its output)
 
 An index that appears in exactly two places is summed over every parameter (in two factors; twice in one
 factor is a trace); x1, x2, ... (up to x1000) are distinct random inputs (N(0, I) of dimension --in-dim, the
@@ -297,6 +299,8 @@ def _add_corr(sub) -> None:
     s.add_argument("--input-seed", type=_seed, help=f"seed of the inputs x1, x2, ... (default {d['input_seed']})")
     s.add_argument("--probes", type=int, default=0, help="random probes per draw for patterns with cycles "
                    "(default 0: refuse them)")
+    s.add_argument("--outputs", type=int, help="outputs per input of the network (default: the largest output "
+                   "f[i] the functions name, 1 if none)")
     s.add_argument("--integrate-output", action="store_true", default=None,
                    help="for functions of plain outputs f(x1) f(x2) ... (Gaussian weights, at most 8 factors): "
                    "average each draw exactly over the output weights given the hidden ones (Isserlis): the same "
@@ -347,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> SolveConfig:
     """The SolveConfig of ``nth solve``/``nth sweep`` arguments: every field that has an option of its name."""
-    return SolveConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SolveConfig) if hasattr(args, f.name)})
+    return SolveConfig(**{f.name: getattr(args, f.name) for f in SolveConfig.flat_fields() if hasattr(args, f.name)})
 
 
 def _solve(args) -> int:
@@ -418,8 +422,7 @@ def _plot(args) -> int:
 def _kernel(args) -> int:
     from .io._kernel_report import KernelRequest, kernel_report
 
-    req = KernelRequest(order=args.quadrature_order, **{f.name: getattr(args, f.name)
-                                                        for f in dataclasses.fields(KernelRequest) if hasattr(args, f.name)})
+    req = KernelRequest(**{f.name: getattr(args, f.name) for f in KernelRequest.flat_fields() if hasattr(args, f.name)})
     print(kernel_report(req, out=args.out, force=args.force))
     return 0
 
@@ -427,7 +430,17 @@ def _kernel(args) -> int:
 #: nth corr's options that only a measurement uses (refused without --widths: nothing is measured): the fields of
 #: CorrConfig but the functions, widths and probes, and the output file.
 _CORR_MEASURE = tuple(f.name for f in dataclasses.fields(CorrConfig)
-                      if f.name not in ("functions", "widths", "probes")) + ("out",)
+                      if f.name not in ("functions", "widths", "probes", "outputs")) + ("out",)
+
+
+def _corr_outputs(args) -> int:
+    """--outputs, or the largest output the functions name (1 if none)."""
+    if args.outputs is not None:
+        return args.outputs
+    from .kernel import parse_correlation
+
+    named = [parse_correlation(f, allow_cycles=True).num_outputs for f in args.functions]
+    return max([k for k in named if k is not None], default=1)
 
 
 def _corr(args) -> int:
@@ -440,12 +453,14 @@ def _corr(args) -> int:
         if given:
             raise ConfigError(f"--{given[0].replace('_', '-')} is a measurement option: add --widths (e.g. "
                               "--widths 128,256,512) to measure, or leave it out for the prediction alone")
-        corrs = CorrConfig(functions=tuple(args.functions), probes=args.probes).validate()
+        corrs = CorrConfig(functions=tuple(args.functions), probes=args.probes,
+                           outputs=_corr_outputs(args)).validate()
         summary = [c.summary() for c in corrs]
     else:
         if args.no_file and args.out is not None:
             raise ConfigError("--no-file and --out contradict each other; give one of them")
         cfg = CorrConfig(functions=tuple(args.functions), widths=args.widths, probes=args.probes,
+                         outputs=_corr_outputs(args),
                          **{k: getattr(args, k) for k in _CORR_MEASURE if k != "out" and getattr(args, k) is not None})
         cfg.validate()
         out = None if args.no_file else (args.out or default_corr_path(cfg))

@@ -34,8 +34,8 @@ for m in widths:
         r32 = run_solve(dataclasses.replace(base, width=m, seed=s, dtype="float32"))
         floor.append(float(f_error(jnp.asarray(r32.flow.f, jnp.float64), r64.flow.f).max()))
         for q in (2, 4):
-            e64[q].append(r64.errors[f"p{q}"]["max_f_error"])
-            e32[q].append(r32.errors[f"p{q}"]["max_f_error"])
+            e64[q].append(r64.predictions[f"p{q}"].measures.max_f_error)
+            e32[q].append(r32.predictions[f"p{q}"].measures.max_f_error)
     rows.append((m, geometric_mean(floor), *(geometric_mean(e[q]) for e in (e64, e32) for q in (2, 4))))
     print(rows[-1], flush=True)
 rows = np.array(rows)

@@ -39,7 +39,7 @@ def main() -> None:
                                   steps=a.steps, num_times=11, infinite=False, dg=False)
             res = nth.solve(cfg)
             for k in LABELS:
-                errs[k][i, s] = res.errors[k]["max_f_error_gd"]
+                errs[k][i, s] = res.predictions[k].measures.max_f_error_gd
         print(f"F = {F}: " + ", ".join(f"{k} {geometric_mean(errs[k][i]):.2e}" for k in LABELS), flush=True)
     lines = [f"# Error against gradient descent versus learning rate (m = {a.width}, depth 1 tanh, n = 4, d = 3, "
              f"{a.steps} steps, {a.seeds} seeds)", "",

@@ -492,11 +492,11 @@ def test_seeds_together_equal_seeds_one_by_one_for_a_user_model(tmp_path):
     cfg = nth.SolveConfig(model=f"{file}:make_model", p=3, width=8, n=4, d=3, n_test=2, t_max=2.0, num_times=3)
     together = nth.solve_seeds(cfg, [0, 1, 2])
     for s, res in zip((0, 1, 2), together):
-        alone = nth.solve(cfg.__class__(**{**cfg.__dict__, "seed": s}))
+        alone = nth.solve(cfg.replace(seed=s))
         np.testing.assert_allclose(res.flow.f, alone.flow.f, rtol=0, atol=1e-12)
-        for label, e in alone.errors.items():
-            for k, v in e.items():
-                assert abs(res.errors[label][k] - v) <= 1e-8 * abs(v), (s, label, k)
+        for label, e in alone.measures().items():
+            for k, v in e.as_dict().items():
+                assert abs(getattr(res.measures()[label], k) - v) <= 1e-8 * abs(v), (s, label, k)
     assert together[0].config["seeds_together"] == 3 and together[1].config["seed"] == 1
 
 
@@ -522,5 +522,5 @@ def test_float32_run_of_a_convolutional_net():
     cfg = nth.SolveConfig(arch="cnn", width=4, depth=1, n=3, d=4, n_test=0, dtype="float32", p=3, t_max=1.0,
                           num_times=2)
     res = nth.solve(cfg)
-    assert res.flow.f.dtype == jnp.float32 and res.predictions["p3"].f.dtype == jnp.float32
+    assert res.flow.f.dtype == jnp.float32 and res.predictions["p3"].solution.f.dtype == jnp.float32
     assert res.config["rtol"] == 1e-6 and np.isfinite(np.asarray(res.flow.f)).all()

@@ -37,11 +37,11 @@ def test_rows_of_a_classifier_run_equal_the_library_calls(ce_run):
     test = dict(test_kernels=res.test_kernels, f0_test=res.flow.f_test[0])  # the same state as the run's
     for q in (2, 4):
         ref = nth.truncated_nth(res.kernels, res.f0, y, ts, p=q, loss="cross-entropy", **test)
-        np.testing.assert_allclose(res.predictions[f"p{q}"].f, ref.f, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(res.predictions[f"p{q}"].solution.f, ref.f, rtol=0, atol=1e-12)
     dg = nth.dg_correction(res.kernels, res.f0, y, ts, loss="cross-entropy", method="ode",
                            test_kernels={r: res.test_kernels[r] for r in (2, 3, 4)}, f0_test=res.flow.f_test[0])
-    assert res.predictions["dg"].method == "ode"  # the closed form is the mse fast path
-    np.testing.assert_allclose(res.predictions["dg"].f, dg.f, rtol=0, atol=1e-12)
+    assert res.predictions["dg"].solution.method == "ode"  # the closed form is the mse fast path
+    np.testing.assert_allclose(res.predictions["dg"].solution.f, dg.f, rtol=0, atol=1e-12)
     # the true loss is the cross-entropy of the flow's outputs
     f, ce = res.flow.f[-1], nth.losses.CrossEntropy()
     want = np.mean([float(ce.per_input(f[a], int(y[a]))) for a in range(6)])
@@ -51,12 +51,12 @@ def test_rows_of_a_classifier_run_equal_the_library_calls(ce_run):
 def test_classifier_measures_are_recorded(ce_run):
     res = ce_run
     acc = float(np.mean(np.argmax(np.asarray(res.flow.f[-1]), -1) == res.data.labels))
-    assert res.flow_measures["accuracy"] == acc
+    assert res.flow_measures.accuracy == acc
     for label in ("p2", "p4", "dg"):
-        e = res.errors[label]
-        dec = np.asarray(decisions(res.predictions[label].f[-1], (3,)))
-        assert e["disagreement"] == float(np.mean(dec != np.argmax(np.asarray(res.flow.f[-1]), -1)))
-        assert {"final_loss", "accuracy", "test_accuracy", "test_disagreement"} <= set(e)
+        e = res.predictions[label].measures
+        dec = np.asarray(decisions(res.predictions[label].solution.f[-1], (3,)))
+        assert e.disagreement == float(np.mean(dec != np.argmax(np.asarray(res.flow.f[-1]), -1)))
+        assert None not in (e.final_loss, e.accuracy, e.test_accuracy, e.test_disagreement)
     table = nth.io.format_table(res)
     assert "acc" in table and "disagree" in table and "cross-entropy" in table
 
@@ -79,9 +79,9 @@ def test_logistic_run_with_two_digit_classes():
     assert res.out_shape == () and res.f0.shape == (4,)
     ref = nth.truncated_nth(res.kernels, res.f0, jnp.asarray(res.data.labels, float), res.flow.ts, p=2,
                             loss="logistic")
-    np.testing.assert_allclose(res.predictions["p2"].f, ref.f, rtol=0, atol=1e-12)
-    assert res.errors["p2"]["accuracy"] == float(np.mean((np.asarray(res.predictions["p2"].f[-1]) > 0)
-                                                         == res.data.labels))
+    np.testing.assert_allclose(res.predictions["p2"].solution.f, ref.f, rtol=0, atol=1e-12)
+    assert res.predictions["p2"].measures.accuracy == float(
+        np.mean((np.asarray(res.predictions["p2"].solution.f[-1]) > 0) == res.data.labels))
 
 
 @pytest.mark.parametrize("arch", ["cnn", "resnet"])
@@ -118,7 +118,7 @@ def test_mse_with_several_outputs_fits_one_hot_digits():
     res = nth.solve(nth.SolveConfig(**(CE | dict(loss="mse", p=2, n_test=0))))
     assert res.out_shape == (3,)
     np.testing.assert_array_equal(res.data.y, np.eye(3)[[0, 0, 1, 1, 2, 2]])
-    assert "accuracy" in res.errors["p2"]
+    assert res.predictions["p2"].measures.accuracy is not None
 
 
 def test_importing_nth_leaves_the_precision_alone():
@@ -140,7 +140,7 @@ def test_mse_results_of_a_committed_sweep_are_unchanged():
     sw = nth.load_sweep("results/sweep_gd_half_mlp.h5")
     res = nth.solve(nth.SolveConfig(**sw["config"]["base"], width=256, seed=0))
     run = sw["runs"][(256, 0)]
-    got = {"true": res.flow, "gd": res.gd} | res.predictions
+    got = {"true": res.flow, "gd": res.gd} | {label: p.solution for label, p in res.predictions.items()}
     assert set(got) == {"true", "gd", "p2", "p3", "p4", "dg", "discrete_p2", "discrete_o1m"}
     for label, sol in got.items():
         for name in ("f", "f_test", "K2", "loss"):
@@ -155,7 +155,7 @@ def test_cross_entropy_on_a_file_whose_targets_are_labels(tmp_path):
     np.savez(tmp_path / "ce.npz", X=X, y=np.array([0, 1, 2, 0, 1, 2]))
     cfg = nth.SolveConfig(p=2, width=8, data=str(tmp_path / "ce.npz"), t_max=1.0, num_times=3, loss="cross-entropy")
     res = nth.solve(cfg)
-    assert res.out_shape == (3,) and res.config["outputs"] == 3 and "accuracy" in res.errors["p2"]
+    assert res.out_shape == (3,) and res.config["outputs"] == 3 and res.predictions["p2"].measures.accuracy is not None
     np.savez(tmp_path / "bad.npz", X=X, y=np.array([0, 1, 2.5, 0, 1, 2]))
     with pytest.raises(nth.ConfigError, match="needs class labels"):
         nth.solve(dataclasses.replace(cfg, data=str(tmp_path / "bad.npz")))

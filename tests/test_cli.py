@@ -168,7 +168,7 @@ def test_float32_run_adjusts_tolerances_and_flags_the_floor(tmp_path, capsys):
         assert cfg["rtol"] == 1e-6 and cfg["atol"] == 1e-8 and cfg["dtype"] == "float32"
         assert h["/true/f"].dtype == np.float32
     assert 1e-7 < float32_floor(256) < float32_floor(4096) < 1e-6
-    warn = float32_warnings({"p4": {"max_f_error": 2e-6}, "p2": {"max_f_error": 1e-3}}, 4096)
+    warn = float32_warnings({"p4": nth.Measures(max_f_error=2e-6), "p2": nth.Measures(max_f_error=1e-3)}, 4096)
     assert len(warn) == 1 and warn[0].startswith("p4") and "float64" in warn[0]
 
 

@@ -60,8 +60,8 @@ def _dense_value(model, corr, X):
     params, static = partition(model)
     flat, unravel = ravel_pytree(params)
 
-    def tensor(k, x):
-        g = lambda th: combine(unravel(th), static)(x[None])[0]  # noqa: E731
+    def tensor(k, x, out):
+        g = lambda th: combine(unravel(th), static)(x[None])[0][() if out is None else out - 1]  # noqa: E731
         for _ in range(k):
             g = jax.jacfwd(g)
         return g(flat)
@@ -70,7 +70,7 @@ def _dense_value(model, corr, X):
     ops, subs = [], []
     for fac in corr.factors:
         subs.append("".join(letters.setdefault(n, string.ascii_letters[len(letters)]) for n in fac.indices))
-        ops.append(tensor(len(fac.indices), X[fac.input - 1]))
+        ops.append(tensor(len(fac.indices), X[fac.input - 1], fac.output))
     return float(jnp.einsum(",".join(subs) + "->", *ops))
 
 
@@ -114,6 +114,58 @@ def test_one_draw_equals_dense_tensors(models, name):
         c = parse(text)
         v, d = float(correlation_value(model, c, X)), _dense_value(model, c, X)
         assert abs(v - d) <= 1e-11 * abs(d) + 1e-15, (name, text, v, d)
+
+
+#: Functions on samples (input, output) of a network with 3 outputs (DG Eq. 83).
+ON_SAMPLES = ["d{mu}f[1](x1) d{mu}f[3](x2)", "d{mu}f[2](x1) d{nu}f[1](x2) d{mu,nu}f[3](x3) f[2](x4)",
+              "d{a}f[1](x1) d{a,b}f[2](x2) d{b,c}f[3](x3) d{c}f[1](x4)"]
+
+
+@pytest.mark.parametrize("name", ["mlp", "resnet", "user"])
+def test_draws_over_samples_equal_dense_tensors(name):
+    """A network with 3 outputs: each factor f[i](xK) is output i at x_K, and the forest contraction equals the
+    dense derivative tensors of those outputs to 1e-11 relative; d{mu}f[i](x1) d{mu}f[j](x2) is the NTK over
+    samples, entry (a k + i, b k + j) of nth.ntk (the sample order of the kernels)."""
+    key = jax.random.PRNGKey(3)
+    model = {"mlp": nth.init_mlp(0, 4, 5, 2, "tanh", outputs=3), "resnet": nth.init_resnet(0, 4, 4, 2, "tanh", outputs=3),
+             "user": nth.as_model(_Batched(eqx.nn.MLP(4, 3, 4, 2, jnp.tanh, key=key, dtype=jnp.float64)))}[name]
+    X = jax.random.normal(jax.random.PRNGKey(1), (4, 4), dtype=jnp.float64)
+    for text in ON_SAMPLES:
+        c = parse(text)
+        v, d = float(correlation_value(model, c, X)), _dense_value(model, c, X)
+        assert abs(v - d) <= 1e-11 * abs(d) + 1e-15, (name, text, v, d)
+    K = np.asarray(nth.ntk(model, X[:2]))
+    for i, j in ((1, 1), (1, 3), (2, 3)):
+        v = float(correlation_value(model, parse(f"d{{mu}}f[{i}](x1) d{{mu}}f[{j}](x2)"), X))
+        assert abs(v - K[i - 1, 3 + j - 1]) <= 1e-12 * abs(K).max(), (name, i, j)
+
+
+def test_draws_over_samples_in_the_monte_carlo():
+    """CorrConfig(outputs=3) draws networks with 3 outputs: its draws equal correlation_value on the drawn
+    network; integrate_output takes the output columns as independent (outputs i != j have zero covariance);
+    functions that name no output, or an output the network lacks, are refused with one line; a file of one
+    output records no outputs field (files written before it still resume)."""
+    from nth.engine._corr import _network, draw_key, output_expectation
+
+    cfg = _cfg(functions=tuple(ON_SAMPLES[:2]) + ("f[1](x1) f[2](x2) f[1](x3) f[2](x1)",), outputs=3, draws=4,
+               widths=(8,), batch=4)
+    vals = correlation_values(cfg, 8)
+    X = cfg.inputs()
+    model = _network(cfg, 8, jax.random.fold_in(draw_key(cfg, 8, jnp.asarray(2)), 0))
+    assert model.a.shape == (8, 3)
+    for j, text in enumerate(cfg.functions):
+        assert abs(vals[2, j] - float(correlation_value(model, parse(text), X))) <= 1e-12 * abs(vals[2, j])
+    phi = np.asarray(model.features(X)[1][-1])
+    G = cfg.sigma_a**2 * phi @ phi.T
+    got = float(output_expectation(model, parse(cfg.functions[2]), X, cfg.sigma_a))
+    assert abs(got - G[0, 2] * G[1, 0]) <= 1e-12 * abs(got)  # the one pairing within outputs: (f1 f1)(f2 f2)
+    assert float(output_expectation(model, parse("f[1](x1) f[2](x2)"), X, cfg.sigma_a)) == 0.0
+    for kw, why in ((dict(functions=("d{mu}f(x1) d{mu}f(x2)",)), "name one in every factor"),
+                    (dict(functions=("f[4](x1) f[1](x2)",)), "names output 4"),
+                    (dict(outputs=1), "the network has one output"), (dict(outputs=0), "outputs = 0")):
+        with pytest.raises(nth.ConfigError, match=why):
+            dataclasses.replace(cfg, **kw).validate()
+    assert "outputs" in json.loads(cfg.to_json()) and "outputs" not in json.loads(_cfg().to_json())
 
 
 def test_cycles_by_random_probes(models):

@@ -177,8 +177,8 @@ def test_inf_row_is_kernel_gd_with_the_limiting_ntk(tmp_path):
     X = jnp.asarray(res.data.X)
     Kbar = limiting_kernels(X, depth=1, activation="tanh").ntk
     ref = nth.linearized_closed_form(Kbar, res.f0, res.data.y, res.flow.ts)
-    assert rel_err(res.predictions["inf"].f, ref) < 1e-8
-    assert res.errors["inf"]["max_f_error"] > 3 * res.errors["p2"]["max_f_error"]  # Kbar is further off
+    assert rel_err(res.predictions["inf"].solution.f, ref) < 1e-8
+    assert res.predictions["inf"].measures.max_f_error > 3 * res.predictions["p2"].measures.max_f_error  # Kbar is further off
     out = nth.read_h5(tmp_path / "r.h5")
     assert out["/inf/f"].shape == (6, 6) and out["/inf/f_test"].shape == (6, 2)
     mup = nth.run_solve(nth.SolveConfig(p=2, width=64, depth=1, n=6, d=4, t_max=1.0, num_times=3, param="mup"))

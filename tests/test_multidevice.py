@@ -55,10 +55,10 @@ cfg = SolveConfig(p=3, width=64, depth=1, n=6, d=3, t_max=10.0, num_times=6, n_t
 a = solve_seeds(cfg, [0, 1, 2], devices=1)
 b = solve_seeds(cfg, [0, 1, 2], devices=4)
 for ra, rb in zip(a, b):
-    for label, e in ra.errors.items():
-        for k, v in e.items():
-            rel = abs(v - rb.errors[label][k]) / abs(v)
-            assert rel < 1e-8, (label, k, v, rb.errors[label][k])
+    for label, e in ra.measures().items():
+        for k, v in e.as_dict().items():
+            rel = abs(v - getattr(rb.measures()[label], k)) / abs(v)
+            assert rel < 1e-8, (label, k, v, getattr(rb.measures()[label], k))
     assert float(jnp.abs(ra.flow.f - rb.flow.f).max()) < 1e-10
 # correlation-function draws: a batch of initializations sharded over the four devices
 from nth.engine import CorrConfig

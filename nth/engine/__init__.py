@@ -3,15 +3,15 @@ of one width together, with the memory plan of every stage checked first (docs/m
 
 from ._corr import CORR_ACTIVATIONS as CORR_ACTIVATIONS, CorrConfig as CorrConfig, check_plan as check_corr_plan, correlation_values as correlation_values
 from ._corr import plan_batch as plan_batch, sample as sample_draws, summarize as summarize_corr
-from ._config import DTYPES as DTYPES, SolveConfig as SolveConfig
+from ._config import DTYPES as DTYPES, ProblemSpec as ProblemSpec, SolveConfig as SolveConfig
+from ._config import SolverSpec as SolverSpec, TrainingSpec as TrainingSpec
 from ._plan import SolvePlan as SolvePlan, plan_solve as plan_solve
 from ._rows import AbstractRow as AbstractRow, ROWS as ROWS, RowInputs as RowInputs, row as row, rows_for as rows_for
+from ._result import Measures as Measures, Prediction as Prediction, SolveResult as SolveResult
+from ._result import float32_floor as float32_floor, float32_warnings as float32_warnings
 from ._run import (
-    SolveResult as SolveResult,
     build_model as build_model,
     dry_run as dry_run,
-    float32_floor as float32_floor,
-    float32_warnings as float32_warnings,
     load_data as load_data,
     plan_run as plan_run,
     solve as solve,

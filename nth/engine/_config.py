@@ -1,4 +1,5 @@
-"""Everything that defines a run, checked before any work: :class:`SolveConfig`.
+"""Everything that defines a run, checked before any work: :class:`SolveConfig`, made of a model, a data, a training
+and a solver part.
 
 A run is one model (a built-in architecture or the user's ``make_model``, :class:`~nth.models.ModelSpec`) on
 one dataset, its kernels K^(2)..K^(p), the truncated NTH at every level q = 2..p, the DG correction, the
@@ -13,6 +14,7 @@ import math
 
 import jax.numpy as jnp
 
+from .._composed import Composed, part
 from ..checks import check_seed
 from ..data import NORMALIZATIONS
 from ..dynamics import DG_METHODS, SolverSettings
@@ -29,66 +31,181 @@ RELU_RTOL, RELU_ATOL, RELU_MAX_STEPS = 1e-6, 1e-8, 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
-class SolveConfig:
-    """Everything that defines an ``nth solve`` run. ``None`` means "the default" (or "from the file").
+class ProblemSpec:
+    """The data part of a run: ``data`` (None: the built-in problem of ``n`` inputs of dimension ``d``;
+    ``"digits"``: ``digits_per_class`` images of each of the digits 0..``classes``-1; or an ``.npz`` file), the
+    ``n_test`` test inputs of a built-in problem, the ``data_seed`` of the built-in draws and the inputs'
+    ``normalization``."""
 
-    Architecture: ``arch`` (``mlp``, ``cnn``, ``resnet``) with ``depth``, ``activation``, ``beta``,
-    ``sigma_w``, ``sigma_a``, ``param`` (mlp), ``kernel_size`` (cnn); or ``model`` (``FILE.py:make_model``)
-    for the user's own. ``kernel_impl`` forces a kernel implementation (``auto``, ``structured``, ``jvp``).
-    Training: ``loss`` (``mse``, ``logistic``, ``cross-entropy`` or ``FILE.py:fn``; docs/math.md section 10),
-    ``outputs`` per input of a built-in architecture (default 1; the number of classes for cross-entropy),
-    ``classes`` C of the digits (``data="digits"``: the digits 0..C-1).
-    """
-
-    p: int = 4
-    arch: str = "mlp"
-    model: str | None = None
-    width: int | None = None
-    depth: int | None = None
-    activation: str = "tanh"
-    beta: float = 1.0
-    sigma_w: float = 1.0
-    sigma_a: float = 1.0
-    kernel_size: int = 3
+    data: str | None = None
     n: int | None = None
     d: int | None = None
-    seed: int = 0
-    data_seed: int = 0
-    data: str | None = None
-    weights: str | None = None
-    normalization: str = "sphere"
-    t_max: float | None = None
-    num_times: int = 41
-    rtol: float = 1e-10
-    atol: float = 1e-12
-    max_steps: int = 100_000
-    nth_solver: str = "tsit5"
-    flow_solver: str = "dopri8"
-    dtype: str = "float64"
-    memory_budget: int | None = None
-    save_kernels: bool = False
     n_test: int | None = None
-    dg: bool | None = None
-    dg_method: str | None = None
+    data_seed: int = 0
+    normalization: str = "sphere"
+    digits_per_class: int = 10
+    classes: int = 2
+
+    def validate(self) -> None:
+        check_seed("data_seed", self.data_seed)
+        for name in ("n", "d"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ConfigError(f"{name} = {v!r} must be a positive integer")
+        if self.data is not None and (self.n is not None or self.d is not None):
+            raise ConfigError("n and d are read from the data; do not pass --n/--d together with --data "
+                              "(for digits, set the size with --digits-per-class)")
+        if self.normalization not in NORMALIZATIONS:
+            raise ConfigError(f"normalization = {self.normalization!r}; accepted: {', '.join(NORMALIZATIONS)}")
+        if self.classes != 2:
+            if not isinstance(self.classes, int) or isinstance(self.classes, bool) or not 2 <= self.classes <= 10:
+                raise ConfigError(f"classes = {self.classes!r} must be an integer 2..10 (the digits 0..C-1)")
+            if self.data != "digits":
+                raise ConfigError("--classes C chooses the digits 0..C-1 of --data digits; other data carry their own "
+                                  "labels")
+        builtin = self.data in (None, "digits")
+        if self.n_test is not None and (not builtin or not isinstance(self.n_test, int) or self.n_test < 0):
+            raise ConfigError(f"n_test = {self.n_test!r}: a non-negative integer, for the built-in problems only "
+                              "(with --data FILE, test inputs come from X_test in the file)")
+        if not isinstance(self.digits_per_class, int) or self.digits_per_class < 1:
+            raise ConfigError(f"digits_per_class = {self.digits_per_class!r} must be a positive integer")
+
+    def sizes(self, images: bool) -> dict:
+        """The keyword arguments of :func:`nth.data.load_problem` and :func:`nth.data.problem_shape` but the source
+        and seed (defaults resolved; ``images``: digits as 8x8 images)."""
+        return dict(n=self.n or DEFAULT_N, d=self.d or DEFAULT_D,
+                    n_test=DEFAULT_N_TEST if self.n_test is None else self.n_test,
+                    digits_per_class=self.digits_per_class, images=images, classes=self.classes)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSpec:
+    """The training part of a run: the ``loss`` (``mse``, ``logistic``, ``cross-entropy`` or ``FILE.py:fn``;
+    docs/math.md section 10); gradient flow to ``t_max`` (None: the loss's horizon rule) or, with ``lr`` or
+    ``lr_fraction`` (a fraction of the stable step) and ``steps``, gradient descent; ``num_times`` saved times."""
+
+    loss: str = "mse"
+    t_max: float | None = None
     lr: float | None = None
     lr_fraction: float | None = None
     steps: int | None = None
-    digits_per_class: int = 10
+    num_times: int = 41
+
+    @property
+    def loss_fn(self) -> AbstractLoss:
+        """The loss object of ``loss`` (:func:`nth.loss_from_spec`)."""
+        return loss_from_spec(self.loss)
+
+    @property
+    def gradient_descent(self) -> bool:
+        """Whether the run trains by gradient descent (``lr`` or ``lr_fraction`` with ``steps``)."""
+        return self.steps is not None
+
+    def validate(self) -> None:
+        self.loss_fn  # an unknown name or an unloadable FILE.py:fn is refused here
+        if self.t_max is not None and not (isinstance(self.t_max, (int, float)) and math.isfinite(self.t_max)
+                                           and self.t_max > 0):
+            raise ConfigError(f"t_max = {self.t_max!r} must be a finite positive time")
+        if not isinstance(self.num_times, int) or self.num_times < 2:
+            raise ConfigError(f"num_times = {self.num_times!r} must be an integer >= 2")
+        if self.lr is not None and self.lr_fraction is not None:
+            raise ConfigError("give the learning rate once: lr (--lr ETA) or lr_fraction (--lr-fraction F, a fraction of "
+                              "the stable step 2n / lambda_max(K^(2)(0)))")
+        if (self.lr is None and self.lr_fraction is None) != (self.steps is None):
+            raise ConfigError("finite learning rate needs both lr and steps (--lr ETA --steps S, or --lr-fraction F "
+                              "--steps S)")
+        if self.lr_fraction is not None and not (isinstance(self.lr_fraction, (int, float))
+                                                 and math.isfinite(self.lr_fraction) and 0 < self.lr_fraction < 1):
+            raise ConfigError(f"lr_fraction = {self.lr_fraction!r} must be in (0, 1): a fraction of the stable step "
+                              "2n / lambda_max(K^(2)(0)) (gradient descent diverges beyond 1)")
+        if self.lr is not None or self.lr_fraction is not None:
+            if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+                raise ConfigError(f"lr = {self.lr!r} must be a finite positive learning rate")
+            if not isinstance(self.steps, int) or self.steps < 1:
+                raise ConfigError(f"steps = {self.steps!r} must be a positive integer")
+            if self.t_max is not None:
+                raise ConfigError("with --lr/--steps the horizon is t_max = lr * steps; do not pass --t-max")
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverSpec:
+    """The solver part of a run: what is predicted and how. The hierarchy truncated at ``p`` (every level q = 2..p),
+    the DG correction (``dg``, ``dg_method``), the m = inf row (``infinite``, ``quadrature_order``); the ODE solvers
+    ``nth_solver`` and ``flow_solver`` with ``rtol``, ``atol``, ``max_steps``; the precision ``dtype``; the kernels
+    (``kernel_impl``, a ``matrix_free`` top level, ``chunk`` direction tuples per batch, ``devices``,
+    ``memory_budget`` in bytes) and whether to ``save_kernels`` in the file."""
+
+    p: int = 4
+    dg: bool | None = None
+    dg_method: str | None = None
+    infinite: bool | None = None
+    quadrature_order: int = DEFAULT_ORDER
+    nth_solver: str = "tsit5"
+    flow_solver: str = "dopri8"
+    rtol: float = 1e-10
+    atol: float = 1e-12
+    max_steps: int = 100_000
+    dtype: str = "float64"
+    kernel_impl: str = "auto"
     matrix_free: bool = False
     chunk: int | None = None
     devices: int | None = None
-    param: str = "ntk"
-    infinite: bool | None = None
-    quadrature_order: int = DEFAULT_ORDER
-    kernel_impl: str = "auto"
-    loss: str = "mse"
-    outputs: int | None = None
-    classes: int = 2
+    memory_budget: int | None = None
+    save_kernels: bool = False
+
+    def validate(self) -> None:
+        if not isinstance(self.p, int) or isinstance(self.p, bool) or self.p < 2:
+            raise ConfigError(f"p = {self.p!r} must be an integer >= 2 (p = 2 is the frozen NTK)")
+        for name in ("nth_solver", "flow_solver"):  # named for the CLI option
+            try:
+                SolverSettings(solver=getattr(self, name), rtol=self.rtol, atol=self.atol, max_steps=self.max_steps)
+            except ConfigError as e:
+                raise ConfigError(f"{name}: {e}") from None
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype = {self.dtype!r}; accepted: {', '.join(DTYPES)}")
+        if self.memory_budget is not None and self.memory_budget <= 0:
+            raise ConfigError(f"memory_budget = {self.memory_budget!r} must be a positive number of bytes")
+        if self.dg and self.p < 4:
+            raise ConfigError(f"the DG correction needs K^(3) and K^(4), so p >= 4; got p = {self.p}")
+        if self.matrix_free and self.p < 3:
+            raise ConfigError(f"matrix_free needs p >= 3 (at p = {self.p} the top kernel is K^(2) itself)")
+        if self.dg and self.matrix_free and self.p == 4:
+            raise ConfigError("the DG correction needs a dense K^(4), which matrix_free at p = 4 never forms; "
+                              "use --no-dg, p >= 5, or drop --matrix-free")
+        if self.devices is not None and (not isinstance(self.devices, int) or self.devices < 1):
+            raise ConfigError(f"devices = {self.devices!r} must be a positive integer (or None for every device)")
+        if self.chunk is not None and (not isinstance(self.chunk, int) or self.chunk < 1):
+            raise ConfigError(f"chunk = {self.chunk!r} must be a positive integer (direction tuples per batch)")
+        if self.kernel_impl not in ("auto",) + tuple(IMPLEMENTATIONS):
+            raise ConfigError(f"kernel_impl = {self.kernel_impl!r}; accepted: auto, {', '.join(IMPLEMENTATIONS)}")
+        if self.dg_method is not None and self.dg_method not in DG_METHODS:
+            raise ConfigError(f"dg_method = {self.dg_method!r}; accepted: {', '.join(DG_METHODS)}")
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class SolveConfig(Composed):
+    """Everything that defines an ``nth solve`` run, in four parts: ``network`` (:class:`~nth.models.ModelSpec`),
+    ``problem`` (:class:`ProblemSpec`), ``training`` (:class:`TrainingSpec`) and ``solver`` (:class:`SolverSpec`).
+    ``None`` means "the default" (or "from the file").
+
+    Every field is also read, and given, by its own name (:mod:`nth._composed`): ``SolveConfig(p=4, width=64,
+    loss="cross-entropy")``, ``cfg.width``, ``cfg.replace(width=128, seed=1)``.
+    """
+
+    network: ModelSpec = part(ModelSpec)
+    problem: ProblemSpec = part(ProblemSpec)
+    training: TrainingSpec = part(TrainingSpec)
+    solver: SolverSpec = part(SolverSpec)
 
     @property
-    def model_spec(self) -> ModelSpec:
-        """The model part of the run (:class:`~nth.models.ModelSpec`)."""
-        return ModelSpec.of(self)
+    def loss_fn(self) -> AbstractLoss:
+        """The loss object of the run (:attr:`TrainingSpec.loss_fn`)."""
+        return self.training.loss_fn
+
+    @property
+    def gradient_descent(self) -> bool:
+        """Whether the run trains by gradient descent (:attr:`TrainingSpec.gradient_descent`)."""
+        return self.training.gradient_descent
 
     @property
     def resolved_dg_method(self) -> str:
@@ -97,11 +214,6 @@ class SolveConfig:
         if self.dg_method not in (None, "auto"):
             return self.dg_method
         return "closed" if isinstance(self.loss_fn, MSE) else "ode"
-
-    @property
-    def loss_fn(self) -> AbstractLoss:
-        """The loss object of ``loss`` (:func:`nth.loss_from_spec`)."""
-        return loss_from_spec(self.loss)
 
     def resolved_outputs(self, classes: int | None, targets: int = 1) -> int:
         """Outputs per input of a built-in architecture: ``outputs``, or the number of ``classes`` of the data
@@ -119,12 +231,7 @@ class SolveConfig:
     def use_inf(self) -> bool:
         """The m = inf row (kernel gradient descent with Kbar^(2)): on by default where a limiting kernel exists
         (the mlp in a kernel-regime parametrization; TP4 Theorem 3.8)."""
-        return self.model_spec.has_kernel_limit if self.infinite is None else self.infinite
-
-    @property
-    def gradient_descent(self) -> bool:
-        """Whether the run trains by gradient descent (``lr`` or ``lr_fraction`` with ``steps``)."""
-        return self.steps is not None
+        return self.network.has_kernel_limit if self.infinite is None else self.infinite
 
     @property
     def use_discrete_o1m(self) -> bool:
@@ -155,11 +262,11 @@ class SolveConfig:
         """
         c = self
         if c.activation == "relu":
-            defaults = {f.name: f.default for f in dataclasses.fields(SolveConfig)}
+            defaults = SolveConfig.defaults()
             relu = {"flow_solver": "dopri5", "rtol": RELU_RTOL, "atol": RELU_ATOL, "max_steps": RELU_MAX_STEPS}
-            c = dataclasses.replace(c, **{k: v for k, v in relu.items() if getattr(c, k) == defaults[k]})
+            c = c.replace(**{k: v for k, v in relu.items() if getattr(c, k) == defaults[k]})
         if c.dtype == "float32":
-            c = dataclasses.replace(c, rtol=max(c.rtol, FLOAT32_MIN_RTOL), atol=max(c.atol, FLOAT32_MIN_ATOL))
+            c = c.replace(rtol=max(c.rtol, FLOAT32_MIN_RTOL), atol=max(c.atol, FLOAT32_MIN_ATOL))
         return c
 
     def adjustments(self) -> str:
@@ -173,103 +280,22 @@ class SolveConfig:
         return f"adjusted for this run ({why}): " + ", ".join(changed) if changed else ""
 
     def validate(self) -> None:
-        """Check every field before any work is done; raise ConfigError naming the bad value."""
-        if not isinstance(self.p, int) or isinstance(self.p, bool) or self.p < 2:
-            raise ConfigError(f"p = {self.p!r} must be an integer >= 2 (p = 2 is the frozen NTK)")
-        spec = self.model_spec
+        """Check every field before any work (each part, then what spans parts); raise ConfigError naming the bad
+        value."""
+        self.solver.validate()
+        spec = self.network
         spec.validate(self.p)
-        check_seed("seed", self.seed)
-        check_seed("data_seed", self.data_seed)
-        for name in ("width", "n", "d"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise ConfigError(f"{name} = {v!r} must be a positive integer")
+        self.problem.validate()
+        self.training.validate()
         if self.infinite and not spec.has_kernel_limit:
             raise ConfigError(spec.no_kernel_limit_reason())
         if self.infinite is not False and spec.name == "mlp":
             check_infinite_options(self.activation, "auto", self.quadrature_order, self.beta)
-        if self.weights is not None:
-            if spec.name != "mlp":
-                raise ConfigError(f"--weights holds MLP weights (W1..WH, a); it cannot be used with "
-                                  f"{'--model' if self.model else '--arch ' + self.arch}")
-            if self.width is not None or self.depth is not None:
-                raise ConfigError("width and depth are read from the weights file; do not pass --width/--depth "
-                                  "together with --weights")
-        if self.data is not None and (self.n is not None or self.d is not None):
-            raise ConfigError("n and d are read from the data; do not pass --n/--d together with --data "
-                              "(for digits, set the size with --digits-per-class)")
-        if self.t_max is not None and not (isinstance(self.t_max, (int, float)) and math.isfinite(self.t_max)
-                                           and self.t_max > 0):
-            raise ConfigError(f"t_max = {self.t_max!r} must be a finite positive time")
-        if not isinstance(self.num_times, int) or self.num_times < 2:
-            raise ConfigError(f"num_times = {self.num_times!r} must be an integer >= 2")
-        for name in ("nth_solver", "flow_solver"):  # named for the CLI option
-            try:
-                SolverSettings(solver=getattr(self, name), rtol=self.rtol, atol=self.atol, max_steps=self.max_steps)
-            except ConfigError as e:
-                raise ConfigError(f"{name}: {e}") from None
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype = {self.dtype!r}; accepted: {', '.join(DTYPES)}")
-        if self.normalization not in NORMALIZATIONS:
-            raise ConfigError(f"normalization = {self.normalization!r}; accepted: {', '.join(NORMALIZATIONS)}")
-        if self.memory_budget is not None and self.memory_budget <= 0:
-            raise ConfigError(f"memory_budget = {self.memory_budget!r} must be a positive number of bytes")
-        if self.dg and self.p < 4:
-            raise ConfigError(f"the DG correction needs K^(3) and K^(4), so p >= 4; got p = {self.p}")
-        if self.matrix_free and self.p < 3:
-            raise ConfigError(f"matrix_free needs p >= 3 (at p = {self.p} the top kernel is K^(2) itself)")
-        if self.dg and self.matrix_free and self.p == 4:
-            raise ConfigError("the DG correction needs a dense K^(4), which matrix_free at p = 4 never forms; "
-                              "use --no-dg, p >= 5, or drop --matrix-free")
-        if self.devices is not None and (not isinstance(self.devices, int) or self.devices < 1):
-            raise ConfigError(f"devices = {self.devices!r} must be a positive integer (or None for every device)")
-        if self.chunk is not None and (not isinstance(self.chunk, int) or self.chunk < 1):
-            raise ConfigError(f"chunk = {self.chunk!r} must be a positive integer (direction tuples per batch)")
-        if self.kernel_impl not in ("auto",) + tuple(IMPLEMENTATIONS):
-            raise ConfigError(f"kernel_impl = {self.kernel_impl!r}; accepted: auto, {', '.join(IMPLEMENTATIONS)}")
         if self.kernel_impl == "structured" and spec.name != "mlp":
             raise ConfigError(f"kernel_impl 'structured' exists for the mlp only; the {spec.name} uses 'jvp' "
                               "(nested JVPs through its forward pass)")
-        self.loss_fn  # an unknown name or an unloadable FILE.py:fn is refused here
         if self.outputs is not None:
-            if not isinstance(self.outputs, int) or isinstance(self.outputs, bool) or self.outputs < 1:
-                raise ConfigError(f"outputs = {self.outputs!r} must be a positive integer (outputs per input)")
-            if self.model is not None or self.weights is not None:
-                raise ConfigError("--outputs sets the outputs of a built-in architecture; "
-                                  + ("your make_model sets its own" if self.model else "the weights file sets them "
-                                     "(a of shape (m, k))"))
             self.loss_fn.check_outputs(() if self.outputs == 1 else (self.outputs,), "outputs")
-        if self.classes != 2:
-            if not isinstance(self.classes, int) or isinstance(self.classes, bool) or not 2 <= self.classes <= 10:
-                raise ConfigError(f"classes = {self.classes!r} must be an integer 2..10 (the digits 0..C-1)")
-            if self.data != "digits":
-                raise ConfigError("--classes C chooses the digits 0..C-1 of --data digits; other data carry their own "
-                                  "labels")
-        if self.dg_method is not None and self.dg_method not in DG_METHODS:
-            raise ConfigError(f"dg_method = {self.dg_method!r}; accepted: {', '.join(DG_METHODS)}")
         if self.dg_method == "closed" and not isinstance(self.loss_fn, MSE):
             raise ConfigError(f"dg_method 'closed' (DG Eq. 101) exists for the mse loss only; the "
                               f"{self.loss_fn.describe()} loss takes 'ode' (or leave --dg-method out)")
-        builtin = self.data in (None, "digits")
-        if self.n_test is not None and (not builtin or not isinstance(self.n_test, int) or self.n_test < 0):
-            raise ConfigError(f"n_test = {self.n_test!r}: a non-negative integer, for the built-in problems only "
-                              "(with --data FILE, test inputs come from X_test in the file)")
-        if not isinstance(self.digits_per_class, int) or self.digits_per_class < 1:
-            raise ConfigError(f"digits_per_class = {self.digits_per_class!r} must be a positive integer")
-        if self.lr is not None and self.lr_fraction is not None:
-            raise ConfigError("give the learning rate once: lr (--lr ETA) or lr_fraction (--lr-fraction F, a fraction of "
-                              "the stable step 2n / lambda_max(K^(2)(0)))")
-        if (self.lr is None and self.lr_fraction is None) != (self.steps is None):
-            raise ConfigError("finite learning rate needs both lr and steps (--lr ETA --steps S, or --lr-fraction F "
-                              "--steps S)")
-        if self.lr_fraction is not None and not (isinstance(self.lr_fraction, (int, float))
-                                                 and math.isfinite(self.lr_fraction) and 0 < self.lr_fraction < 1):
-            raise ConfigError(f"lr_fraction = {self.lr_fraction!r} must be in (0, 1): a fraction of the stable step "
-                              "2n / lambda_max(K^(2)(0)) (gradient descent diverges beyond 1)")
-        if self.lr is not None or self.lr_fraction is not None:
-            if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-                raise ConfigError(f"lr = {self.lr!r} must be a finite positive learning rate")
-            if not isinstance(self.steps, int) or self.steps < 1:
-                raise ConfigError(f"steps = {self.steps!r} must be a positive integer")
-            if self.t_max is not None:
-                raise ConfigError("with --lr/--steps the horizon is t_max = lr * steps; do not pass --t-max")

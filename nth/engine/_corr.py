@@ -2,8 +2,9 @@
 8.1).
 
 A :class:`CorrConfig` names the functions (notation of :mod:`nth.kernel._notation`), the network (DG Eq. 2 =
-docs/math.md section 1: depth, input dimension, activation, Gaussian or Rademacher weights), the widths and
-the number of draws. Input xK is N(0, I_d) from its own key (``input_seed``, K), so it is the same in every
+docs/math.md section 1: depth, input dimension, activation, Gaussian or Rademacher weights, and ``outputs`` k:
+with k > 1 the functions are read on samples (input, output), ``f[i](xK)``, DG Eq. 83), the widths and the
+number of draws. Input xK is N(0, I_d) from its own key (``input_seed``, K), so it is the same in every
 run, width and function. Draw i at width m has its own key (``seed``, m, i), so any range of draws can be computed
 again, or added later, with the same numbers. Draws go in vmapped batches (one compiled call per batch,
 sharded over devices along the draw axis), every function on the same initializations.
@@ -65,6 +66,7 @@ class CorrConfig:
     input_seed: int = 0
     probes: int = 0
     integrate_output: bool = False
+    outputs: int = 1
     batch: int | None = None
     devices: int | None = None
     memory_budget: int | None = None
@@ -108,7 +110,20 @@ class CorrConfig:
         for name, val in (("batch", self.batch), ("devices", self.devices), ("memory_budget", self.memory_budget)):
             if val is not None and not _is_int(val, 1):
                 raise ConfigError(f"{name} = {val!r} must be a positive integer (or None for the default)")
+        if not _is_int(self.outputs, 1):
+            raise ConfigError(f"outputs = {self.outputs!r} must be a positive integer (outputs per input)")
         corrs = self.parsed()
+        for c in corrs:
+            k = c.num_outputs
+            if self.outputs == 1 and k is not None:
+                raise ConfigError(f"{c}: names output {k} (f[i](xK)); the network has one output, so write f(xK), or "
+                                  "give it outputs with --outputs K")
+            if self.outputs > 1 and k is None:
+                raise ConfigError(f"{c}: the network has {self.outputs} outputs; name one in every factor, "
+                                  "f[i](xK) or d{mu}f[i](xK) with i = 1.." + str(self.outputs))
+            if k is not None and k > self.outputs:
+                raise ConfigError(f"{c}: names output {k}, but the network has {self.outputs} outputs (i = 1.."
+                                  f"{self.outputs}); raise --outputs or name another output")
         if self.probes > 0 and all(c.is_forest for c in corrs):
             raise ConfigError(f"probes = {self.probes}: no function has a cycle, so there is nothing to estimate; "
                               "leave --probes out (forests are evaluated exactly)")
@@ -139,6 +154,8 @@ class CorrConfig:
         d = dataclasses.asdict(self)
         for k in ("widths", "draws", "batch", "devices", "memory_budget"):
             d.pop(k)
+        if self.outputs == 1:  # a field added later is recorded only when set, so older files still resume
+            d.pop("outputs")
         d["functions"] = [canonical(f) for f in self.functions]
         return json.dumps(d, sort_keys=True)
 
@@ -167,12 +184,16 @@ def output_expectation(model, corr: CorrelationFunction, X: Array, sigma_a: floa
     """E over the output weights a ~ N(0, sigma_a^2 I) of prod_k f(x_k), the hidden weights held fixed (docs/math.md
     section 8.1): f(x) = a . x^(H)(x) is Gaussian given them, with covariance G_ij = sigma_a^2 x^(H)(x_i) .
     x^(H)(x_j), so the expectation is the sum over pairings of the factors of prod G (Isserlis), 0 for an odd
-    number of factors."""
+    number of factors. With several outputs the columns of a are independent: outputs i and j at x, y have
+    covariance delta_ij G(x, y)."""
     feats = model.features(X)[1][-1]  # x^(H) of every input, (K, m)
     G = sigma_a**2 * feats @ feats.T
     inputs = [f.input - 1 for f in corr.factors]
+    outs = [f.output for f in corr.factors]
     total = jnp.zeros((), G.dtype)
     for pairing in _pairings(tuple(range(len(inputs)))):
+        if any(outs[i] != outs[j] for i, j in pairing):
+            continue
         term = jnp.ones((), G.dtype)
         for i, j in pairing:
             term = term * G[inputs[i], inputs[j]]
@@ -188,7 +209,7 @@ def num_params(cfg: CorrConfig, width: int) -> int:
 
 def _network(cfg: CorrConfig, width: int, key: Array):
     return draw_mlp(key, cfg.in_dim, width, cfg.depth, make_activation(cfg.activation), sigma_w=cfg.sigma_w,
-                    sigma_a=cfg.sigma_a, init=cfg.init)
+                    sigma_a=cfg.sigma_a, init=cfg.init, outputs=cfg.outputs)
 
 
 def draw_bytes(cfg: CorrConfig, width: int) -> int:
@@ -302,5 +323,6 @@ def summarize(cfg: CorrConfig, values: dict[int, np.ndarray], *, resolve: float 
     for j, corr in enumerate(cfg.parsed()):
         V = np.stack([np.asarray(values[w])[:n, j] for w in widths])
         out.append(corr.summary() | moment_fits(widths, V, resolve=resolve)
-                   | {"activation": cfg.activation, "init": cfg.init, "depth": cfg.depth, "in_dim": cfg.in_dim})
+                   | {"activation": cfg.activation, "init": cfg.init, "depth": cfg.depth, "in_dim": cfg.in_dim,
+                      "outputs": cfg.outputs})
     return out

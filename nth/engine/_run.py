@@ -12,6 +12,7 @@ the expensive stages.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -33,79 +34,13 @@ from ..kernel import kernels as compute_kernels
 from ..kernel import device_mesh
 from ..losses import decisions
 from ..models import AbstractModel, mlp_from_arrays, model_dtype, num_outputs, num_params, output_shape, preset
-from ._config import DEFAULT_N, DEFAULT_N_TEST, DEFAULT_D, DEFAULT_WIDTH, DTYPES, SolveConfig
+from ._config import DEFAULT_WIDTH, DTYPES, SolveConfig
 from ._plan import SolvePlan, plan_solve
-from ._rows import AbstractRow, RowInputs, pick_seed, rows_for
-
-#: The float32 reference's own error, max_t |f_true32 - f_true64| / sqrt(n) ~ A m^B (results/float32_floor.txt:
-#: 1.9e-7 at m = 256 to 5.0e-7 at m = 4096, depth 1, n = 8, t = 20, geometric mean of 3 seeds).
-FLOAT32_FLOOR_A, FLOAT32_FLOOR_B = 2.8e-8, 0.32
-#: A float32 error within this factor of the floor is not resolved.
-FLOAT32_MARGIN = 10.0
-
-
-def float32_floor(width: int) -> float:
-    """The error floor float32 puts under an error-vs-width curve at this width (measured fit, see above)."""
-    return FLOAT32_FLOOR_A * width**FLOAT32_FLOOR_B
-
-
-def float32_warnings(errors: dict[str, dict[str, float]], width: int | None) -> list[str]:
-    """One line per prediction whose float32 error is within FLOAT32_MARGIN of :func:`float32_floor`."""
-    floor = float32_floor(width or DEFAULT_WIDTH)
-    out = []
-    for label, e in errors.items():
-        v = e.get("max_f_error")
-        if v is not None and v < FLOAT32_MARGIN * floor:
-            at = f"m = {width}" if width else f"the default width {DEFAULT_WIDTH}"
-            out.append(f"{label}: error {v:.2e} is within {FLOAT32_MARGIN:g}x of the float32 floor ({floor:.1e} at "
-                       f"{at}); it measures float32 rounding, not the hierarchy. Use --dtype float64.")
-    return out
-
-
-@dataclasses.dataclass
-class SolveResult:
-    """What a run produced: inputs, kernels, the reference, every prediction, errors and wall times.
-
-    ``rows`` are the run's predictions (:mod:`nth.engine._rows`); ``predictions`` maps each row's label ("p2",
-    ..., "p{p}", "discrete_p2", "discrete_o1m", "dg", "inf") to its trajectory (NTHSolution, DGSolution or
-    GDSolution); ``errors`` maps the same labels (and "gd" for gradient descent against the flow) to their error
-    summaries and, with them, the training loss at the end and, for classes, accuracies and the disagreement
-    rate with the reference (:func:`classifier_measures`); ``flow_measures`` the same of the true flow.
-    """
-
-    config: dict[str, Any]
-    data: Dataset
-    f0: np.ndarray
-    kernels: dict[int, np.ndarray]
-    test_kernels: dict[int, np.ndarray] | None
-    flow: FlowSolution
-    predictions: dict[str, Any]
-    gd: GDSolution | None
-    errors: dict[str, dict[str, float]]
-    wall_times: dict[str, float]
-    loss_fall: float
-    rows: list[AbstractRow] = dataclasses.field(default_factory=list)
-    flow_measures: dict[str, float] = dataclasses.field(default_factory=dict)
-    path: str | None = None
-    warnings: list[str] = dataclasses.field(default_factory=list)
-
-    @property
-    def out_shape(self) -> tuple[int, ...]:
-        """The per-input output shape, () or (k,) (of f(0))."""
-        return tuple(self.f0.shape[1:])
-
-    @property
-    def dg_vs_p4(self) -> float | None:
-        """max_t |f_DG - f_(p=4)| / sqrt(n): the two agree to O(1/m^2) (docs/math.md section 4), or None."""
-        if "dg" not in self.predictions or "p4" not in self.predictions:
-            return None
-        return float(f_error(self.predictions["dg"].f, self.predictions["p4"].f).max())
-
+from ._result import Measures, Prediction, SolveResult, float32_warnings
+from ._rows import RowInputs, pick_seed, rows_for
 
 def _data_args(cfg: SolveConfig) -> dict[str, Any]:
-    return dict(n=cfg.n or DEFAULT_N, d=cfg.d or DEFAULT_D, n_test=DEFAULT_N_TEST if cfg.n_test is None else cfg.n_test,
-                digits_per_class=cfg.digits_per_class, images=cfg.model is None and cfg.arch == "cnn",
-                classes=cfg.classes)
+    return cfg.problem.sizes(images=cfg.model is None and cfg.arch == "cnn")
 
 
 def load_data(cfg: SolveConfig) -> Dataset:
@@ -139,7 +74,7 @@ def build_model(cfg: SolveConfig, data: Dataset | ProblemShape, seed: int) -> Ab
     dtype = DTYPES[cfg.dtype]
     if cfg.weights is None:
         outputs = 1 if cfg.model is not None else cfg.resolved_outputs(data.classes, data.targets)
-        model = cfg.model_spec.build(seed=seed, width=cfg.width or DEFAULT_WIDTH, in_shape=data.in_shape, dtype=dtype,
+        model = cfg.network.build(seed=seed, width=cfg.width or DEFAULT_WIDTH, in_shape=data.in_shape, dtype=dtype,
                                      outputs=outputs)
     else:
         model = mlp_from_arrays(read_npz(cfg.weights, "weights"), cfg.activation, beta=cfg.beta, dtype=dtype,
@@ -236,50 +171,16 @@ def infinite_kernels(cfg: SolveConfig, depth: int, X, Xt, outputs: int = 1) -> t
     return Kbar, None if Xt is None else on_samples(limiting_kernels(Xt, X, **kw).ntk.astype(X.dtype))
 
 
-def errors_against(pred, flow: FlowSolution, gd: GDSolution | None) -> dict[str, float]:
-    """Max over saved times of the output, kernel and test-output errors against the references."""
-    e = {"max_f_error": float(f_error(pred.f, flow.f).max()), "max_K2_error": float(k2_error(pred.K2, flow.K2).max())}
-    if flow.f_test is not None and pred.f_test is not None:
-        e["max_test_error"] = float(f_error(pred.f_test, flow.f_test).max())
-    if gd is not None:
-        e["max_f_error_gd"] = float(f_error(pred.f, gd.f).max())
-        e["max_K2_error_gd"] = float(k2_error(pred.K2, gd.K2).max())
-        if gd.f_test is not None and pred.f_test is not None:
-            e["max_test_error_gd"] = float(f_error(pred.f_test, gd.f_test).max())
-    return e
-
-
-def classifier_measures(sol, data: Dataset, out_shape: tuple[int, ...], classes: bool,
-                        reference=None) -> dict[str, float]:
-    """What a classifier's user reads of a trajectory at its last saved time (docs/math.md section 10): the
-    training loss and, for a run with ``classes``, the accuracy at the training and test inputs (where the data
-    have class labels) and, against a ``reference`` trajectory (the network it predicts), the disagreement rate
-    of the decided classes."""
-    out = {"final_loss": float(sol.loss[-1])}
-    if not classes:
-        return out
-    dec = lambda f: np.asarray(decisions(f[-1], out_shape))  # noqa: E731
-    if data.labels is not None:
-        out["accuracy"] = float(np.mean(dec(sol.f) == data.labels))
-        if data.labels_test is not None and sol.f_test is not None:
-            out["test_accuracy"] = float(np.mean(dec(sol.f_test) == data.labels_test))
-    if reference is not None:
-        out["disagreement"] = float(np.mean(dec(sol.f) != dec(reference.f)))
-        if sol.f_test is not None and reference.f_test is not None:
-            out["test_disagreement"] = float(np.mean(dec(sol.f_test) != dec(reference.f_test)))
-    return out
-
-
 def resolved_config(cfg: SolveConfig, data: Dataset, model: AbstractModel, chunk: int, t_max: float,
                     seeds_together: int, out_shape: tuple[int, ...] = ()) -> dict[str, Any]:
     """The configuration a file records: every option with its defaults resolved (``outputs``: the outputs per
     input the model has), and the model's description."""
     info = model.describe()
-    out = dataclasses.asdict(cfg) | {"dg_method": cfg.resolved_dg_method, "outputs": math.prod(out_shape),
+    out = cfg.flat() | {"dg_method": cfg.resolved_dg_method, "outputs": math.prod(out_shape),
         "inf": cfg.use_inf, "dg": cfg.use_dg, "width": model.width, "depth": info.get("depth"), "n": data.n,
         "d": data.d, "in_shape": list(data.in_shape), "n_test": data.k, "num_params": num_params(model),
         "kernel_chunk": chunk, "normalization_applied": data.normalization, "t_max": float(t_max),
-        "model_info": info, "arch_options": cfg.model_spec.describe(), "seeds_together": seeds_together}
+        "model_info": info, "arch_options": cfg.network.describe(), "seeds_together": seeds_together}
     if cfg.model is None and cfg.arch == "mlp":
         out["tp4"] = preset(cfg.param, info["depth"]).table_row()
     if cfg.model is not None:  # the built-in architecture options do not apply to the user's model
@@ -418,20 +319,19 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
                 pr[r.label], w[r.wall] = _timed(lambda r=r: r.solve(inputs.pick(i, k_i, kt_i)))
             else:
                 pr[r.label] = solved[r.label]
-        ref_of = lambda r: gd if r.reference == "gd" else flow_i  # noqa: E731
-        errs = {r.label: errors_against(pr[r.label], flow_i, gd)
-                | classifier_measures(pr[r.label], data, out_shape, classes, ref_of(r)) for r in rows}
-        if gd is not None:
-            errs["gd"] = errors_against(gd, flow_i, None) | classifier_measures(gd, data, out_shape, classes)
+        measure = functools.partial(Measures.of, data=data, out_shape=out_shape, classes=classes)
+        preds = {r.label: Prediction(r, pr[r.label], measure(pr[r.label], flow_i, gd,
+                                                             reference=gd if r.reference == "gd" else flow_i))
+                 for r in rows}
         loss_fall = float(flow_i.loss[0] / flow_i.loss[-1]) if float(flow_i.loss[-1]) > 0 else float("inf")
         config = resolved_config(dataclasses.replace(cfg, seed=s), data, models[i], plan.kernels.chunk, t_max, B,
                                  out_shape)
         as_np = lambda d: None if d is None else {r: np.asarray(k) for r, k in d.items()}  # noqa: E731
         res = SolveResult(config=config, data=data, f0=np.asarray(pick(f0)), kernels=as_np(k_i),
-                          test_kernels=as_np(kt_i), flow=flow_i, predictions=pr, gd=gd, errors=errs, wall_times=w,
-                          loss_fall=loss_fall, rows=rows,
-                          flow_measures=classifier_measures(flow_i, data, out_shape, classes),
-                          warnings=float32_warnings(errs, models[i].width) if cfg.dtype == "float32" else [])
+                          test_kernels=as_np(kt_i), flow=flow_i, flow_measures=measure(flow_i, None, None), gd=gd,
+                          gd_measures=None if gd is None else measure(gd, flow_i, None), predictions=preds,
+                          wall_times=w, loss_fall=loss_fall,
+                          warnings=float32_warnings({k: p.measures for k, p in preds.items()}, models[i].width) if cfg.dtype == "float32" else [])
         for w_ in res.warnings:
             say("warning: " + w_)
         results.append(res)
@@ -464,11 +364,11 @@ def sweep_errors(cfg: SolveConfig, widths: list[int], seeds: list[int], *, refer
         for j, s in enumerate(seeds):
             c = dataclasses.replace(cfg, width=m, seed=s)
             res = solve(c)
-            for label, e in res.errors.items():
-                put(f"f_{label}", i, j, e["max_f_error"])
-                put(f"K2_{label}", i, j, e["max_K2_error"])
-                if "max_test_error" in e:
-                    put(f"test_{label}", i, j, e["max_test_error"])
+            for label, e in res.measures().items():
+                put(f"f_{label}", i, j, e.max_f_error)
+                put(f"K2_{label}", i, j, e.max_K2_error)
+                if e.max_test_error is not None:
+                    put(f"test_{label}", i, j, e.max_test_error)
             if res.dg_vs_p4 is not None:
                 put("dg_vs_p4", i, j, res.dg_vs_p4)
             put("loss_fall", i, j, res.loss_fall)
@@ -480,6 +380,6 @@ def sweep_errors(cfg: SolveConfig, widths: list[int], seeds: list[int], *, refer
                                     run_targets(c, res.data, res.out_shape), res.flow.ts, solver=tight, loss=c.loss_fn)
                 put("ref_diff", i, j, f_error(ref.f, res.flow.f).max())
             if log:
-                log(f"width {m} seed {s}: " + ", ".join(f"{label} {e['max_f_error']:.2e}"
-                                                          for label, e in res.errors.items()))
+                log(f"width {m} seed {s}: " + ", ".join(f"{label} {e.max_f_error:.2e}"
+                                                          for label, e in res.measures().items()))
     return out

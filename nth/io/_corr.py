@@ -310,5 +310,6 @@ def format_corr(summary: list[dict[str, Any]]) -> str:
             lines.append(f"  fitted exponent of the variance: {s['slope_variance']:.2f} [{_num(lo)}, {_num(hi)}]  "
                          f"(2 s_C = {s['variance_exponent']:g})")
         lines.append(f"  {s['draws']} draws per width; {s['activation']} network, depth {s['depth']}, inputs of "
-                     f"dimension {s['in_dim']}, {s['init']} weights")
+                     f"dimension {s['in_dim']}, {s['init']} weights"
+                     + (f", {s['outputs']} outputs" if s.get("outputs", 1) > 1 else ""))
     return "\n".join(lines)

@@ -15,67 +15,56 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..checks import check_seed
+from .._composed import Composed, part
 from ..data import Dataset, load_problem, problem_shape
 from ..errors import ConfigError, MemoryBudgetError
 from ..kernel import LimitingKernels, check_infinite_options, limiting_kernels, ntk
 from ..kernel._plan import default_memory_budget, format_bytes, kernel_bytes, plan_kernels
 from ..models import DEFAULT_ORDER, ModelSpec, activation
-from ..engine._config import DEFAULT_WIDTH
+from ..engine._config import DEFAULT_WIDTH, ProblemSpec
 from ._files import check_output_path, writer_lock
 from ._hdf5 import write_h5
 from ._schema import dataset_axes, kernel_file
 
 
-@dataclasses.dataclass(frozen=True)
-class KernelRequest:
-    """What ``nth kernel`` computes: Kbar^(2) and NNGP with ``infinite``, K^(2)(0) with a ``width`` (default
-    1024 when not ``infinite``); with ``outputs`` k > 1 both over the n k samples (input, output): the network
-    with k outputs, and the limiting kernels times the identity on outputs (docs/math.md section 10)."""
+@dataclasses.dataclass(frozen=True, init=False)
+class KernelRequest(Composed):
+    """What ``nth kernel`` computes for a ``network`` (:class:`~nth.models.ModelSpec`) on a ``problem``
+    (:class:`~nth.engine.ProblemSpec`; its fields are also given and read by their own names, as in
+    :class:`~nth.engine.SolveConfig`): Kbar^(2) and NNGP with ``infinite`` (Gaussian expectations by ``method``,
+    quadrature of ``quadrature_order``), K^(2)(0) with a ``width`` (default 1024 when not ``infinite``); with
+    ``outputs`` k > 1 both over the n k samples (input, output): the network with k outputs, and the limiting
+    kernels times the identity on outputs (docs/math.md section 10)."""
 
+    network: ModelSpec = part(ModelSpec)
+    problem: ProblemSpec = part(ProblemSpec)
     infinite: bool = False
-    width: int | None = None
-    seed: int = 0
-    arch: str = "mlp"
-    kernel_size: int = 3
-    depth: int = 2
-    activation: str = "tanh"
-    beta: float = 1.0
-    sigma_w: float = 1.0
-    sigma_a: float = 1.0
-    param: str = "ntk"
     method: str = "auto"
-    order: int = DEFAULT_ORDER
-    n: int = 16
-    d: int = 8
-    data_seed: int = 0
-    data: str | None = None
-    outputs: int = 1
+    quadrature_order: int = DEFAULT_ORDER
 
     @property
     def finite_width(self) -> int | None:
         return self.width if self.width is not None or self.infinite else DEFAULT_WIDTH
 
+    @property
+    def k(self) -> int:
+        """Outputs per input."""
+        return self.outputs or 1
+
+    @property
+    def resolved_depth(self) -> int:
+        return self.network.resolved_depth
+
     def validate(self) -> None:
-        check_seed("seed", self.seed)
-        check_seed("data_seed", self.data_seed)
-        for name in ("depth", "n", "d") + (("width",) if self.width is not None else ()):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name} = {v!r} must be a positive integer")
-        if not isinstance(self.outputs, int) or isinstance(self.outputs, bool) or self.outputs < 1:
-            raise ConfigError(f"outputs = {self.outputs!r} must be a positive integer (outputs per input)")
-        self.spec.validate(2)
+        self.network.validate(2)
+        self.problem.validate()
+        if self.weights is not None or self.model is not None:
+            raise ConfigError("nth kernel computes the kernels of a built-in architecture (no --model, --weights)")
         if self.infinite:
             if self.arch != "mlp":
                 raise ConfigError(f"--infinite: the limiting kernels' layer recursion exists for the mlp only, not "
                                   f"the {self.arch}")
-            check_infinite_options(self.activation, self.method, self.order, self.beta)
-
-    @property
-    def spec(self) -> ModelSpec:
-        """The model part of the request (:class:`~nth.models.ModelSpec`)."""
-        return ModelSpec.of(self)
+            check_infinite_options(self.activation, self.method, self.quadrature_order, self.beta)
 
 
 @dataclasses.dataclass
@@ -89,32 +78,32 @@ class KernelReport:
 def compute_kernels(req: KernelRequest) -> KernelReport:
     """The kernels of ``req`` (every check runs first)."""
     req.validate()
-    shape = problem_shape(req.data, n=req.n, d=req.d, images=req.arch == "cnn", targets=False)
+    sizes = req.problem.sizes(images=req.arch == "cnn")
+    shape = problem_shape(req.data, **sizes, targets=False)
     if req.finite_width is not None:  # refused from sizes alone, before the data exist
-        plan_kernels(eqx.filter_eval_shape(lambda: req.spec.build(seed=req.seed, width=req.finite_width,
-                                                                  in_shape=shape.in_shape, outputs=req.outputs)),
-                     shape.n, 2, in_shape=shape.in_shape, outputs=req.outputs)
-    elif 4 * kernel_bytes(shape.n * req.outputs, 2) > default_memory_budget():  # Kbar, NNGP, the recursion's copies
+        plan_kernels(eqx.filter_eval_shape(lambda: req.network.build(seed=req.seed, width=req.finite_width,
+                                                                  in_shape=shape.in_shape, outputs=req.k)),
+                     shape.n, 2, in_shape=shape.in_shape, outputs=req.k)
+    elif 4 * kernel_bytes(shape.n * req.k, 2) > default_memory_budget():  # Kbar, NNGP, the recursion's copies
         raise MemoryBudgetError(f"the limiting kernels at n = {shape.n} need about "
-                                f"{format_bytes(4 * kernel_bytes(shape.n * req.outputs, 2))}, over the memory budget "
+                                f"{format_bytes(4 * kernel_bytes(shape.n * req.k, 2))}, over the memory budget "
                                 f"of {format_bytes(default_memory_budget())}; reduce n")
-    data = load_problem(req.data, n=req.n, d=req.d, seed=req.data_seed, images=req.arch == "cnn",
-                        targets=False)
+    data = load_problem(req.data, seed=req.data_seed, normalization=req.normalization, **sizes, targets=False)
     X = jnp.asarray(data.X)
     wall: dict[str, float] = {}
     lim = K2 = None
     if req.infinite:
         t = time.perf_counter()
         lim = jax.block_until_ready(limiting_kernels(
-            X, depth=req.depth, activation=req.activation, sigma_w=req.sigma_w, sigma_a=req.sigma_a, beta=req.beta,
-            param=req.param, method=req.method, order=req.order))
-        if req.outputs > 1:  # over samples s = a k + i: Kbar x I_k
-            eye = jnp.eye(req.outputs, dtype=lim.ntk.dtype)
+            X, depth=req.resolved_depth, activation=req.activation, sigma_w=req.sigma_w, sigma_a=req.sigma_a, beta=req.beta,
+            param=req.param, method=req.method, order=req.quadrature_order))
+        if req.k > 1:  # over samples s = a k + i: Kbar x I_k
+            eye = jnp.eye(req.k, dtype=lim.ntk.dtype)
             lim = dataclasses.replace(lim, nngp=jnp.kron(lim.nngp, eye), ntk=jnp.kron(lim.ntk, eye))
         wall["limiting"] = time.perf_counter() - t
     if req.finite_width is not None:
         t = time.perf_counter()
-        model = req.spec.build(seed=req.seed, width=req.finite_width, in_shape=data.in_shape, outputs=req.outputs)
+        model = req.network.build(seed=req.seed, width=req.finite_width, in_shape=data.in_shape, outputs=req.k)
         K2 = np.asarray(ntk(model, X))
         wall["empirical"] = time.perf_counter() - t
     return KernelReport(data=data, limiting=lim, K2=K2, wall=wall)
@@ -139,15 +128,15 @@ def kernel_report(req: KernelRequest, out: str | os.PathLike | None = None, *, f
 def _report(req: KernelRequest, out: str | None, force: bool) -> str:
     rep = compute_kernels(req)
     lines = [f"{rep.data.source}: n = {rep.data.n}, inputs {rep.data.in_shape}"
-             + (f", {req.outputs} outputs each ({rep.data.n * req.outputs} samples)" if req.outputs > 1 else "")
-             + f"; {req.arch}, depth {req.depth}, "
+             + (f", {req.k} outputs each ({rep.data.n * req.k} samples)" if req.k > 1 else "")
+             + f"; {req.arch}, depth {req.resolved_depth}, "
              f"{req.activation}, sigma_w {req.sigma_w:g}, sigma_a {req.sigma_a:g}"
              + (f", {req.param} parametrization" if req.arch == "mlp" else "")]
 
     if rep.limiting is not None:
         nngp, kbar = np.asarray(rep.limiting.nngp), np.asarray(rep.limiting.ntk)
         closed = activation(req.activation, req.beta).has_closed_form
-        how = req.method if req.method != "auto" else ("closed form" if closed else f"Gauss-Hermite order {req.order}")
+        how = req.method if req.method != "auto" else ("closed form" if closed else f"Gauss-Hermite order {req.quadrature_order}")
         lines += [_describe("NNGP (m = inf)", nngp), _describe(f"Kbar^(2) (m = inf, {how})", kbar)]
 
     if rep.K2 is not None:
@@ -165,8 +154,8 @@ def _report(req: KernelRequest, out: str | None, force: bool) -> str:
     lines.append("wall time: " + ", ".join(f"{k_} {v:.2f} s" for k_, v in rep.wall.items()))
     if out is not None:
         lim = rep.limiting
-        ds, attrs = kernel_file(rep.data, dataclasses.asdict(req) | {"arch_options": req.spec.describe()}, K2=rep.K2,
+        ds, attrs = kernel_file(rep.data, req.flat() | {"arch_options": req.network.describe()}, K2=rep.K2,
                                 nngp=None if lim is None else lim.nngp, ntk=None if lim is None else lim.ntk)
-        axes = functools.partial(dataset_axes, out_shape=() if req.outputs == 1 else (req.outputs,))
+        axes = functools.partial(dataset_axes, out_shape=() if req.k == 1 else (req.k,))
         lines.append(f"wrote {write_h5(out, ds, attrs, force=force, axes=axes)}")
     return "\n".join(lines)

@@ -166,11 +166,11 @@ def run_datasets(result: SolveResult, *, save_kernels: bool = False) -> tuple[di
     attrs: dict[str, dict] = {
         "true": {"solver": cfg["flow_solver"], "rtol": cfg["rtol"], "atol": cfg["atol"],
                  "num_steps": fl.stats.get("num_steps", -1), "loss_fall": result.loss_fall}
-        | result.flow_measures,
+        | result.flow_measures.as_dict(),
         "": run_summary(result),
     }
     for r in result.rows:
-        pred, g = result.predictions[r.label], r.group
+        pred, g = result.predictions[r.label].solution, r.group
         ds.update({f"{g}/f": pred.f, f"{g}/K2": pred.K2, f"{g}/loss": pred.loss})
         # every group with a time axis holds its coordinate (the flow's times; gd's steps for the discrete rows)
         if r.reference == "gd":
@@ -180,13 +180,13 @@ def run_datasets(result: SolveResult, *, save_kernels: bool = False) -> tuple[di
         if pred.f_test is not None:
             ds[f"{g}/f_test"] = pred.f_test
         ds.update({f"{g}/{name}": v for name, v in r.datasets(pred).items()})
-        attrs[g] = dict(result.errors[r.label]) | r.attrs(pred)
+        attrs[g] = result.predictions[r.label].measures.as_dict() | r.attrs(pred)
     if result.gd is not None:
         gd = result.gd
         ds.update({"gd/step": gd.steps, "gd/t": gd.ts, "gd/f": gd.f, "gd/K2": gd.K2, "gd/loss": gd.loss})
         if gd.f_test is not None:
             ds["gd/f_test"] = gd.f_test
-        attrs["gd"] = dict(result.errors["gd"]) | {"lr": gd.lr}
+        attrs["gd"] = result.gd_measures.as_dict() | {"lr": gd.lr}
     return {k: np.asarray(v) for k, v in ds.items()}, attrs
 
 

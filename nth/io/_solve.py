@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from ..engine import SolveConfig, SolveResult, solve
+from ..engine import Measures, SolveConfig, SolveResult, solve
 from ..engine._config import DEFAULT_WIDTH
 from ._files import check_output_path, writer_lock
 from ._hdf5 import write_h5
@@ -51,29 +51,32 @@ def format_table(result: SolveResult) -> str:
     w = result.wall_times
     test = result.flow.f_test is not None
     gd = result.gd is not None
-    measures = [result.flow_measures] + [result.errors[r.label] for r in result.rows] + \
-        ([result.errors["gd"]] if gd else [])
-    cls = [c for c in _CLASS_COLUMNS if "accuracy" in result.flow_measures and any(c[0] in m for m in measures)]
+    measures = [m.as_dict() for m in [result.flow_measures, *result.measures().values()]]
+    cls = [c for c in _CLASS_COLUMNS if result.flow_measures.accuracy is not None and any(c[0] in m for m in measures)]
     head = f"{'level':>7} {'max_t |f-f_true|/sqrt(n)':>26} {'max |K2-K2_true|':>18}"
     tg = test and gd
     head += f" {'test error':>11}" * test + f" {'f vs GD':>10}" * gd + f" {'test vs GD':>11}" * tg
     head += "".join(f" {h:>{n}}" for _, h, n in cls) + f" {'wall [s]':>9}"
 
-    def extra(m):
+    def extra(m: Measures):
+        m = m.as_dict()
         return "".join(f" {m[k]:>{n}.3g}" if k in m else f" {'':>{n}}" for k, _, n in cls)
+
+    def nan(v: float | None) -> float:
+        return float("nan") if v is None else v
 
     lines = [head]
     for r in result.rows:
-        e = result.errors[r.label]
-        row = f"{r.name:>7} {e['max_f_error']:>26.3e} {e['max_K2_error']:>18.3e}"
-        row += f" {e.get('max_test_error', float('nan')):>11.3e}" * test
-        row += f" {e.get('max_f_error_gd', float('nan')):>10.3e}" * gd
-        row += f" {e.get('max_test_error_gd', float('nan')):>11.3e}" * tg
+        e = result.predictions[r.label].measures
+        row = f"{r.name:>7} {e.max_f_error:>26.3e} {e.max_K2_error:>18.3e}"
+        row += f" {nan(e.max_test_error):>11.3e}" * test
+        row += f" {nan(e.max_f_error_gd):>10.3e}" * gd
+        row += f" {nan(e.max_test_error_gd):>11.3e}" * tg
         lines.append(row + extra(e) + f" {w[r.wall]:>9.2f}")
     if gd:
-        e = result.errors["gd"]
-        row = f"{'gd':>7} {e['max_f_error']:>26.3e} {e['max_K2_error']:>18.3e}"
-        row += f" {e.get('max_test_error', float('nan')):>11.3e}" * test + f" {'(reference)':>10}" + f" {'':>11}" * tg
+        e = result.gd_measures
+        row = f"{'gd':>7} {e.max_f_error:>26.3e} {e.max_K2_error:>18.3e}"
+        row += f" {nan(e.max_test_error):>11.3e}" * test + f" {'(reference)':>10}" + f" {'':>11}" * tg
         lines.append(row + extra(e) + f" {w['gradient_descent']:>9.2f}")
     lines.append(f"{'true':>7} {'(reference)':>26} {'':>18}" + f" {'':>11}" * test + f" {'':>10}" * gd
                  + f" {'':>11}" * tg + extra(result.flow_measures) + f" {w['gradient_flow']:>9.2f}")
@@ -95,7 +98,7 @@ def default_out_path(cfg: SolveConfig) -> str:
         name = f"solve_p{cfg.p}_model_m{cfg.width or DEFAULT_WIDTH}_s{cfg.seed}_{stamp}.h5"
     else:
         width = cfg.width or ("file" if cfg.weights else DEFAULT_WIDTH)
-        depth = cfg.depth or ("file" if cfg.weights else cfg.model_spec.resolved_depth)
+        depth = cfg.depth or ("file" if cfg.weights else cfg.network.resolved_depth)
         arch = "" if cfg.arch == "mlp" else f"{cfg.arch}_"
         name = f"solve_p{cfg.p}_{arch}m{width}_H{depth}_{cfg.activation}_s{cfg.seed}_{stamp}.h5"
     return os.path.join("results", name)

@@ -75,10 +75,10 @@ class SweepConfig:
         self.run_config(self.widths[0], 0).validate()
 
     def run_config(self, width: int, seed: int) -> SolveConfig:
-        return dataclasses.replace(self.base, width=width, seed=seed)
+        return self.base.replace(width=width, seed=seed)
 
     def to_json(self) -> str:
-        base = dataclasses.asdict(self.base) | {"dg_method": self.base.resolved_dg_method}  # as files before it
+        base = self.base.flat() | {"dg_method": self.base.resolved_dg_method}  # as files before it
         for k in ("width", "seed", "memory_budget", "chunk", "devices"):  # per run, or result-neutral
             base.pop(k)
         return json.dumps({"widths": list(self.widths), "num_seeds": self.num_seeds, "base": base}, sort_keys=True)
@@ -128,7 +128,7 @@ def open_sweep(cfg: SweepConfig, path: str, log: Callable[[str], None] | None = 
                                    "checksum or cannot be read); move it away and run the sweep again")
         old, new = json.loads(saved), json.loads(cfg.to_json())
         # options added after a file was written read as their defaults
-        defaults = {f.name: f.default for f in dataclasses.fields(SolveConfig)}
+        defaults = SolveConfig.defaults()
         old["base"] = {k: old["base"].get(k, defaults.get(k)) for k in set(old["base"]) | set(new["base"])}
         if old != new:
             diff = sorted(k for k in set(old["base"]) | set(new["base"]) if old["base"].get(k) != new["base"].get(k))

@@ -28,11 +28,13 @@ from ..models import AbstractModel, combine, grouped_derivative, move_along, par
 from ._notation import CorrelationFunction
 
 
-def derivative(params: PyTree, static: PyTree, x: Array, directions: Sequence[PyTree]) -> Array:
+def derivative(params: PyTree, static: PyTree, x: Array, directions: Sequence[PyTree],
+               output: int | None = None) -> Array:
     """D^k f(x)[g_1, .., g_k] at ``params`` with the directions held fixed: one group of k nested JVPs
-    (docs/math.md section 8; k = 0 is f(x))."""
+    (docs/math.md section 8; k = 0 is f(x)); of output ``output`` (1-based) for a network with several."""
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
-    return grouped_derivative(params, move_along, lambda p: combine(p, static)(x[None])[0], [list(directions)],
+    pick = (lambda y: y) if output is None else (lambda y: y[output - 1])  # noqa: E731
+    return grouped_derivative(params, move_along, lambda p: pick(combine(p, static)(x[None])[0]), [list(directions)],
                               dtype)
 
 
@@ -72,11 +74,12 @@ def correlation_value(model: AbstractModel, corr: CorrelationFunction, X: Float[
 
     def message(i: int, parent: int | None, via: str | None) -> PyTree:
         dirs = [message(j, i, name) for name, j in adj[i] if j != parent or name != via] + fixed(i)
-        x = X[corr.factors[i].input - 1]
-        return jax.grad(lambda p: derivative(p, static, x, dirs))(params)
+        fac = corr.factors[i]
+        return jax.grad(lambda p: derivative(p, static, X[fac.input - 1], dirs, fac.output))(params)
 
     value = jnp.ones((), jax.tree_util.tree_leaves(params)[0].dtype)
     for r in roots:
         dirs = [message(j, r, name) for name, j in adj[r]] + fixed(r)
-        value = value * derivative(params, static, X[corr.factors[r].input - 1], dirs)
+        fac = corr.factors[r]
+        value = value * derivative(params, static, X[fac.input - 1], dirs, fac.output)
     return value

@@ -5,7 +5,9 @@ A correlation function is written as factors separated by spaces. A factor is ``
 by derivative indices ``d{mu,nu,...}``: the derivative tensor T^(k)(x_K) = d^k f(x_K) / d theta_mu .. d theta_nu.
 An index that appears in exactly two places is summed over every parameter (two factors; twice in one factor
 is a trace over theta, a cycle); ``x1``, ``x2``, ... name distinct
-random inputs (the same name twice is the same input). For example::
+random inputs (the same name twice is the same input). A network with k outputs is read on samples (input,
+output): ``f[i](xK)`` is its output i = 1..k at x_K (DG Eq. 83), and every factor names its output. For
+example::
 
     d{mu}f(x1) d{nu}f(x2) d{mu,nu}f(x3) f(x4)   =  sum_{mu,nu} E[ d_mu f(x1) d_nu f(x2) d_mu d_nu f(x3) f(x4) ]
 
@@ -22,7 +24,8 @@ from fractions import Fraction
 
 from ..errors import ConfigError
 
-_FACTOR = re.compile(r"(?:d\{(?P<idx>[^{}]*)\})?f\((?P<x>[^()]*)\)$")
+_FACTOR = re.compile(r"(?:d\{(?P<idx>[^{}]*)\})?f(?:\[(?P<out>[^\[\]]*)\])?\((?P<x>[^()]*)\)$")
+_OUTPUT = re.compile(r"[1-9][0-9]*$")
 _INDEX = re.compile(r"[A-Za-z][A-Za-z0-9_]*$")
 _INPUT = re.compile(r"x([1-9][0-9]*)$")
 #: Derivative order per factor nth accepts (nested JVPs cost about 2^k forward passes each).
@@ -34,13 +37,16 @@ MAX_INPUT = 1000
 
 @dataclasses.dataclass(frozen=True)
 class Factor:
-    """One derivative tensor T^(k)(x_input): its index names (k = len(indices)) and its input number (1-based)."""
+    """One derivative tensor T^(k)(x_input): its index names (k = len(indices)), its input number (1-based) and,
+    for a network with several outputs, its output number (1-based; None for a scalar output)."""
 
     indices: tuple[str, ...]
     input: int
+    output: int | None = None
 
     def __str__(self) -> str:
-        return (f"d{{{','.join(self.indices)}}}" if self.indices else "") + f"f(x{self.input})"
+        out = "" if self.output is None else f"[{self.output}]"
+        return (f"d{{{','.join(self.indices)}}}" if self.indices else "") + f"f{out}(x{self.input})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +64,12 @@ class CorrelationFunction:
     def num_factors(self) -> int:
         """M: the number of derivative tensors in the product."""
         return len(self.factors)
+
+    @property
+    def num_outputs(self) -> int | None:
+        """The largest output number the factors name, or None for a function of a scalar output."""
+        named = [f.output for f in self.factors if f.output is not None]
+        return max(named) if named else None
 
     @property
     def num_inputs(self) -> int:
@@ -153,8 +165,11 @@ def parse(text: str, *, allow_cycles: bool = False) -> CorrelationFunction:
     for pos, word in enumerate(words, 1):
         m = _FACTOR.match(word)
         if m is None:
-            raise _bad(text, f"factor {pos} {word!r} is not of the form f(xK) or d{{mu,nu,...}}f(xK) (no spaces "
-                             "inside a factor)")
+            raise _bad(text, f"factor {pos} {word!r} is not of the form f(xK), d{{mu,nu,...}}f(xK) or, with several "
+                             "outputs, d{mu,...}f[i](xK) (no spaces inside a factor)")
+        if m["out"] is not None and not _OUTPUT.match(m["out"]):
+            raise _bad(text, f"factor {pos} {word!r}: the output {m['out']!r} must be a positive integer i = 1..k "
+                             "(f[1](x1) is output 1 at x1)")
         xm = _INPUT.match(m["x"])
         if xm is None or int(xm[1]) > MAX_INPUT:
             raise _bad(text, f"factor {pos} {word!r}: the input {m['x']!r} must be x1, x2, ..., x{MAX_INPUT} (x "
@@ -171,7 +186,10 @@ def parse(text: str, *, allow_cycles: bool = False) -> CorrelationFunction:
             if len(idx) > MAX_ORDER:
                 raise _bad(text, f"factor {pos} {word!r} has {len(idx)} derivatives; at most {MAX_ORDER} are "
                                  "supported")
-        factors.append(Factor(idx, int(xm[1])))
+        factors.append(Factor(idx, int(xm[1]), None if m["out"] is None else int(m["out"])))
+    if len({f.output is None for f in factors}) > 1:
+        raise _bad(text, "some factors name an output (f[i](xK)) and some do not; with several outputs every factor "
+                         "names one")
     where: dict[str, list[int]] = {}
     for i, fac in enumerate(factors):
         for name in fac.indices:

@@ -1,8 +1,9 @@
 """Which model a run uses: a built-in architecture with its options, or the user's ``make_model``.
 
-A :class:`ModelSpec` is the architecture part of a run's configuration. It validates its options before any
-work (options that have no meaning for an architecture are refused with the reason), builds the model of a
-given width and seed, and describes itself for the results file.
+A :class:`ModelSpec` is the model part of a run's configuration (``nth solve``, ``nth sweep``, ``nth kernel``): the
+architecture, its width, seed and outputs, or a weights file. It validates its options before any work (options
+that have no meaning for an architecture are refused with the reason), builds the model, and describes itself
+for the results file.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from ..checks import check_scales
+from ..checks import check_scales, check_seed
 from .._precision import float64_if_asked
 from ..errors import ConfigError
 from ._activations import activation as make_activation
@@ -31,7 +32,9 @@ DEFAULT_DEPTH = 2
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """A built-in architecture (``arch``, ``depth``, ``activation``, ``beta``, ``sigma_w``, ``sigma_a``, ``param``,
-    ``kernel_size`` for cnn) or, with ``model``, the user's ``make_model(width, key)``."""
+    ``kernel_size`` for cnn, ``outputs`` per input) or, with ``model``, the user's ``make_model(width, key)``; at
+    ``width`` (None: the caller's default) with the initial weights of ``seed``, or the MLP of a ``weights`` file
+    (``.npz`` of W1..WH, a)."""
 
     arch: str = "mlp"
     model: str | None = None
@@ -42,12 +45,10 @@ class ModelSpec:
     sigma_a: float = 1.0
     param: str = "ntk"
     kernel_size: int = 3
-
-    @classmethod
-    def of(cls, config) -> "ModelSpec":
-        """The model part of a larger configuration (a SolveConfig, a KernelRequest): its fields of the same
-        names; the fields it lacks keep their defaults."""
-        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if hasattr(config, f.name)})
+    width: int | None = None
+    seed: int = 0
+    weights: str | None = None
+    outputs: int | None = None
 
     @property
     def name(self) -> str:
@@ -59,6 +60,24 @@ class ModelSpec:
 
     def validate(self, p: int) -> None:
         """Check every option before any work; ConfigError names the bad value and what is accepted."""
+        check_seed("seed", self.seed)
+        if self.width is not None and (not isinstance(self.width, int) or isinstance(self.width, bool)
+                                       or self.width < 1):
+            raise ConfigError(f"width = {self.width!r} must be a positive integer")
+        if self.outputs is not None:
+            if not isinstance(self.outputs, int) or isinstance(self.outputs, bool) or self.outputs < 1:
+                raise ConfigError(f"outputs = {self.outputs!r} must be a positive integer (outputs per input)")
+            if self.model is not None or self.weights is not None:
+                raise ConfigError("--outputs sets the outputs of a built-in architecture; "
+                                  + ("your make_model sets its own" if self.model else "the weights file sets them "
+                                     "(a of shape (m, k))"))
+        if self.weights is not None:
+            if self.name != "mlp":
+                raise ConfigError(f"--weights holds MLP weights (W1..WH, a); it cannot be used with "
+                                  f"{'--model' if self.model else '--arch ' + self.arch}")
+            if self.width is not None or self.depth is not None:
+                raise ConfigError("width and depth are read from the weights file; do not pass --width/--depth "
+                                  "together with --weights")
         if self.model is not None:
             defaults = ModelSpec()
             given = [f"--{f.replace('_', '-')}" for f in ("depth", "activation", "beta", "sigma_w", "sigma_a",
