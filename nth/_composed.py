@@ -15,9 +15,11 @@ import functools
 from typing import Any
 
 
-def part(cls: type) -> Any:
-    """A dataclass field holding a part of a :class:`Composed` configuration (default: the part's defaults)."""
-    return dataclasses.field(default_factory=cls, metadata={"part": cls})
+def part(cls: type, **defaults: Any) -> Any:
+    """A dataclass field holding a part of a :class:`Composed` configuration (default: the part with its own
+    defaults, or with ``defaults`` where the configuration sets others)."""
+    factory = functools.partial(cls, **defaults) if defaults else cls
+    return dataclasses.field(default_factory=factory, metadata={"part": cls})
 
 
 class Composed:
@@ -35,8 +37,10 @@ class Composed:
                 value = kwargs[f.name]
             elif f.default is not dataclasses.MISSING:
                 value = f.default
-            else:
+            elif f.default_factory is not dataclasses.MISSING:
                 value = f.default_factory()
+            else:
+                raise TypeError(f"{cls.__name__} needs {f.name!r}")
             if "part" in f.metadata:
                 flat = {k: v for k, v in kwargs.items() if owners.get(k) == f.name}
                 value = dataclasses.replace(value, **flat) if flat else value
@@ -71,8 +75,15 @@ class Composed:
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
-        """Each flat field's default."""
-        return {f.name: f.default for f in cls.flat_fields()}
+        """Each flat field's default (a part's as the configuration sets it; a required field has none)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if "part" in f.metadata:
+                default = f.default_factory()
+                out |= {g.name: getattr(default, g.name) for g in dataclasses.fields(default)}
+            elif f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+        return out
 
     def __getattr__(self, name: str) -> Any:
         owner = type(self)._owners().get(name) if not name.startswith("_") else None

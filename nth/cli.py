@@ -284,7 +284,7 @@ def _add_corr(sub) -> None:
                    "several are measured on the same draws")
     s.add_argument("--widths", type=_widths, help="comma-separated widths to measure at, e.g. 128,256,512,1024 "
                    "(without it only the prediction is printed)")
-    d = {f.name: f.default for f in dataclasses.fields(CorrConfig)}
+    d = CorrConfig.defaults()
     s.add_argument("--draws", type=int, help=f"initializations per width (default {d['draws']})")
     s.add_argument("--depth", type=int, help=f"hidden layers (default {d['depth']}, as Dyer & Gur-Ari)")
     s.add_argument("--in-dim", type=int, help=f"input dimension (default {d['in_dim']})")
@@ -429,7 +429,7 @@ def _kernel(args) -> int:
 
 #: nth corr's options that only a measurement uses (refused without --widths: nothing is measured): the fields of
 #: CorrConfig but the functions, widths and probes, and the output file.
-_CORR_MEASURE = tuple(f.name for f in dataclasses.fields(CorrConfig)
+_CORR_MEASURE = tuple(f.name for f in CorrConfig.flat_fields()
                       if f.name not in ("functions", "widths", "probes", "outputs")) + ("out",)
 
 
@@ -448,7 +448,8 @@ def _corr(args) -> int:
 
     from .io import default_corr_path, format_corr, run_corr
 
-    given = [k for k in _CORR_MEASURE if getattr(args, k) is not None] + (["no_file"] if args.no_file else [])
+    measure = [k for k in _CORR_MEASURE if hasattr(args, k)]  # the options nth corr has
+    given = [k for k in measure if getattr(args, k) is not None] + (["no_file"] if args.no_file else [])
     if args.widths is None:
         if given:
             raise ConfigError(f"--{given[0].replace('_', '-')} is a measurement option: add --widths (e.g. "
@@ -461,7 +462,7 @@ def _corr(args) -> int:
             raise ConfigError("--no-file and --out contradict each other; give one of them")
         cfg = CorrConfig(functions=tuple(args.functions), widths=args.widths, probes=args.probes,
                          outputs=_corr_outputs(args),
-                         **{k: getattr(args, k) for k in _CORR_MEASURE if k != "out" and getattr(args, k) is not None})
+                         **{k: getattr(args, k) for k in measure if k != "out" and getattr(args, k) is not None})
         cfg.validate()
         out = None if args.no_file else (args.out or default_corr_path(cfg))
         res = run_corr(cfg, out, progress=not (args.quiet or args.json), log=stderr_log)

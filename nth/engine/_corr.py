@@ -2,7 +2,8 @@
 8.1).
 
 A :class:`CorrConfig` names the functions (notation of :mod:`nth.kernel._notation`), the network (DG Eq. 2 =
-docs/math.md section 1: depth, input dimension, activation, Gaussian or Rademacher weights, and ``outputs`` k:
+docs/math.md section 1, the model part :class:`~nth.models.ModelSpec` of every run: depth, activation, weight
+scales, seed; and its own input dimension and Gaussian or Rademacher weights, and ``outputs`` k:
 with k > 1 the functions are read on samples (input, output), ``f[i](xK)``, DG Eq. 83), the widths and the
 number of draws. Input xK is N(0, I_d) from its own key (``input_seed``, K), so it is the same in every
 run, width and function. Draw i at width m has its own key (``seed``, m, i), so any range of draws can be computed
@@ -22,13 +23,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._composed import Composed, part
 from .._precision import enable_float64
-from ..checks import check_scales, check_seed
+from ..checks import check_seed
 from ..compare import moment_fits
 from ..errors import ConfigError, MemoryBudgetError
 from ..kernel import CorrelationFunction, canonical_correlation as canonical, correlation_value, default_memory_budget
 from ..kernel import device_mesh, format_bytes, parse_correlation as parse
-from ..models import ACTIVATIONS, activation as make_activation, check_init, draw_mlp, num_params as model_params
+from ..models import ACTIVATIONS, ModelSpec, activation as make_activation, check_init, draw_mlp
+from ..models import num_params as model_params
 
 #: Activations a measurement accepts: every one nth has, but softplus (whose sharpness is not a CorrConfig field).
 CORR_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != "softplus")
@@ -44,44 +47,52 @@ def _is_int(val, lo: int, hi: int | None = None) -> bool:
     return isinstance(val, int) and not isinstance(val, bool) and val >= lo and (hi is None or val <= hi)
 
 
-@dataclasses.dataclass(frozen=True)
-class CorrConfig:
-    """A correlation-function measurement (module docstring). ``probes`` > 0 estimates patterns with cycles by
+#: The options of the model part a measurement reads (the MLP of DG Eq. 2); the others keep their defaults.
+NETWORK_OPTIONS = ("depth", "activation", "sigma_w", "sigma_a", "seed", "outputs")
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class CorrConfig(Composed):
+    """A correlation-function measurement (module docstring): a ``network`` (:class:`~nth.models.ModelSpec`, the
+    MLP of depth 3 by default, as DG; its fields are also given and read by their own names, ``depth=2``,
+    ``cfg.activation``) with inputs of dimension ``in_dim`` and ``init`` weights, and the measurement's own
+    fields. ``seed`` (the network's) keys the draws. ``probes`` > 0 estimates patterns with cycles by
     that many Hutchinson probes per draw (docs/math.md section 8). ``integrate_output`` replaces, for every
     function made of plain outputs f(xK) only, each draw's value by its exact expectation over the Gaussian
     output weights given the hidden ones (Isserlis; docs/math.md section 8.1): the same mean, a much smaller
     spread, and no longer the integrand's own variance. ``batch``, ``devices`` and ``memory_budget`` change how
     the draws are computed, never their values."""
 
+    network: ModelSpec = part(ModelSpec, depth=3)
     functions: tuple[str, ...]
     widths: tuple[int, ...] = (128, 256, 512, 1024)
     draws: int = 1000
-    depth: int = 3
     in_dim: int = 4
-    activation: str = "tanh"
     init: str = "gaussian"
-    sigma_w: float = 1.0
-    sigma_a: float = 1.0
-    seed: int = 0
     input_seed: int = 0
     probes: int = 0
     integrate_output: bool = False
-    outputs: int = 1
     batch: int | None = None
     devices: int | None = None
     memory_budget: int | None = None
 
-    def __post_init__(self):
+    def __init__(self, **kwargs):
         """NumPy scalars and lists are taken as the Python values they hold (the file records JSON); a lone
         string of functions stays a string, to be refused by :meth:`validate`."""
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
+        def plain(k, v):
             if isinstance(v, np.integer) and not isinstance(v, bool):
-                object.__setattr__(self, f.name, int(v))
-            elif isinstance(v, np.floating):
-                object.__setattr__(self, f.name, float(v))
-            elif isinstance(v, (list, tuple)) and f.name in ("functions", "widths"):
-                object.__setattr__(self, f.name, tuple(int(w) if isinstance(w, np.integer) else w for w in v))
+                return int(v)
+            if isinstance(v, np.floating):
+                return float(v)
+            if isinstance(v, (list, tuple)) and k in ("functions", "widths"):
+                return tuple(int(w) if isinstance(w, np.integer) else w for w in v)
+            return v
+        super().__init__(**{k: plain(k, v) for k, v in kwargs.items()})
+
+    @property
+    def num_outputs(self) -> int:
+        """k, the network's outputs per input."""
+        return self.network.outputs or 1
 
     def parsed(self) -> tuple[CorrelationFunction, ...]:
         return tuple(parse(f, allow_cycles=self.probes > 0) for f in self.functions)
@@ -95,35 +106,39 @@ class CorrConfig:
         if len(set(self.widths)) != len(self.widths):
             raise ConfigError(f"widths = {list(self.widths)} contain duplicates")
         for name, val, lo, hi in (("draws", self.draws, 2, MAX_DRAWS), ("depth", self.depth, 1, None),
-                                  ("in_dim", self.in_dim, 1, None), ("probes", self.probes, 0, MAX_PROBES)):
+                                  ("in_dim", self.in_dim, 1, None), ("probes", self.probes, 0, MAX_PROBES),
+                                  ("outputs", self.num_outputs, 1, None)):
             if not _is_int(val, lo, hi):
                 raise ConfigError(f"{name} = {val!r} must be an integer >= {lo}"
                                   + (f" and <= {hi}" if hi is not None else ""))
         if self.activation not in CORR_ACTIVATIONS:
             raise ConfigError(f"activation = {self.activation!r}; accepted: {', '.join(CORR_ACTIVATIONS)}")
+        fixed = ModelSpec()
+        for f in dataclasses.fields(ModelSpec):
+            if f.name not in NETWORK_OPTIONS and getattr(self.network, f.name) != getattr(fixed, f.name):
+                raise ConfigError(f"{f.name} = {getattr(self.network, f.name)!r}: a measurement draws the MLP of DG Eq. "
+                                  f"2, set by {', '.join(NETWORK_OPTIONS)} (and in_dim, init); leave {f.name} out")
         check_init(self.init)
         if isinstance(self.sigma_w, bool) or isinstance(self.sigma_a, bool):
             raise ConfigError(f"sigma_w = {self.sigma_w!r}, sigma_a = {self.sigma_a!r} must be numbers, not booleans")
-        check_scales(sigma_w=self.sigma_w, sigma_a=self.sigma_a)
-        check_seed("seed", self.seed)
+        self.network.validate(2)
         check_seed("input_seed", self.input_seed)
         for name, val in (("batch", self.batch), ("devices", self.devices), ("memory_budget", self.memory_budget)):
             if val is not None and not _is_int(val, 1):
                 raise ConfigError(f"{name} = {val!r} must be a positive integer (or None for the default)")
-        if not _is_int(self.outputs, 1):
-            raise ConfigError(f"outputs = {self.outputs!r} must be a positive integer (outputs per input)")
         corrs = self.parsed()
+        outputs = self.num_outputs
         for c in corrs:
             k = c.num_outputs
-            if self.outputs == 1 and k is not None:
+            if outputs == 1 and k is not None:
                 raise ConfigError(f"{c}: names output {k} (f[i](xK)); the network has one output, so write f(xK), or "
                                   "give it outputs with --outputs K")
-            if self.outputs > 1 and k is None:
-                raise ConfigError(f"{c}: the network has {self.outputs} outputs; name one in every factor, "
-                                  "f[i](xK) or d{mu}f[i](xK) with i = 1.." + str(self.outputs))
-            if k is not None and k > self.outputs:
-                raise ConfigError(f"{c}: names output {k}, but the network has {self.outputs} outputs (i = 1.."
-                                  f"{self.outputs}); raise --outputs or name another output")
+            if outputs > 1 and k is None:
+                raise ConfigError(f"{c}: the network has {outputs} outputs; name one in every factor, "
+                                  "f[i](xK) or d{mu}f[i](xK) with i = 1.." + str(outputs))
+            if k is not None and k > outputs:
+                raise ConfigError(f"{c}: names output {k}, but the network has {outputs} outputs (i = 1.."
+                                  f"{outputs}); raise --outputs or name another output")
         if self.probes > 0 and all(c.is_forest for c in corrs):
             raise ConfigError(f"probes = {self.probes}: no function has a cycle, so there is nothing to estimate; "
                               "leave --probes out (forests are evaluated exactly)")
@@ -151,10 +166,11 @@ class CorrConfig:
         """The fields that decide the values of every draw (``widths``, ``draws``, ``batch``, ``devices`` and
         ``memory_budget`` are left out: draw i at width m is the same initialization whatever the others, so a
         file can be extended with more widths and more draws)."""
-        d = dataclasses.asdict(self)
+        owners = self._owners()
+        d = {k: v for k, v in self.flat().items() if owners.get(k) != "network" or k in NETWORK_OPTIONS}
         for k in ("widths", "draws", "batch", "devices", "memory_budget"):
             d.pop(k)
-        if self.outputs == 1:  # a field added later is recorded only when set, so older files still resume
+        if self.num_outputs == 1:  # a field added later is recorded only when set, so older files still resume
             d.pop("outputs")
         d["functions"] = [canonical(f) for f in self.functions]
         return json.dumps(d, sort_keys=True)
@@ -209,7 +225,7 @@ def num_params(cfg: CorrConfig, width: int) -> int:
 
 def _network(cfg: CorrConfig, width: int, key: Array):
     return draw_mlp(key, cfg.in_dim, width, cfg.depth, make_activation(cfg.activation), sigma_w=cfg.sigma_w,
-                    sigma_a=cfg.sigma_a, init=cfg.init, outputs=cfg.outputs)
+                    sigma_a=cfg.sigma_a, init=cfg.init, outputs=cfg.num_outputs)
 
 
 def draw_bytes(cfg: CorrConfig, width: int) -> int:
@@ -324,5 +340,5 @@ def summarize(cfg: CorrConfig, values: dict[int, np.ndarray], *, resolve: float 
         V = np.stack([np.asarray(values[w])[:n, j] for w in widths])
         out.append(corr.summary() | moment_fits(widths, V, resolve=resolve)
                    | {"activation": cfg.activation, "init": cfg.init, "depth": cfg.depth, "in_dim": cfg.in_dim,
-                      "outputs": cfg.outputs})
+                      "outputs": cfg.num_outputs})
     return out
