@@ -25,6 +25,7 @@ from .dynamics import (  # noqa: E402
     SolverSettings as SolverSettings,
     default_horizon as default_horizon,
     dg_correction as dg_correction,
+    batch_schedule as batch_schedule,
     discrete_nth as discrete_nth,
     gradient_descent as gradient_descent,
     check_problem as check_problem,

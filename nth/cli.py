@@ -131,6 +131,11 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
     g.add_argument("--steps", type=int, help="... for this many steps; predictions are compared at t = lr * step, "
                    "and the discrete-time hierarchy (rows d-p2, d-o1m) predicts the steps themselves"
                    + (" (the horizon is then lr * steps, not --t-max)" if sweep else ""))
+    g.add_argument("--batch-size", type=int, help="... by stochastic gradient descent on batches of this many inputs: "
+                   "epochs of a seeded permutation cut into batches (the n mod B inputs left at an epoch's end sit it "
+                   "out), the same batches for the network and every prediction, recorded in the file; the stable "
+                   "step takes B for n (default: full batch)")
+    g.add_argument("--batch-seed", type=_seed, default=0, help="seed of the batches' permutations (default 0)")
     g = s.add_argument_group("solver")
     if sweep:
         g.add_argument("--t-max", type=float, default=20.0, help="time horizon shared by every run (default 20)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import textwrap
 
 import numpy as np
 
@@ -73,7 +74,8 @@ def describe(sweep: dict) -> str:
         arch = f"{cfg.get('arch', 'mlp')}, {cfg['activation']}, depth {cfg['depth']}"
     if cfg.get("steps") is not None:  # gradient descent: the horizon is lr * steps
         lr = f"lr {cfg['lr']:g}" if cfg.get("lr") is not None else f"lr {cfg['lr_fraction']:g} x stable step"
-        horizon = f"{lr}, {cfg['steps']} steps"
+        horizon = f"{lr}, {cfg['steps']} steps" + (f", SGD batches of {cfg['batch_size']}"
+                                                      if cfg.get("batch_size") is not None else "")
     else:
         horizon = f"t in [0, {cfg['t_max']:g}]"
     return f"{arch}, {data}, {horizon}, {sweep['seeds'].size} seeds"
@@ -112,7 +114,7 @@ def error_vs_width(path: str, out: str, *, quantity: str = "max_f_error") -> dic
     ax.set_yscale("log")
     ax.set_xlabel("width m")
     ax.set_ylabel(ERROR_QUANTITIES[quantity] + " (geo. mean over seeds)")
-    ax.set_title(f"error vs width: {describe(sw)}", fontsize=9)
+    ax.set_title(textwrap.fill(f"error vs width: {describe(sw)}", 80), fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
@@ -156,7 +158,7 @@ def trajectories(path: str, out: str, *, seed: int = 0, entry: int = 0, pair: tu
             axes[row, col].set_xlabel("t")
             axes[row, col].grid(True, alpha=0.3)
     axes[0, 0].legend(fontsize=8)
-    fig.suptitle(describe(sw), fontsize=9)
+    fig.suptitle(textwrap.fill(describe(sw), 100), fontsize=9)
     fig.tight_layout()
     _save(plt, fig, out)
 

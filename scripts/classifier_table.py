@@ -1,5 +1,5 @@
 """Markdown table of a classifier sweep (docs/math.md section 10): for every row, the fitted width exponent of
-its error against its own reference (true gradient flow for p = q and DG, gradient descent for d-p2 and d-o1m)
+its error against its own reference (true gradient flow for p = q and DG, gradient descent, or SGD on the run's batches, for d-p2 and d-o1m)
 with a 95% bootstrap interval next to the predicted one, and its accuracy and disagreement rate with the
 reference at the last saved time, averaged over seeds, at the narrowest and the widest width.
 
@@ -35,14 +35,15 @@ def table(path: str) -> list[str]:
     lines = [f"### {path}", "", f"{describe(sw)}; loss {cfg.get('loss', 'mse')}", "",
              f"| row | reference | fitted slope [95% CI] | predicted | accuracy, m={w[0]} / m={w[-1]} "
              f"| test accuracy | disagreement | test disagreement |", "|---|---|---|---|---|---|---|---|"]
+    gd = "SGD" if cfg.get("batch_size") else "gradient descent"
     for label in prediction_labels(sc, "max_f_error_"):
         r = row(label)
         key = "max_f_error_gd_" if r.reference == "gd" else "max_f_error_"
         s, lo, hi = slope_with_ci(w, sc[key + label])
-        lines.append(f"| {r.name} | {'gradient descent' if r.reference == 'gd' else 'gradient flow'} "
+        lines.append(f"| {r.name} | {gd if r.reference == 'gd' else 'gradient flow'} "
                      f"| {s:.2f} [{lo:.2f}, {hi:.2f}] | {r.exponent(r.reference):g} "
                      + "".join(_ends(sc, f"{q}_{label}") for q in MEASURES) + "|")
-    lines.append("| gd (real network) | | | " + "".join(_ends(sc, f"{q}_gd") for q in MEASURES[:2]) + "| | |")
+    lines.append(f"| {gd} (real network) | | | " + "".join(_ends(sc, f"{q}_gd") for q in MEASURES[:2]) + "| | |")
     return lines + [""]
 
 

@@ -19,6 +19,8 @@ scripts/dichotomy.sh
 scripts/architectures.sh
 scripts/gd_sweeps.sh
 python scripts/gd_lr_study.py --width 1024 --seeds 5 --out results/gd_lr_study
+python scripts/classifier_table.py results/sweep_sgd_mse.h5 results/sweep_sgd_ce3_digits.h5 > /dev/null  # the tables of results/sgd.md
+python scripts/sgd_ntk_drift.py --seeds 400 --steps 30 --out results/sgd_ntk_drift
 scripts/dg_tables.sh
 scripts/classifier_sweeps.sh
 python scripts/classifier_table.py results/sweep_ce3_digits.h5 results/sweep_logistic_digits.h5 > /dev/null  # the tables of results/classifiers.md

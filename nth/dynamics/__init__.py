@@ -2,6 +2,7 @@
 of gradient descent at a finite learning rate, and the references (true gradient flow and gradient descent), all through one Diffrax wrapper configured by :class:`SolverSettings`
 (docs/math.md sections 2, 4, 6)."""
 
+from ._batches import batch_schedule as batch_schedule, check_batches as check_batches
 from ._corrections import METHODS as DG_METHODS, DGSolution as DGSolution, dg_correction as dg_correction
 from ._corrections import eigenbasis as eigenbasis
 from ._discrete import discrete_nth as discrete_nth

@@ -15,8 +15,11 @@ samples ([.] contracts the trailing slots with Delta_t, which stands for chi(f_t
         O11_{t+1}   = O11_t - h P(0)[Delta_t]
 
 At test inputs the first slot of every object is a test input and f_test moves by the first line's terms
-(HY Eq. 22). As lr -> 0 with lr * steps fixed, "o1m" tends to the continuous truncated NTH at p = 4 (the h^2
-and h^3 terms vanish like lr), and "p2" to the frozen-kernel flow.
+(HY Eq. 22). Stochastic gradient descent (docs/math.md section 10): with the batch B_t of every step
+(:func:`nth.batch_schedule`), h = lr / |B_t| and every contraction takes c_t = chi(f_t) masked to the samples
+of the inputs in B_t (the tensors stay over every input: the prediction is wanted everywhere). Full-batch, as
+lr -> 0 with lr * steps fixed, "o1m" tends to the continuous truncated NTH at p = 4 (the h^2 and h^3 terms vanish
+like lr), and "p2" to the frozen-kernel flow.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ from collections.abc import Mapping
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 from ..errors import ConfigError, SolverError
 from ..kernel import GD_TENSORS
 from ..losses import MSE, AbstractLoss
+from ._batches import check_batches
 from ._problem import Problem, check_problem
 from ._references import GDSolution, check_steps
 
@@ -46,11 +50,11 @@ def _contract(T: Array, d: Array, times: int) -> Array:
     return T
 
 
-def _step(order: str, h, objective, frozen, state):
+def _step(order: str, h, objective, frozen, state, mask):
     """One step of the discrete system ``order`` (module docstring; docs/math.md sections 7 and 10: the h, h^2/2
-    and h^3/6 terms of the Taylor expansion along the step, contracted with chi) for the training and
-    (optionally) test rows."""
-    d = objective.chi(state["f"])
+    and h^3/6 terms of the Taylor expansion along the step, contracted with chi, masked to the step's batch
+    where ``mask`` is given) for the training and (optionally) test rows."""
+    d = objective.chi(state["f"]) if mask is None else objective.chi(state["f"]) * mask
     new = {}
     for rows in ("", "_test"):
         if "f" + rows not in state:
@@ -71,8 +75,9 @@ def _step(order: str, h, objective, frozen, state):
 
 
 @eqx.filter_jit
-def _segment(order: str, h, objective, frozen, state, num_steps):
-    return jax.lax.fori_loop(0, num_steps, lambda _, s: _step(order, h, objective, frozen, s), state)
+def _segment(order: str, h, objective, frozen, state, start, num_steps, masks):
+    return jax.lax.fori_loop(0, num_steps, lambda i, s: _step(order, h, objective, frozen, s,
+                                                              None if masks is None else masks[start + i]), state)
 
 
 def _state(order: str, prob: Problem) -> tuple[dict[str, Array], dict[str, Array]]:
@@ -99,11 +104,13 @@ def discrete_nth(
     test_kernels: Mapping[int, Float[Array, "N1 ..."]] | None = None,
     test_tensors: Mapping[str, Float[Array, "N1 ..."]] | None = None,
     f0_test: Float[Array, "n_test *k"] | None = None,
+    batches: Int[Array, "S B"] | None = None,
 ) -> GDSolution:
     """The discrete-time hierarchy of ``order`` (module docstring; docs/math.md sections 7 and 10) from the kernels
     at t = 0 over samples (``kernels[2]`` for "p2"; K^(2), K^(3), K^(4) and the ``tensors`` O11, O111, M, P of
     :func:`nth.kernel.gd_tensors` for "o1m"), for ``loss`` (default mse; f0 of the model's output shape, y the
-    loss's targets), recorded at ``save_steps`` like :func:`gradient_descent` (t = lr * step).
+    loss's targets), recorded at ``save_steps`` like :func:`gradient_descent` (t = lr * step): full-batch, or
+    with ``batches`` (the batch of every step, :func:`nth.batch_schedule`) the prediction of SGD on them.
     ``test_kernels``/``test_tensors``/``f0_test`` (first slot at test inputs) add f_test.
     """
     where = "discrete_nth"
@@ -120,10 +127,16 @@ def discrete_nth(
                          dense_reason="the discrete-time hierarchy needs dense kernels")
     frozen, state = _state(order, prob)
     objective = prob.objective
-    h = jnp.asarray(lr / prob.n, state["f"].dtype)
+    masks = None
+    if batches is not None:  # 1 on the samples (a, i), s = a k + i, of the inputs a in the step's batch
+        batches = jnp.asarray(check_batches(batches, prob.n, int(steps[-1]), where))
+        rows = jnp.arange(batches.shape[0])[:, None]
+        masks = jnp.zeros((batches.shape[0], prob.n), state["f"].dtype).at[rows, batches].set(1.0)
+        masks = jnp.repeat(masks, prob.k, axis=1)
+    h = jnp.asarray(lr / (prob.n if batches is None else batches.shape[1]), state["f"].dtype)
     out, done = [], 0
     for s in steps:
-        state = _segment(order, h, objective, frozen, state, jnp.asarray(int(s) - done))
+        state = _segment(order, h, objective, frozen, state, jnp.asarray(done), jnp.asarray(int(s) - done), masks)
         done = int(s)
         out.append(state)
     f = jnp.stack([o["f"] for o in out])
@@ -134,4 +147,4 @@ def discrete_nth(
     f_test = jnp.stack([o["f_test"] for o in out]) if "f_test" in state else None
     return GDSolution(lr=float(lr), steps=jnp.asarray(steps), ts=lr * jnp.asarray(steps, dtype=f.dtype),
                       f=prob.shaped(f), K2=K2, loss=jax.vmap(objective.value)(f),
-                      f_test=None if f_test is None else prob.shaped(f_test, prob.n_test))
+                      f_test=None if f_test is None else prob.shaped(f_test, prob.n_test), batches=batches)

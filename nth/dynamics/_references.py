@@ -25,6 +25,7 @@ from ..kernel import ntk
 from ..losses import MSE, AbstractLoss, loss_from_spec
 from ..models import AbstractModel, as_model, check_inputs, combine, output_shape, partition
 from ..models._base import first_model
+from ._batches import check_batches
 from ._odeint import FLOW_SOLVER, SolverSettings, check_times, integrate
 from ._problem import check_problem
 
@@ -144,7 +145,8 @@ def _check_data(model: AbstractModel, X, y, X_test, loss: AbstractLoss, where: s
 
 class GDSolution(eqx.Module):
     """A trajectory on gradient-descent steps (real, or predicted by :func:`nth.dynamics.discrete_nth`): t = lr *
-    step, and f (T, n[, k]), K^(2) (T, N, N), loss, f_test at the saved steps."""
+    step, and f (T, n[, k]), K^(2) (T, N, N), loss, f_test at the saved steps; under SGD ``batches`` (S, B), the
+    batch of every step (:func:`nth.batch_schedule`), None for full-batch gradient descent."""
 
     lr: float = eqx.field(static=True)
     steps: Int[Array, " T"]
@@ -153,6 +155,7 @@ class GDSolution(eqx.Module):
     K2: Float[Array, "T N N"]
     loss: Float[Array, " T"]
     f_test: Float[Array, "T n_test *k"] | None
+    batches: Int[Array, "S B"] | None = None
 
 
 def check_steps(save_steps, lr, where: str) -> np.ndarray:
@@ -169,9 +172,13 @@ def check_steps(save_steps, lr, where: str) -> np.ndarray:
 
 
 @eqx.filter_jit
-def _gd_segment(params, static, X, y, lr, num_steps, loss):
-    def body(_, p):
-        g = combine(p, static).apply_learning_rates(jax.grad(lambda q: training_loss(combine(q, static), X, y, loss))(p))
+def _gd_segment(params, static, X, y, lr, start, num_steps, loss, batches):
+    """Steps start..start+num_steps-1: theta <- theta - lr eta . grad L_t, L_t the loss over the batch of the
+    step (``batches[t]``; every input when ``batches`` is None)."""
+    def body(i, p):
+        Xb, yb = (X, y) if batches is None else (X[batches[start + i]], y[batches[start + i]])
+        g = combine(p, static).apply_learning_rates(jax.grad(lambda q: training_loss(combine(q, static), Xb, yb,
+                                                                                     loss))(p))
         return jax.tree_util.tree_map(lambda a, ga: a - lr * ga, p, g)
 
     return jax.lax.fori_loop(0, num_steps, body, params)
@@ -181,7 +188,7 @@ _observe_jit = eqx.filter_jit(_observe)
 
 
 def stable_lr(K2: Float[Array, "N N"], n: int | None = None, *, loss: AbstractLoss | str = MSE(),
-              f0: Float[Array, "n *k"] | None = None, y: Array | None = None) -> float:
+              f0: Float[Array, "n *k"] | None = None, y: Array | None = None, batch_size: int | None = None) -> float:
     """The largest stable step of gradient descent near the kernel regime: 2 / lambda_max of the Gauss-Newton
     matrix (1/n) J^T H0 J at the initial weights, i.e. eta_max = 2n / lambda_max(H0^(1/2) K^(2) H0^(1/2)) with n
     the training inputs and H0 the per-input loss Hessians at the outputs f0 (docs/math.md sections 7 and 10).
@@ -189,12 +196,19 @@ def stable_lr(K2: Float[Array, "N N"], n: int | None = None, *, loss: AbstractLo
     For mse (H0 = I) this is 2n / lambda_max(K^(2)); n is read from ``f0`` (shape (n,) or (n, k)) when given, else
     it is ``n``, else one sample per input (n = K2.shape[0]). Any other loss needs ``f0`` and the targets ``y``,
     checked with K2 as every prediction's problem is (:func:`~nth.dynamics.check_problem`).
+
+    Stochastic gradient descent on batches of ``batch_size`` B: B replaces n (h = lr / B per step; K^(2) and H0
+    stay over all n inputs, which is conservative: docs/math.md section 10).
     """
     where = "stable_lr"
     loss = loss_from_spec(loss)
+    if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool)
+                                   or batch_size < 1):
+        raise ConfigError(f"{where}: batch_size = {batch_size!r} must be a positive integer")
     if f0 is None and y is None and isinstance(loss, MSE):
         K2 = check_array("K2", K2, where=where, ndim=2, what="kernel entries")
-        return float(2 * (K2.shape[0] if n is None else n) / jnp.linalg.eigvalsh(jnp.asarray(K2))[-1])
+        B = batch_size or (K2.shape[0] if n is None else n)
+        return float(2 * B / jnp.linalg.eigvalsh(jnp.asarray(K2))[-1])
     if f0 is None or y is None:
         raise ConfigError(f"{where}: the {loss.describe()} loss needs 'f0' and 'y' (its Hessian at the initial "
                           "outputs enters the stable step)" if not isinstance(loss, MSE) else
@@ -203,8 +217,9 @@ def stable_lr(K2: Float[Array, "N N"], n: int | None = None, *, loss: AbstractLo
     if n is not None and n != prob.n:
         raise ConfigError(f"{where}: n = {n!r} but 'f0' holds {prob.n} inputs; give one of them")
     K = np.asarray(prob.kernels[2], dtype=np.float64)
+    B = batch_size or prob.n
     if isinstance(loss, MSE):
-        return float(2 * prob.n / np.linalg.eigvalsh(K)[-1])
+        return float(2 * B / np.linalg.eigvalsh(K)[-1])
     H = np.asarray(loss.hessian(prob.shaped(prob.f0), prob.y), dtype=np.float64)
     w, V = np.linalg.eigh(H)  # per input: H_l = V diag(w) V^T, positive semi-definite for a convex loss
     roots = np.einsum("aij,aj,akj->aik", V, np.sqrt(np.clip(w, 0.0, None)), V)
@@ -212,7 +227,7 @@ def stable_lr(K2: Float[Array, "N N"], n: int | None = None, *, loss: AbstractLo
     S = np.zeros(K.shape)
     for a in range(prob.n):  # block-diagonal H0^(1/2) over the samples of each input
         S[a * k:(a + 1) * k, a * k:(a + 1) * k] = roots[a]
-    return float(2 * prob.n / np.linalg.eigvalsh(S @ K @ S)[-1])
+    return float(2 * B / np.linalg.eigvalsh(S @ K @ S)[-1])
 
 
 def gradient_descent(
@@ -224,21 +239,26 @@ def gradient_descent(
     *,
     loss: AbstractLoss | str = MSE(),
     X_test: Float[Array, "k *in"] | None = None,
+    batches: Int[Array, "S B"] | None = None,
 ) -> GDSolution:
-    """Full-batch gradient descent theta <- theta - lr eta . grad L with ``loss`` (default mse; HY Section 4 item
-    2, docs/math.md section 10), recorded at ``save_steps``. Step s corresponds to time t = lr * s of gradient
-    flow; the two agree to O(lr) (Euler)."""
+    """Gradient descent theta <- theta - lr eta . grad L with ``loss`` (default mse; HY Section 4 item 2,
+    docs/math.md section 10), recorded at ``save_steps``: full-batch, or with ``batches`` (the batch of every
+    step, :func:`nth.batch_schedule`) stochastic gradient descent on L_t = (1/B) sum_(a in batch t) l(f_a, y_a).
+    Step s corresponds to time t = lr * s of gradient flow; full-batch descent and the flow agree to O(lr)
+    (Euler)."""
     where = "gradient_descent"
     model = as_model(model)
     loss = loss_from_spec(loss)
     X, y, X_test = _check_data(model, X, y, X_test, loss, where)
     check_tree_finite("model", model, where=where, what="weights")
     steps = check_steps(save_steps, lr, where)
+    if batches is not None:
+        batches = jnp.asarray(check_batches(batches, X.shape[0], int(steps[-1]), where))
     lr_arr = jnp.asarray(lr, dtype=X.dtype)
     params, static = partition(model)
     out, done = [], 0
     for s in steps:
-        params = _gd_segment(params, static, X, y, lr_arr, int(s) - done, loss)
+        params = _gd_segment(params, static, X, y, lr_arr, jnp.asarray(done), int(s) - done, loss, batches)
         done = int(s)
         out.append(_observe_jit(combine(params, static), X, y, X_test, loss))
     f, K2, L, f_test = (jnp.stack(z) for z in zip(*out))
@@ -246,4 +266,4 @@ def gradient_descent(
         raise SolverError(f"gradient descent with lr = {lr:g} diverged (non-finite outputs); the largest stable "
                           "step is about 2n / lambda_max(K^(2)) (nth.stable_lr)")
     return GDSolution(lr=float(lr), steps=jnp.asarray(steps), ts=lr * jnp.asarray(steps, dtype=X.dtype), f=f,
-                      K2=K2, loss=L, f_test=None if X_test is None else f_test)
+                      K2=K2, loss=L, f_test=None if X_test is None else f_test, batches=batches)

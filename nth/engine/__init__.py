@@ -13,6 +13,7 @@ from ._run import (
     build_model as build_model,
     dry_run as dry_run,
     load_data as load_data,
+    run_targets as run_targets,
     plan_run as plan_run,
     solve as solve,
     solve_seeds as solve_seeds,

@@ -82,13 +82,17 @@ class ProblemSpec:
 class TrainingSpec:
     """The training part of a run: the ``loss`` (``mse``, ``logistic``, ``cross-entropy`` or ``FILE.py:fn``;
     docs/math.md section 10); gradient flow to ``t_max`` (None: the loss's horizon rule) or, with ``lr`` or
-    ``lr_fraction`` (a fraction of the stable step) and ``steps``, gradient descent; ``num_times`` saved times."""
+    ``lr_fraction`` (a fraction of the stable step) and ``steps``, gradient descent: full-batch, or with
+    ``batch_size`` B stochastic gradient descent on the batches of :func:`nth.batch_schedule` (epochs of a
+    permutation from ``batch_seed``); ``num_times`` saved times."""
 
     loss: str = "mse"
     t_max: float | None = None
     lr: float | None = None
     lr_fraction: float | None = None
     steps: int | None = None
+    batch_size: int | None = None
+    batch_seed: int = 0
     num_times: int = 41
 
     @property
@@ -125,6 +129,15 @@ class TrainingSpec:
                 raise ConfigError(f"steps = {self.steps!r} must be a positive integer")
             if self.t_max is not None:
                 raise ConfigError("with --lr/--steps the horizon is t_max = lr * steps; do not pass --t-max")
+        check_seed("batch_seed", self.batch_seed)
+        if self.batch_size is not None:
+            if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
+                raise ConfigError(f"batch_size = {self.batch_size!r} must be a positive integer (inputs per step)")
+            if self.steps is None:
+                raise ConfigError("--batch-size trains by stochastic gradient descent: give the steps too (--lr ETA "
+                                  "or --lr-fraction F, and --steps S)")
+        elif self.batch_seed != 0:
+            raise ConfigError("--batch-seed seeds the batches of --batch-size B; give --batch-size too")
 
 
 @dataclasses.dataclass(frozen=True)

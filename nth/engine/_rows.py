@@ -38,7 +38,8 @@ REFERENCES = ("flow", "gd")
 class RowInputs:
     """What every row is solved from: the checked problem of a run (kernels over samples at t = 0, outputs at
     t = 0, targets, loss, test-input kernels and outputs; stacked over seeds or one seed), the saved times
-    (and, with a learning rate, the steps), and the run's settings (``cfg``, a SolveConfig)."""
+    (and, with a learning rate, the steps and, under SGD, the batch of every step), and the run's settings (``cfg``,
+    a SolveConfig)."""
 
     cfg: Any
     loss: AbstractLoss
@@ -52,6 +53,7 @@ class RowInputs:
     stacked: bool = False
     labels: list[str] | None = None
     steps: np.ndarray | None = None
+    batches: np.ndarray | None = None
     model: Any = None
     X: Array | None = None
     X_test: Array | None = None
@@ -309,7 +311,8 @@ class Discrete(AbstractRow):
             kw["tensors"] = gd_tensors(inputs.model, inputs.X, **tkw)  # the row's wall time includes them
             if inputs.X_test is not None:
                 kw["test_tensors"] = gd_tensors(inputs.model, inputs.X, first=inputs.X_test, **tkw)
-        return discrete_nth(inputs.kernels, inputs.f0, inputs.y, inputs.cfg.lr, inputs.steps, **kw)
+        return discrete_nth(inputs.kernels, inputs.f0, inputs.y, inputs.cfg.lr, inputs.steps, batches=inputs.batches,
+                            **kw)
 
     def attrs(self, sol):
         return {"lr": sol.lr}

@@ -27,7 +27,7 @@ from jaxtyping import Array
 from .._precision import float64_if_asked
 from ..compare import f_error, k2_error
 from ..data import Dataset, ProblemShape, check_labels, load_problem, problem_shape, read_npz
-from ..dynamics import FlowSolution, GDSolution, default_horizon, gradient_descent, gradient_flow, stable_lr
+from ..dynamics import batch_schedule, default_horizon, gradient_descent, gradient_flow, stable_lr
 from ..errors import ConfigError, DataError
 from ..kernel import KernelOperator, limiting_kernels
 from ..kernel import kernels as compute_kernels
@@ -226,7 +226,9 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
         raise ConfigError("several seeds together need a fixed t_max, seeded weights (no --weights), gradient flow "
                           "(no --lr) and dense kernels (no --matrix-free); run them one at a time otherwise")
     devices = cfg.devices if devices is None else devices
-    plan = plan_run(cfg, data_shape(cfg), models=B)  # every stage is planned (and refused) from sizes alone
+    shape = data_shape(cfg)
+    plan = plan_run(cfg, shape, models=B)  # every stage is planned (and refused) from sizes alone
+    batches = None if cfg.batch_size is None else batch_schedule(shape.n, cfg.batch_size, cfg.steps, cfg.batch_seed)
     device_mesh(devices)  # a bad device count is refused before any work too
     data = load_data(cfg)
     dtype = DTYPES[cfg.dtype]
@@ -279,16 +281,17 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
         inputs = dataclasses.replace(inputs, kbar=infinite_kernels(cfg, model.depth, X, Xt, num_outputs(out_shape)))
     gd = None
     if cfg.gradient_descent:
-        stable = stable_lr(ks[2], loss=loss, f0=f0, y=y)
+        stable = stable_lr(ks[2], loss=loss, f0=f0, y=y, batch_size=cfg.batch_size)
         if cfg.lr_fraction is not None:  # the learning rate is a fraction of this network's stable step
             cfg = dataclasses.replace(cfg, lr=cfg.lr_fraction * stable)
         steps = np.unique(np.round(np.linspace(0, cfg.steps, cfg.num_times)).astype(np.int64))
         ts = jnp.asarray(cfg.lr * steps, dtype=dtype)
         t_max = cfg.lr * cfg.steps
-        inputs = dataclasses.replace(inputs, cfg=cfg, steps=steps)
-        say(f"[+] gradient descent: lr {cfg.lr:g} ({cfg.lr / stable:.3g} of the stable step {stable:.3g}), "
-            f"{cfg.steps} steps")
-        gd = timed("gradient_descent", lambda: gradient_descent(model, X, y, cfg.lr, steps, X_test=Xt, loss=loss))
+        inputs = dataclasses.replace(inputs, cfg=cfg, steps=steps, batches=batches)
+        say(f"[+] {'gradient descent' if batches is None else f'SGD on batches of {cfg.batch_size}'}: lr {cfg.lr:g} "
+            f"({cfg.lr / stable:.3g} of the stable step {stable:.3g}), {cfg.steps} steps")
+        gd = timed("gradient_descent", lambda: gradient_descent(model, X, y, cfg.lr, steps, X_test=Xt, loss=loss,
+                                                                batches=batches))
     else:
         t_max = cfg.t_max if cfg.t_max is not None else default_horizon(ks[2], f0, y, fall=loss.horizon_fall,
                                                                         loss=loss)

@@ -10,6 +10,7 @@ with T saved times, n training points, k test points and inputs of shape ``in``:
     R/dg/t, f, f_test, K2, loss, K2_late   DG first-order correction (p >= 4)   attrs: the errors, method
     R/inf/t, f, f_test, K2, loss        kernel gradient descent with Kbar^(2) (the m = inf row)
     R/gd/step, t, f, f_test, K2, loss   gradient descent at t = lr * step      attrs: lr, the errors
+    R/gd/batches (S, B)                 under SGD (--batch-size B): the inputs of the batch of every step
     R/discrete/p2/step, t, f, ...       the discrete-time hierarchy's predictions of gradient descent on the
     R/discrete/o1m/...                  steps R/gd/step (frozen kernel; O(1/m) system; docs/math.md section 7)
                                         attrs: lr, the errors (max_f_error_gd etc. against gradient descent)
@@ -124,6 +125,8 @@ def dataset_axes(path: str, shape: tuple[int, ...], out_shape: tuple[int, ...] =
     time, coords = ("step", "step t") if stepped else ("time", "t")
     if name in ("t", "step"):
         return (time,), None
+    if name == "batches":  # every update 0..S-1, not only the saved steps
+        return ("update", "batch"), None
     if name == "K2_late":
         return slots(2), None
     per_time = {"f": ("sample",) + out, "f_test": ("test_sample",) + out, "K2": slots(2), "loss": ()}
@@ -186,6 +189,8 @@ def run_datasets(result: SolveResult, *, save_kernels: bool = False) -> tuple[di
         ds.update({"gd/step": gd.steps, "gd/t": gd.ts, "gd/f": gd.f, "gd/K2": gd.K2, "gd/loss": gd.loss})
         if gd.f_test is not None:
             ds["gd/f_test"] = gd.f_test
+        if gd.batches is not None:
+            ds["gd/batches"] = gd.batches
         attrs["gd"] = result.gd_measures.as_dict() | {"lr": gd.lr}
     return {k: np.asarray(v) for k, v in ds.items()}, attrs
 

@@ -233,7 +233,15 @@ def tensor(model: AbstractModel, X: Array, spec: TensorSpec, *, first: Array | N
             ib = jax.device_put(ib, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("tuples")))
         out = _batch(spec, model, X1, X, ib, sym, stacked, out_shape)
         parts.append(out[(..., slice(0, size)) + (slice(None),) * spec.head])
-    return _assemble(jnp.concatenate(parts, axis=-1 - spec.head), n, k, spec.head)
+    return _assemble(_concatenate(parts, -1 - spec.head), n, k, spec.head)
+
+
+def _concatenate(parts: list[Array], axis: int, group: int = 64) -> Array:
+    """``jnp.concatenate(parts, axis)`` in a tree of groups of at most ``group`` arrays: XLA's compile time of one
+    concatenation grows faster than its operand count (tens of thousands of batches of one tuple took minutes)."""
+    while len(parts) > group:
+        parts = [jnp.concatenate(parts[i : i + group], axis=axis) for i in range(0, len(parts), group)]
+    return jnp.concatenate(parts, axis=axis)
 
 
 def kernels(
