@@ -171,33 +171,45 @@ def _small(name):
 MODELS = ["convnet", "resmlp", "nth-cnn", "nth-resnet"]
 
 
+#: The generic implementations (any model); "auto" is "jvp" for all of MODELS.
+GENERIC = ["contraction", "jvp"]
+
+
 @functools.cache
 def small_setup(name):
-    """The model ``name`` with its inputs, and its kernels K^(2)..K^(4) by nth and by brute force (shared)."""
+    """The model ``name`` with its inputs, its kernels K^(2)..K^(4) by each generic implementation and by brute
+    force (shared)."""
     model, raw, X, Xt = _small(name)
-    return dict(model=model, raw=raw, X=X, Xt=Xt, got=nth.kernels(model, X, 4), ref=bruteforce(raw, X))
+    got = {impl: nth.kernels(model, X, 4, implementation=impl) for impl in GENERIC}
+    return dict(model=model, raw=raw, X=X, Xt=Xt, got=got, ref=bruteforce(raw, X))
 
 
 @pytest.mark.parametrize("r", [2, 3, 4], ids=lambda r: f"K{r}")
 @pytest.mark.parametrize("name", MODELS)
 def test_kernels_equal_bruteforce(name, r):
-    """K^(r) from nth.kernel = dense J J^T and its derivatives along J (docs/math.md sections 2, 9; HY Eqs. 7, 10)."""
+    """K^(r) from nth.kernel = dense J J^T and its derivatives along J (docs/math.md sections 2, 9; HY Eqs. 7, 10),
+    by every generic implementation."""
     s = small_setup(name)
-    got, ref = s["got"][r], s["ref"][r]
-    assert got.shape == ref.shape == (s["X"].shape[0],) * r
-    assert rel_err(got, ref) < 1e-10
+    ref = s["ref"][r]
+    assert nth.kernel.implementation(s["model"]).name == "jvp"
+    for impl in GENERIC:
+        got = s["got"][impl][r]
+        assert got.shape == ref.shape == (s["X"].shape[0],) * r
+        assert rel_err(got, ref) < 1e-10, impl
 
 
-@pytest.mark.parametrize("name", ["convnet"])
+@pytest.mark.parametrize("name", MODELS)
 def test_test_point_kernels_equal_bruteforce(name):
-    """K^(r)(x, X^(r-1)) with test inputs in the first slot = brute force (HY Eq. 22; docs/math.md section 2)."""
+    """K^(r)(x, X^(r-1)) with test inputs in the first slot = brute force (HY Eq. 22; docs/math.md section 2), by
+    every generic implementation."""
     s = small_setup(name)
     X, Xt = s["X"], s["Xt"]
-    got = nth.kernels(s["model"], X, 3, first=Xt)
-    ref = bruteforce(s["raw"], X, Xt, r_max=3)
-    for r in (2, 3):
-        assert got[r].shape == (2,) + (4,) * (r - 1)
-        assert rel_err(got[r], ref[r]) < 1e-10
+    ref = bruteforce(s["raw"], X, Xt, r_max=4)
+    for impl in GENERIC:
+        got = nth.kernels(s["model"], X, 4, first=Xt, implementation=impl)
+        for r in (2, 3, 4):
+            assert got[r].shape == (2,) + (4,) * (r - 1)
+            assert rel_err(got[r], ref[r]) < 1e-10, (impl, r)
 
 
 # --------------------------------------------------------------------------------------------------------------

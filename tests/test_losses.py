@@ -130,17 +130,17 @@ def brute_kernels(model, X, X1):
 
 @pytest.fixture(scope="module", params=["mlp", "user", "cnn", "resnet"])
 def reference(request):
-    """A depth-2 MLP with 3 outputs (both kernel implementations), a user model with outputs (n, 3), and the
+    """A depth-2 MLP with 3 outputs (every kernel implementation), a user model with outputs (n, 3), and the
     built-in cnn and resnet with ``outputs=3``, on n = 2 training and 1 test input, and the brute-force kernels over the samples of all three inputs (one computation:
     the training kernels are its leading slots, the test ones put the third input in the first slot)."""
     if request.param == "mlp":
-        model, impls = nth.init_mlp(0, 3, 4, 2, "tanh", outputs=CLASSES), ("structured", "jvp")
+        model, impls = nth.init_mlp(0, 3, 4, 2, "tanh", outputs=CLASSES), ("structured", "contraction", "jvp")
     elif request.param == "cnn":
-        model, impls = nth.models.init_cnn(0, (3,), 2, 1, "tanh", outputs=CLASSES), ("jvp",)
+        model, impls = nth.models.init_cnn(0, (3,), 2, 1, "tanh", outputs=CLASSES), ("contraction", "jvp")
     elif request.param == "resnet":
-        model, impls = nth.models.init_resnet(0, 3, 3, 1, "tanh", outputs=CLASSES), ("jvp",)
+        model, impls = nth.models.init_resnet(0, 3, 3, 1, "tanh", outputs=CLASSES), ("contraction", "jvp")
     else:
-        model, impls = nth.as_model(two_heads(5, jax.random.PRNGKey(1)), in_shape=(3,)), ("auto",)
+        model, impls = nth.as_model(two_heads(5, jax.random.PRNGKey(1)), in_shape=(3,)), ("contraction", "jvp")
     Z = inputs(3)
     return model, impls, Z[:2], Z[2:], brute_kernels(model, Z, Z)
 

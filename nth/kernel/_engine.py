@@ -48,11 +48,12 @@ def _index_tuples(n: int, k: int) -> np.ndarray:
 
 
 def _tuple_kernel(impl: AbstractKernelImplementation, model: AbstractModel, X1: Array, X: Array, sym: bool,
-                  idx: Array, out_shape: tuple[int, ...], last: Direction | None = None) -> Array:
-    """K^(r)(X1, X, s_3, ..) for one tuple of sample indices ``idx`` (outputs of per-input shape ``out_shape``);
-    ``last`` (if given) fills the final slot."""
+                  idx: Array, out_shape: tuple[int, ...], last: Direction | None = None, level: int = 2) -> Array:
+    """K^(r)(X1, X, .., s_(level+1), ..) for one tuple of sample indices ``idx`` of the slots after ``level``
+    (outputs of per-input shape ``out_shape``), shape (N1, N, (N,) * (level - 2)); ``last`` (if given) fills
+    the final slot."""
     dirs = tuple(sample_direction(X, i, out_shape) for i in idx) + (() if last is None else (last,))
-    return impl.directional_ntk(model, X1, None if sym else X, dirs)
+    return impl.directional_kernel(model, X1, None if sym else X, level, dirs)
 
 
 def _assemble(out: Array, n: int, k: int, head: int = 2) -> Array:
@@ -77,17 +78,20 @@ class TensorSpec(NamedTuple):
 
 
 class _KernelTuple(eqx.Module):
-    """K^(r)(X1, X, b_3, ..) for one index tuple by the implementation ``impl`` (hashable, so one compiled batch
-    function serves every call)."""
+    """K^(r)(X1, X, .., b_(level+1), ..) for one index tuple of the slots after ``level`` by the implementation
+    ``impl`` (hashable, so one compiled batch function serves every call)."""
 
     impl: AbstractKernelImplementation = eqx.field(static=True)
+    level: int = eqx.field(static=True, default=2)
 
     def __call__(self, model, X1, X, sym, idx, out_shape):
-        return _tuple_kernel(self.impl, model, X1, X, sym, idx, out_shape)
+        return _tuple_kernel(self.impl, model, X1, X, sym, idx, out_shape, level=self.level)
 
 
 def _ntk_spec(impl: AbstractKernelImplementation, r: int) -> TensorSpec:
-    return TensorSpec(f"K^({r})", r - 2, 2, _KernelTuple(impl))
+    """K^(r) as a tensor of the engine: the implementation's whole level s in the head, r - s direction slots."""
+    s = impl.level(r)
+    return TensorSpec(f"K^({r})", r - s, s, _KernelTuple(impl, s))
 
 
 def ntk(model: AbstractModel, X: Float[Array, "n *in"], X2: Float[Array, "n2 *in"] | None = None, *,
@@ -121,13 +125,13 @@ def kernel_fn(r: int, chunk: int | None = None, implementation="auto") -> Kernel
         X = check_model_inputs(model, X, where=f"kernel_fn({r})")
         X1 = X if sym else check_model_inputs(model, X1, "X1", where=f"kernel_fn({r})")
         check_tree_finite("model", model, where=f"kernel_fn({r})", what="weights")
-        impl = choose_implementation(model, implementation)
+        spec = _ntk_spec(choose_implementation(model, implementation), r)
         out_shape = output_shape(model, X.shape[1:], X.dtype)
-        N, k = X.shape[0] * num_outputs(out_shape), r - 2
+        N, k = X.shape[0] * num_outputs(out_shape), spec.slots
         idx = jnp.asarray(_index_tuples(N, k))
-        out = jax.lax.map(lambda i: _tuple_kernel(impl, model, X1, X, sym, i, out_shape), idx,
+        out = jax.lax.map(lambda i: spec.tuple_fn(model, X1, X, sym, i, out_shape), idx,
                           batch_size=chunk or idx.shape[0])
-        return _assemble(out, N, k)
+        return _assemble(out, N, k, spec.head)
 
     return fn
 
@@ -323,12 +327,13 @@ class KernelOperator(eqx.Module):
 
     def __call__(self, c: Float[Array, " N"]) -> Array:
         impl = self.impl or choose_implementation(self.model)
-        n, k = self.X.shape[0], self.r - 3
+        level = impl.level(self.r - 1)  # the contracted slot is one more direction after K^(r-1)'s slots
+        n, k = self.X.shape[0], self.r - 1 - level
         N = n * num_outputs(self.out_shape)
         sym = self.X1 is None
         X1 = self.X if sym else self.X1
         last = Direction(self.X, c.astype(self.X.dtype).reshape((n,) + self.out_shape))
         idx = jnp.asarray(_index_tuples(N, k))
-        out = jax.lax.map(lambda i: _tuple_kernel(impl, self.model, X1, self.X, sym, i, self.out_shape, last), idx,
-                          batch_size=min(self.chunk, idx.shape[0]))
-        return _assemble(out, N, k)
+        out = jax.lax.map(lambda i: _tuple_kernel(impl, self.model, X1, self.X, sym, i, self.out_shape, last, level),
+                          idx, batch_size=min(self.chunk, idx.shape[0]))
+        return _assemble(out, N, k, level)

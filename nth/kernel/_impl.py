@@ -1,13 +1,16 @@
-"""Kernel implementations: how D^j K^(2)(X1, X)[g_3, .., g_(j+2)] is computed for one tuple of directions.
+"""Kernel implementations: how D^j K^(s)(X1, X, ..)[g_1, .., g_j] is computed for one tuple of directions (s = 2,
+or up to :attr:`~AbstractKernelImplementation.closed_level` for an implementation that computes levels whole).
 
-Two named implementations, chosen automatically and forceable by name (``implementation=`` in
-:func:`nth.kernels`). On the MLP, which has both, they are cross-tested against each other and the naive
-baseline (tests/test_kernels.py); every other model is tested against brute-force Jacobians
-(tests/test_architectures.py):
+Three named implementations, chosen automatically and forceable by name (``implementation=`` in
+:func:`nth.kernels`), cross-tested against each other and against brute-force Jacobians
+(tests/test_kernels.py, tests/test_architectures.py), as neural-tangents keeps its three:
 
 - ``"structured"``: the model's own fast path (:meth:`~nth.models.AbstractModel.structured_ntk`). For the MLP,
   every direction grad f_b is rank one per layer and is applied through its factors, so no m x m tangent is
   formed (:mod:`nth.models._mlp_structured`). The default for models that have one.
+- ``"contraction"``: any model, forced by name (``"auto"`` still picks ``"jvp"``). K^(2), K^(3), K^(4) in closed form from
+  the per-sample gradients, Hessian-vector products and third-derivative rows of the outputs, contracted over
+  the parameters by matrix products; nothing is formed per direction tuple (:mod:`nth.kernel._contraction`).
 - ``"jvp"``: any model, by nested JVPs through its own forward pass. K^(2)(X1, X) = J1 diag(eta) J^T from the
   Jacobians of the outputs in the parameters (reverse mode), and K^(r)(., ., b_3..b_r) its mixed partial
   derivative in r - 2 scalar steps along eta . grad f_(b_s), each direction evaluated at the weights
@@ -33,12 +36,28 @@ from ..errors import ConfigError
 from ..models import (AbstractModel, Direction, combine, flow_direction, nested_derivative, num_params, partition,
                       sym_gram)
 from ..models._base import model_dtype
+from ._contraction import CLOSED_LEVEL, directional_kernel as contracted_kernel
 
 
 class AbstractKernelImplementation(eqx.Module):
     """One way to compute the directional derivatives of K^(2) (module docstring). Implementations are final."""
 
     name: ClassVar[str]
+    #: The highest level r whose K^(r)(X1, X, ..) comes whole from one call (:meth:`directional_kernel`); the
+    #: slots beyond it are direction tuples of the engine's loop.
+    closed_level: ClassVar[int] = 2
+
+    def level(self, r: int) -> int:
+        """The level computed whole when K^(r) is asked for: its last r - level slots are direction tuples."""
+        return min(r, self.closed_level)
+
+    def directional_kernel(self, model: AbstractModel, X1: Array, X: Array | None, level: int,
+                           directions: tuple[Direction, ...]) -> Array:
+        """D^j K^(level)(X1, X, ..)[g_1, .., g_j] over samples, shape (n1 k, n k, (n k,) * (level - 2)); level 2
+        is :meth:`directional_ntk`."""
+        if level != 2:
+            raise ValueError(f"the {self.name!r} kernel implementation computes level 2 whole, not {level}")
+        return self.directional_ntk(model, X1, X, directions)
 
     @abc.abstractmethod
     def directional_ntk(self, model: AbstractModel, X1: Array, X: Array | None,
@@ -167,13 +186,64 @@ def forward_entries(model: AbstractModel, in_shape: tuple[int, ...] | None = Non
     return two - one, max(2 * one - two, 0)
 
 
-IMPLEMENTATIONS: dict[str, AbstractKernelImplementation] = {i.name: i for i in (Structured(), NestedJVP())}
+class Contraction(AbstractKernelImplementation):
+    """Any model: K^(2), K^(3), K^(4) in closed form from derivative tensors of the outputs contracted over the
+    parameters, higher levels differentiated from K^(4) (:mod:`nth.kernel._contraction`)."""
+
+    name: ClassVar[str] = "contraction"
+    closed_level: ClassVar[int] = CLOSED_LEVEL
+
+    #: The most pairs of directions whose third derivatives go through the model together.
+    max_pairs: ClassVar[int] = 64
+
+    def directional_ntk(self, model, X1, X, directions):
+        return contracted_kernel(model, X1, X, 2, directions)
+
+    def directional_kernel(self, model, X1, X, level, directions):
+        k = math.prod(jax.eval_shape(model, X1[:1]).shape)  # outputs per input
+        n1, n = X1.shape[0] * k, (X1 if X is None else X).shape[0] * k
+        return contracted_kernel(model, X1, X, level, directions,
+                                 self.pair_batch(model, n, n1, X is None, tuple(X1.shape[1:])))
+
+    def pair_batch(self, model: AbstractModel, N: int, N1: int, sym: bool, in_shape: tuple[int, ...]) -> int:
+        """Pairs of directions per batch of K^(4)'s third derivatives: as many as keep their forward tangents
+        (four copies of the activations of every input of Z for each of the N + N1 directions) within the
+        bytes of the Hessian rows G (N_Z N rows of P), at most :attr:`max_pairs`."""
+        shapes = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype) if eqx.is_array(a) else a,
+                                        model)
+        A, _ = forward_entries(shapes, in_shape)
+        NZ = N if sym else N + N1
+        per_pair = (N + (0 if sym else N1)) * NZ * A * 4
+        return int(max(1, min(self.max_pairs, (NZ * N * num_params(shapes)) // max(per_pair, 1))))
+
+    def work_bytes(self, model, r, batch, n, k, contracted, in_shape=None, outputs=1):
+        """Per tuple and tangent component (2^j for j nested directions): the per-sample rows J of the (k + n)
+        x outputs samples Z (P entries each) and their intermediates (four copies); at level 3 and above
+        the Hessian rows G (N_Z N + N N1 of them) and one Hessian-vector product's intermediates (four
+        copies of J); at level 4 as much again for a batch of third derivatives (:meth:`pair_batch`); the
+        activations of every input twice, and the batch-independent intermediates."""
+        P = num_params(model)
+        A, C = forward_entries(model, in_shape)
+        N, N1 = n * outputs, k * outputs
+        NZ = N + N1
+        level = self.level(r - (1 if contracted else 0))
+        rows = NZ * (5 + (4 if level >= 3 else 0))
+        if level >= 3:
+            rows += NZ * N + (NZ * N + N * N1 if level >= 4 else 0)
+        per_component = rows * P + 2 * NZ * A + 2 * C
+        nested = r - level
+        return batch * 2 ** nested * per_component * jnp.dtype(model_dtype(model)).itemsize
+
+
+IMPLEMENTATIONS: dict[str, AbstractKernelImplementation] = {
+    i.name: i for i in (Structured(), Contraction(), NestedJVP())}
 
 
 def implementation(model: AbstractModel, name: str | AbstractKernelImplementation = "auto"
                    ) -> AbstractKernelImplementation:
     """The implementation ``name`` for ``model``: ``"auto"`` is ``"structured"`` when the model has a structured
-    path and ``"jvp"`` otherwise; a forced one the model cannot use is refused."""
+    path and ``"jvp"`` otherwise (``"contraction"`` is faster on dense models but not yet measured on every
+    architecture); a forced one the model cannot use is refused."""
     if isinstance(name, AbstractKernelImplementation):
         impl = name
     elif name == "auto":

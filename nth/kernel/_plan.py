@@ -129,7 +129,7 @@ def plan_kernels(model: AbstractModel, n: int, p: int, *, implementation="auto",
     top = p - 1 if matrix_free else p
     N = n * outputs
     kb = {r: kernel_bytes(N, r, dtype, None if first_rows is None else first_rows * outputs) for r in range(2, top + 1)}
-    tuples = N ** (p - 3) if matrix_free else N ** (p - 2)
+    tuples = N ** (p - 1 - impl.level(p - 1)) if matrix_free else N ** (p - impl.level(p))
     k = n if first_rows is None else first_rows
 
     def work(b):
