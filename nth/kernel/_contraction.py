@@ -56,7 +56,8 @@ class FlatModel(NamedTuple):
         return (J * self.sqrt_eta).reshape(-1, self.theta.shape[0])
 
     def direction(self, theta: Array, d: Direction) -> Array:
-        """eta . grad_theta sum_(q,i) c_(q,i) f_i(X_q) at ``theta``, flat (the flow direction of ``d``)."""
+        """eta . grad_theta sum_(q,i) c_(q,i) f_i(X_q) at ``theta``, flat: :func:`nth.models.flow_direction` on
+        the flat parameter vector the closed forms differentiate (docs/math.md sections 2 and 10)."""
         g = jax.grad(lambda t: jnp.sum(d.c.reshape(d.X.shape[0], -1) * jax.vmap(lambda x: self.f1(t, x))(d.X)))(theta)
         return self.sqrt_eta**2 * g
 
@@ -75,8 +76,9 @@ def flat_model(model: AbstractModel) -> FlatModel:
 
 
 def _hessian_rows(fm: FlatModel, theta: Array, Z: Array, V: Array) -> Float[Array, "NZ NV P"]:
-    """G(x, y) = H_x J_y for the samples x of Z and the theta-space directions v_y = sqrt(eta) J_y (rows of V):
-    one Hessian-vector product of the per-sample rows per direction."""
+    """G(x, y) = H_x J_y (docs/math.md section 2, "Closed forms for any model") for the samples x of Z and the
+    theta-space directions v_y = sqrt(eta) J_y (rows of V): one Hessian-vector product of the per-sample rows
+    per direction."""
     G = jax.lax.map(lambda v: jax.jvp(lambda t: fm.rows(t, Z), (theta,), (v,))[1], V)
     return jnp.swapaxes(G, 0, 1)
 

@@ -9,8 +9,9 @@ Three named implementations, chosen automatically and forceable by name (``imple
   every direction grad f_b is rank one per layer and is applied through its factors, so no m x m tangent is
   formed (:mod:`nth.models._mlp_structured`). The default for models that have one.
 - ``"contraction"``: any model, forced by name (``"auto"`` still picks ``"jvp"``). K^(2), K^(3), K^(4) in closed form from
-  the per-sample gradients, Hessian-vector products and third-derivative rows of the outputs, contracted over
-  the parameters by matrix products; nothing is formed per direction tuple (:mod:`nth.kernel._contraction`).
+  the per-sample gradients, Hessian-vector products and forward-mode third derivatives of the outputs,
+  contracted over the parameters by matrix products (docs/math.md section 2, "Closed forms for any model");
+  nothing is formed per direction tuple (:mod:`nth.kernel._contraction`).
 - ``"jvp"``: any model, by nested JVPs through its own forward pass. K^(2)(X1, X) = J1 diag(eta) J^T from the
   Jacobians of the outputs in the parameters (reverse mode), and K^(r)(., ., b_3..b_r) its mixed partial
   derivative in r - 2 scalar steps along eta . grad f_(b_s), each direction evaluated at the weights
@@ -197,7 +198,7 @@ class Contraction(AbstractKernelImplementation):
     max_pairs: ClassVar[int] = 64
 
     def directional_ntk(self, model, X1, X, directions):
-        return contracted_kernel(model, X1, X, 2, directions)
+        return self.directional_kernel(model, X1, X, 2, directions)
 
     def directional_kernel(self, model, X1, X, level, directions):
         k = math.prod(jax.eval_shape(model, X1[:1]).shape)  # outputs per input
