@@ -5,8 +5,10 @@ Implementations of K^(2)..K^(4) compared on the same inputs (the problem of :fun
 depth-2 tanh MLP, float64):
 
 - ``structured``: nth's MLP path (rank-one directions, mixed partials of the structured K^(2));
-- ``jvp``: nth's generic engine on the same MLP (nested JVPs through the forward pass; what every other
-  architecture and the user's own model get);
+- ``factored``: nth's generic engine on the same MLP (the factors of the linear maps found in the model's
+  program; what every other architecture and the user's own model get);
+- ``contraction`` and ``jvp``: nth's other generic implementations (closed forms from derivative tensors;
+  nested JVPs through the forward pass with whole parameter Jacobians);
 - (a) ``naive``: full flattened Jacobian + nested jax.jacfwd, as hand-written NTH code does (baselines.py);
 - (b) ``previous``: nth's first implementation, nested jax.jvp along dense grad f pytrees (baselines.py);
 - with ``--against REV``: ``structured`` of the nth at git revision REV (checked out into a temporary
@@ -17,6 +19,12 @@ process's memory before the first kernel; on a GPU the device's peak_bytes_in_us
 target case runs first in each process. Compile time is the first call minus the second (run) call. Then,
 in one more process: the true gradient flow's cost against width, the matrix-free top level against the
 dense one, batched seeds against the sequential loop, and float32 against float64 kernels.
+
+Then the other architectures (nth's cnn on digit images, its resnet, and the user model of examples/my_model.py):
+K^(2)..K^(4) by every generic implementation at one size, and the default one's cost against n and width; and
+the cnn end to end (``nth solve --arch cnn --width 128 --p 4 --data digits``) with the kernels of ``jvp``, the
+engine every model but the MLP had before ``factored``, against the default, each in its own process with its
+peak resident memory.
 
 Writes a markdown table (default results/BENCHMARKS.md) naming the machine.
 """
@@ -37,10 +45,17 @@ import time
 import numpy as np
 
 TARGET = {"n": 16, "m": 512, "depth": 2, "p": 4}
-N_SCALING = {"structured": (8, 16, 32), "jvp": (8, 16), "previous": (8, 16, 32), "naive": (8, 16),
-             "at_rev": ()}
-M_SCALING = {"structured": (256, 512, 1024, 2048), "jvp": (256, 512, 1024), "previous": (256, 512, 1024, 2048),
+N_SCALING = {"structured": (8, 16, 32), "factored": (8, 16, 32), "contraction": (8, 16), "jvp": (8, 16),
+             "previous": (8, 16, 32), "naive": (8, 16), "at_rev": ()}
+M_SCALING = {"structured": (256, 512, 1024, 2048), "factored": (256, 512, 1024, 2048),
+             "contraction": (256, 512, 1024), "jvp": (256, 512, 1024), "previous": (256, 512, 1024, 2048),
              "naive": (256, 512), "at_rev": ()}
+#: Other architectures: (base n, base width, n series and width series of the default implementation).
+ARCHS = {"cnn": (8, 64, (4, 8, 16), (32, 64, 128, 256)), "resnet": (16, 256, (8, 16, 32), (128, 256, 512, 1024)),
+         "user": (16, 256, (8, 16, 32), (128, 256, 512, 1024))}
+GENERIC = ("factored", "contraction", "jvp")
+#: The cnn end to end: the command of ``nth solve`` and the kernel implementations compared.
+END_TO_END = ["solve", "--arch", "cnn", "--width", "128", "--p", "4", "--data", "digits"]
 #: Timed calls of the target case; the run time is their minimum (structured vs at_rev needs it). The scaling
 #: series time each case twice.
 REPEATS = 5
@@ -76,8 +91,8 @@ def _kernel_impl(name: str):
 
     if name in ("structured", "at_rev"):
         return lambda net, X, p: nth.kernels(net, X, p)
-    if name == "jvp":
-        return lambda net, X, p: nth.kernels(net, X, p, implementation="jvp")
+    if name in GENERIC:
+        return lambda net, X, p: nth.kernels(net, X, p, implementation=name)
     from baselines import naive_kernels, nested_jvp_kernels
 
     if name == "previous":
@@ -125,6 +140,64 @@ def _child_kernels(name: str, outdir: str) -> list[dict]:
             np.savez(os.path.join(outdir, f"{name}.npz"), **{f"K{r}": np.asarray(k) for r, k in ks.items()})
         rows.append(row)
     return rows
+
+
+def _arch_problem(arch: str, n: int, m: int):
+    """(model, X): nth's cnn on n digit images (8x8, classes 0 and 1), its resnet or the user model of
+    examples/my_model.py on the default problem (d = 8), width m, depth 2."""
+    import jax.numpy as jnp
+
+    import nth
+
+    if arch == "cnn":
+        from nth.data import digits_problem
+
+        X = jnp.asarray(digits_problem(per_class=-(-n // 2), classes=2, images=True).X[:n])
+        return nth.init_cnn(0, (8, 8), m, 2), X
+    X = jnp.asarray(nth.default_problem(n=n, d=8).X)
+    if arch == "resnet":
+        return nth.init_resnet(0, 8, m, 2), X
+    from nth.models import build_user_model
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec = os.path.join(here, "..", "examples", "my_model.py") + ":make_model"
+    return nth.cast_model(build_user_model(spec, m, 0, in_shape=(8,)), jnp.float64), X
+
+
+def _child_arch(arch: str) -> list[dict]:
+    """K^(2)..K^(4) of one architecture by every generic implementation at the base size (with the largest
+    relative difference from the default one), then the default's n and width series."""
+    import nth
+
+    n0, m0, ns, ms = ARCHS[arch]
+    rows, ref = [], None
+    for name in GENERIC:
+        net, X = _arch_problem(arch, n0, m0)
+        ks, first = _timed(lambda: _kernel_impl(name)(net, X, TARGET["p"]))
+        run_s = _timed(lambda: _kernel_impl(name)(net, X, TARGET["p"]))[1]
+        ref = ks if ref is None else ref
+        diff = max(float(abs(ks[r] - ref[r]).max() / abs(ref[r]).max()) for r in ks)
+        rows.append({"arch": arch, "impl": name, "n": n0, "m": m0, "first_s": first, "run_s": run_s, "diff": diff,
+                     "auto": nth.kernel.implementation(net).name})
+    for n, m in [(n, m0) for n in ns] + [(n0, m) for m in ms]:
+        if (n, m) == (n0, m0):
+            continue
+        net, X = _arch_problem(arch, n, m)
+        _timed(lambda: _kernel_impl(GENERIC[0])(net, X, TARGET["p"]))
+        rows.append({"arch": arch, "impl": GENERIC[0], "n": n, "m": m,
+                     "run_s": _timed(lambda: _kernel_impl(GENERIC[0])(net, X, TARGET["p"]))[1]})
+    return rows
+
+
+def _child_end_to_end(impl: str, outdir: str) -> list[dict]:
+    """``nth solve`` of END_TO_END with the kernels of ``impl``, in this process: wall time and peak resident
+    memory."""
+    from nth.cli import main as nth_main
+
+    out = os.path.join(outdir, f"cnn_{impl}.h5")
+    t = time.perf_counter()
+    rc = nth_main(END_TO_END + ["--kernel-impl", impl, "--out", out, "--force"])
+    return [{"impl": impl, "rc": rc, "wall_s": time.perf_counter() - t, "peak_mb": _rss_mb()}]
 
 
 def _child_pipeline() -> list[dict]:
@@ -216,11 +289,13 @@ def _worktree(rev: str, where: str) -> str:
     return path
 
 
-def run(out: str, against: str | None = None) -> str:
+def run(out: str, against: str | None = None, end_to_end: bool = True) -> str:
     t0 = time.perf_counter()
-    impls = ("structured", "jvp", "previous", "naive")
+    impls = ("structured",) + GENERIC + ("previous", "naive")
     with tempfile.TemporaryDirectory() as tmp:
         kern = {name: _spawn(["--child", name, tmp]) for name in impls}
+        arch = {a: _spawn(["--child", "arch", tmp, a]) for a in ARCHS}
+        e2e = [_spawn(["--child", "e2e", tmp, impl])[0] for impl in ("jvp", "auto")] if end_to_end else []
         if against:
             tree = _worktree(against, tmp)
             try:
@@ -232,17 +307,19 @@ def run(out: str, against: str | None = None) -> str:
         pipe = _spawn(["--child", "pipeline", tmp])
         ref = np.load(os.path.join(tmp, "naive.npz"))
         diffs = {}
-        for name in ("structured", "jvp", "previous") + (("at_rev",) if against else ()):
+        for name in ("structured",) + GENERIC + ("previous",) + (("at_rev",) if against else ()):
             got = np.load(os.path.join(tmp, f"{name}.npz"))
             diffs[name] = max(float(np.abs(got[k] - ref[k]).max() / np.abs(ref[k]).max()) for k in ref.files)
     tgt = {name: rows[0] for name, rows in kern.items()}
     lines = ["# nth benchmarks", "", f"Machine: {_machine()}.", "",
-             f"Generated by `python benchmarks/bench.py{' --against ' + against if against else ''}` in {time.perf_counter() - t0:.0f} s. All "
+             f"Generated by `python benchmarks/bench.py{' --against ' + against if against else ''}"
+             f"{'' if end_to_end else ' --no-end-to-end'}` in {time.perf_counter() - t0:.0f} s. All "
              "times in seconds, float64 unless stated; ratios are against baselines timed in the same run.", "",
              f"## K^(2)..K^(4) at n = {TARGET['n']}, m = {TARGET['m']}, depth {TARGET['depth']} (tanh, d = 8)", "",
              "| implementation | compile [s] | run [s] | speed-up vs (a) naive | vs (b) previous | peak memory [MiB] "
              "| max rel. diff vs (a) |", "|---|---|---|---|---|---|---|"]
-    names = {"structured": "nth structured (MLP path)", "jvp": "nth jvp (generic engine)",
+    names = {"structured": "nth structured (MLP path)", "factored": "nth factored (generic engine, default)",
+             "contraction": "nth contraction (generic)", "jvp": "nth jvp (generic, nested JVPs)",
              "previous": "(b) previous nth", "naive": "(a) naive jacrev/jacfwd"}
     for name in impls:
         r = tgt[name]
@@ -263,9 +340,12 @@ def run(out: str, against: str | None = None) -> str:
         fmt = lambda s: ", ".join(f"{k}: {v:.3g}" for k, v in s)  # noqa: E731
         lines.append(f"| {names[name]} | {fmt(ns)} | {_exponent(*zip(*ns)):.2f} | {fmt(ms)} | "
                      f"{_exponent(*zip(*ms)):.2f} |")
-    gen = tgt["jvp"]["run_s"] / tgt["structured"]["run_s"]
-    lines += ["", f"Generic engine on the MLP: {gen:.1f}x the structured path's run time at the target size (the price "
-              "of not knowing the architecture: it forms the parameter Jacobians inside every nested JVP)."]
+    gen = {name: tgt[name]["run_s"] / tgt["structured"]["run_s"] for name in GENERIC}
+    lines += ["", f"Generic engine on the MLP at the target size: factored {gen['factored']:.1f}x the structured "
+              f"path's run time, contraction {gen['contraction']:.1f}x, jvp {gen['jvp']:.1f}x (jvp forms the "
+              "parameter Jacobians inside every nested JVP; factored finds the MLP's rank-one factors in its "
+              "program)."]
+    lines += _arch_lines(arch) + _end_to_end_lines(e2e)
     if against:
         now = min(tgt["structured"]["run_s"], tgt["structured_again"]["run_s"])
         then = tgt["at_rev"]["run_s"]
@@ -313,12 +393,57 @@ def run(out: str, against: str | None = None) -> str:
     return text
 
 
+def _arch_lines(arch: dict[str, list[dict]]) -> list[str]:
+    lines = ["", "## Other architectures: K^(2)..K^(4) by every generic implementation (depth 2, float64)", "",
+             "cnn: nth's cnn on 8x8 digit images (classes 0 and 1); resnet: nth's resnet on the default problem "
+             "(d = 8); user: the model of examples/my_model.py (eqx.nn.Linear layers with biases, softplus).", "",
+             "| model | n | width | implementation | compile [s] | run [s] | vs jvp | max rel. diff vs factored |",
+             "|---|---|---|---|---|---|---|---|"]
+    for a, rows in arch.items():
+        base = {r["impl"]: r for r in rows if "diff" in r}
+        for name in GENERIC:
+            r = base[name]
+            lines.append(f"| {a} | {r['n']} | {r['m']} | {name}{' (auto)' if r['auto'] == name else ''} | "
+                         f"{r['first_s'] - r['run_s']:.2f} | {r['run_s']:.3f} | "
+                         f"{base['jvp']['run_s'] / r['run_s']:.1f}x | {r['diff']:.1e} |")
+    lines += ["", "Cost of the default (factored) against n and width (run time, compiled; fitted exponents of "
+              "time ~ n^a, m^b):", "", "| model | n series: times | a | width series: times | b |", "|---|---|---|---|---|"]
+    fmt = lambda s: ", ".join(f"{k}: {v:.3g}" for k, v in s)  # noqa: E731
+    for a, rows in arch.items():
+        n0, m0 = ARCHS[a][:2]
+        own = [r for r in rows if r["impl"] == GENERIC[0]]
+        ns = sorted({r["n"]: r["run_s"] for r in own if r["m"] == m0}.items())
+        ms = sorted({r["m"]: r["run_s"] for r in own if r["n"] == n0}.items())
+        lines.append(f"| {a} | {fmt(ns)} (width {m0}) | {_exponent(*zip(*ns)):.2f} | {fmt(ms)} (n = {n0}) | "
+                     f"{_exponent(*zip(*ms)):.2f} |")
+    return lines
+
+
+def _end_to_end_lines(e2e: list[dict]) -> list[str]:
+    if not e2e:
+        return []
+    before, after = e2e
+    lines = ["", f"## The cnn end to end: `nth {' '.join(END_TO_END)}`", "",
+             "n = 20 images, 4 test images, every row of the default table; each in its own process.", "",
+             "| kernels | wall time [s] | peak resident memory [MiB] | exit status |", "|---|---|---|---|"]
+    for r, label in ((before, "jvp (the engine before factored, `--kernel-impl jvp`)"), (after, "default (factored)")):
+        lines.append(f"| {label} | {r['wall_s']:.0f} | {r['peak_mb']:.0f} | {r['rc']} |")
+    lines += ["", f"The default is {before['wall_s'] / after['wall_s']:.1f}x faster end to end."]
+    return lines
+
+
 def _child_main(argv: list[str]) -> None:
-    import nth  # noqa: F401  (float64)
+    import nth
+
+    nth.enable_float64()  # inputs are made before the first model (whose init would enable it)
 
     kind, outdir = argv[0], argv[1]
     if kind == "pipeline":
         rows = _child_pipeline()
+    elif kind == "arch":
+        rows = _child_arch(argv[2])
+    elif kind == "e2e":
+        rows = _child_end_to_end(argv[2], outdir)
     else:
         rows = _child_kernels(kind, outdir)
     print(json.dumps(rows))
@@ -333,8 +458,10 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/BENCHMARKS.md", help="markdown table to write ('' for none)")
     ap.add_argument("--against", help="also time the structured kernels of this git revision (e.g. a commit hash)")
+    ap.add_argument("--no-end-to-end", action="store_true", help="skip the cnn end to end (about 45 minutes on a "
+                    "2-core CPU, most of it the jvp kernels)")
     a = ap.parse_args(argv)
-    print(run(a.out, a.against))
+    print(run(a.out, a.against, not a.no_end_to_end))
     return 0
 
 

@@ -32,6 +32,28 @@ def flat_jacfwd(fn, net, out_shape):
     return jnp.concatenate([leaf.reshape(*out_shape, -1) for leaf in jax.tree_util.tree_leaves(D)], axis=-1)
 
 
+def bruteforce(model, X, X1=None, r_max=4):
+    """{r: K^(r)(X1, X, .., X)} over samples (input-major, one per output of every input) for r = 2..r_max from
+    the definitions of docs/math.md sections 2 and 10, with dense Jacobians over the flat theta (no nth code but
+    the forward pass): K^(2) = J1 J^T with J = df(X)/dtheta (reverse mode), and K^(r+1)(.., b) = sum_p
+    dK^(r)(..)/dtheta_p J(b, p), the derivative of the K^(r) function itself (J inside it moves with theta) along
+    the row J(b, :), taken by jax.jvp (= jacfwd contracted with J, without the P x P intermediate of a jacfwd of
+    a jacfwd)."""
+    import equinox as eqx
+    import jax
+    from jax.flatten_util import ravel_pytree
+
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    theta, unravel = ravel_pytree(params)
+    X1 = X if X1 is None else X1
+    jac = jax.jacrev(lambda th, Z: eqx.combine(unravel(th), static)(Z).reshape(-1))
+    fns = {2: lambda th: jac(th, X1) @ jac(th, X).T}
+    for r in range(3, r_max + 1):
+        fns[r] = lambda th, prev=fns[r - 1]: jnp.moveaxis(
+            jax.vmap(lambda v: jax.jvp(prev, (th,), (v,))[1])(jac(th, X)), 0, -1)
+    return jax.jit(lambda th: {r: fn(th) for r, fn in fns.items()})(theta)
+
+
 @pytest.fixture
 def tiny():
     """n = 5 points in d = 3, a depth-2 width-7 tanh network: small enough for brute-force references."""

@@ -33,8 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
-from conftest import rel_err
-from jax.flatten_util import ravel_pytree
+from conftest import bruteforce, rel_err
 
 import nth
 from nth.cli import main
@@ -118,29 +117,6 @@ def make_resmlp(seed: int, d: int, width: int, depth: int = 2) -> ResMLP:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def flat_model(model):
-    """(theta, f): the inexact-array leaves raveled into one vector, and f(theta, Z) = model(Z) at theta."""
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    theta, unravel = ravel_pytree(params)
-    return theta, lambda th, Z: eqx.combine(unravel(th), static)(Z)
-
-
-def bruteforce(model, X, X1=None, r_max=4):
-    """{r: K^(r)(X1, X, .., X)} for r = 2..r_max from the definitions of docs/math.md section 2, with dense
-    Jacobians over the flat theta: K^(2) = J1 J^T with J = df(X)/dtheta (reverse mode), and
-    K^(r+1)(.., b) = sum_p dK^(r)(..)/dtheta_p J(b, p), the derivative of the K^(r) function itself (J inside it
-    moves with theta) along the row J(b, :), taken by jax.jvp (= jacfwd contracted with J, without the P x P
-    intermediate of a jacfwd of a jacfwd)."""
-    theta, f = flat_model(model)
-    X1 = X if X1 is None else X1
-    jac = jax.jacrev(f)
-    fns = {2: lambda th: jac(th, X1) @ jac(th, X).T}
-    for r in range(3, r_max + 1):
-        fns[r] = lambda th, prev=fns[r - 1]: jnp.moveaxis(
-            jax.vmap(lambda v: jax.jvp(prev, (th,), (v,))[1])(jac(th, X)), 0, -1)
-    return jax.jit(lambda th: {r: fn(th) for r, fn in fns.items()})(theta)
-
-
 def pick(tree, i):
     """Time i of a model whose parameter leaves carry a leading time axis (FlowSolution.params)."""
     return jax.tree_util.tree_map(lambda a: a[i] if eqx.is_array(a) else a, tree)
@@ -171,8 +147,8 @@ def _small(name):
 MODELS = ["convnet", "resmlp", "nth-cnn", "nth-resnet"]
 
 
-#: The generic implementations (any model); "auto" is "jvp" for all of MODELS.
-GENERIC = ["contraction", "jvp"]
+#: The generic implementations (any model); "auto" is "factored" for all of MODELS.
+GENERIC = ["factored", "contraction", "jvp"]
 
 
 @functools.cache
@@ -191,7 +167,7 @@ def test_kernels_equal_bruteforce(name, r):
     by every generic implementation."""
     s = small_setup(name)
     ref = s["ref"][r]
-    assert nth.kernel.implementation(s["model"]).name == "jvp"
+    assert nth.kernel.implementation(s["model"]).name == "factored"
     for impl in GENERIC:
         got = s["got"][impl][r]
         assert got.shape == ref.shape == (s["X"].shape[0],) * r

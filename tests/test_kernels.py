@@ -142,7 +142,8 @@ def test_test_point_kernels(tiny):
     ("tanh", 1, 4, "mup", True)])
 def test_kernel_implementations_agree(activation, depth, p, param, previous):
     """Every kernel implementation gives the same K^(2)..K^(p), to 1e-12 relative, up to K^(5), also with muP's
-    per-layer learning rates (weighted inner product): nth's "structured" (rank-one directions), "contraction"
+    per-layer learning rates (weighted inner product): nth's "structured" (rank-one directions), "factored" (factors
+    of the linear maps found in the program), "contraction"
     (closed forms from derivative tensors) and "jvp" (nested JVPs through the forward pass) against the naive full-Jacobian + nested jacfwd baseline, and, where
     ``previous``, the previous nested-JVP implementation (its compile is slow beyond depth 1)."""
     from benchmarks.baselines import naive_kernels, nested_jvp_kernels
@@ -152,12 +153,14 @@ def test_kernel_implementations_agree(activation, depth, p, param, previous):
     got = nth.kernels(net, X, p, chunk=3)
     generic = nth.kernels(net, X, p, chunk=3, implementation="jvp")
     contraction = nth.kernels(net, X, p, chunk=3, implementation="contraction")
+    factored = nth.kernels(net, X, p, chunk=3, implementation="factored")
     naive = naive_kernels(net, X, p)
     prev = nested_jvp_kernels(net, X, p, chunk=2) if previous else None
     for r in range(2, p + 1):
         assert rel_err(got[r], naive[r]) < 1e-12
         assert rel_err(generic[r], naive[r]) < 1e-12
         assert rel_err(contraction[r], naive[r]) < 1e-12
+        assert rel_err(factored[r], naive[r]) < 1e-12
         if prev is not None:
             assert rel_err(prev[r], naive[r]) < 1e-12
 

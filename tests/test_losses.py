@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import rel_err
+from conftest import bruteforce, rel_err
 from jax.flatten_util import ravel_pytree
 from scipy.integrate import solve_ivp
 
@@ -115,34 +115,21 @@ def test_loss_from_spec(tmp_path):
 # ---- kernels over samples --------------------------------------------------------------------------------
 
 
-def brute_kernels(model, X, X1):
-    """K^(2), K^(3), K^(4) over samples from nested dense Jacobians of the flattened parameters (no nth code but
-    the forward pass): K^(r+1)(.., s) = <grad K^(r)(..), grad f_s>, every direction moving with theta."""
-    params, static = partition(model)
-    theta, unravel = ravel_pytree(params)
-    f = lambda th, Z: combine(unravel(th), static)(Z).reshape(-1)  # noqa: E731  samples, input first
-    J = lambda th, Z: jax.jacfwd(f)(th, Z)  # noqa: E731
-    K2 = lambda th: J(th, X1) @ J(th, X).T  # noqa: E731
-    K3 = lambda th: jnp.einsum("abp,cp->abc", jax.jacfwd(K2)(th), J(th, X))  # noqa: E731
-    K4 = lambda th: jnp.einsum("abcp,ep->abce", jax.jacrev(K3)(th), J(th, X))  # noqa: E731
-    return {2: K2(theta), 3: K3(theta), 4: K4(theta)}
-
-
 @pytest.fixture(scope="module", params=["mlp", "user", "cnn", "resnet"])
 def reference(request):
     """A depth-2 MLP with 3 outputs (every kernel implementation), a user model with outputs (n, 3), and the
     built-in cnn and resnet with ``outputs=3``, on n = 2 training and 1 test input, and the brute-force kernels over the samples of all three inputs (one computation:
     the training kernels are its leading slots, the test ones put the third input in the first slot)."""
     if request.param == "mlp":
-        model, impls = nth.init_mlp(0, 3, 4, 2, "tanh", outputs=CLASSES), ("structured", "contraction", "jvp")
+        model, impls = nth.init_mlp(0, 3, 4, 2, "tanh", outputs=CLASSES), ("structured", "factored", "contraction", "jvp")
     elif request.param == "cnn":
-        model, impls = nth.models.init_cnn(0, (3,), 2, 1, "tanh", outputs=CLASSES), ("contraction", "jvp")
+        model, impls = nth.models.init_cnn(0, (3,), 2, 1, "tanh", outputs=CLASSES), ("factored", "contraction", "jvp")
     elif request.param == "resnet":
-        model, impls = nth.models.init_resnet(0, 3, 3, 1, "tanh", outputs=CLASSES), ("contraction", "jvp")
+        model, impls = nth.models.init_resnet(0, 3, 3, 1, "tanh", outputs=CLASSES), ("factored", "contraction", "jvp")
     else:
-        model, impls = nth.as_model(two_heads(5, jax.random.PRNGKey(1)), in_shape=(3,)), ("contraction", "jvp")
+        model, impls = nth.as_model(two_heads(5, jax.random.PRNGKey(1)), in_shape=(3,)), ("factored", "contraction", "jvp")
     Z = inputs(3)
-    return model, impls, Z[:2], Z[2:], brute_kernels(model, Z, Z)
+    return model, impls, Z[:2], Z[2:], bruteforce(model, Z)
 
 
 def test_kernels_over_samples_equal_brute_force(reference):
@@ -288,7 +275,7 @@ def test_discrete_o1m_system_equals_a_dense_derivative_reference():
     got = nth.gd_tensors(net, X)
     for name, R in ref.items():
         np.testing.assert_allclose(got[name], R, rtol=0, atol=1e-10 * float(jnp.abs(R).max()), err_msg=name)
-    ks = brute_kernels(net, X, X)
+    ks = bruteforce(net, X)
     n, lr, steps = 2, 0.5, 6
     h = lr / n
     T = {k_: np.asarray(v) for k_, v in ref.items()}

@@ -95,7 +95,8 @@ def xla_batch_bytes(model, X, p, chunk, name="auto"):
 
 @pytest.mark.parametrize("case,name,p,chunk", [("mlp", "structured", 3, 4), ("cnn", "jvp", 3, 3),
                                                ("cnn", "contraction", 3, 1), ("cnn", "contraction", 4, 1),
-                                               ("mlp", "contraction", 5, 2)])
+                                               ("mlp", "contraction", 5, 2), ("mlp", "factored", 4, 4),
+                                               ("cnn", "factored", 3, 1), ("cnn", "factored", 4, 1)])
 def test_work_prediction_bounds_xla_memory_analysis(case, name, p, chunk):
     """The predicted bytes of one batch (work_bytes, plus the weights that the plan holds resident and XLA counts
     among the arguments) are an upper bound of what XLA's memory analysis says the compiled batch needs, and
@@ -138,7 +139,9 @@ def test_work_prediction_bounds_xla_with_test_inputs():
 
 
 @pytest.mark.parametrize("model,name", [(abstract_mlp(), "auto"), (abstract_cnn(), "auto"),
-                                        (abstract_mlp(), "contraction")], ids=["mlp", "cnn", "mlp-contraction"])
+                                        (abstract_mlp(), "contraction"), (abstract_mlp(), "factored"),
+                                        (abstract_cnn(), "factored")],
+                         ids=["mlp", "cnn", "mlp-contraction", "mlp-factored", "cnn-factored"])
 def test_chosen_chunk_is_the_largest_power_of_two_that_fits(model, name):
     """Without an explicit chunk, the batch is a power of two, at most max_batch() (and the implementation's own
     bound: one tuple per call for "jvp" on a CPU), at most the number of
@@ -163,14 +166,14 @@ def test_chosen_chunk_is_the_largest_power_of_two_that_fits(model, name):
             def work(b):
                 return models * impl.work_bytes(model, p, b, n, n, matrix_free)
 
-            cap = min(max_batch(), impl.max_batch() or max_batch(), tuples)
+            cap = min(max_batch(), impl.max_batch(model) or max_batch(), tuples)
             assert c >= 1 and c & (c - 1) == 0
             assert c <= cap
             assert plan.work_bytes == impl.work_bytes(model, p, c, n, n, matrix_free)
             assert work(c) <= budget // 4
             assert 2 * c > cap or work(2 * c) > budget // 4
     assert min(seen) == 1
-    if impl.max_batch() is None:  # the budgets above exercised both the budget and the caps
+    if impl.max_batch(model) is None:  # the budgets above exercised both the budget and the caps
         assert max(seen) > 2
 
 

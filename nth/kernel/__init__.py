@@ -2,9 +2,10 @@
 
 ``kernels`` / ``kernel_fn`` / ``KernelOperator`` are the engine (batching, sharding, test inputs, matrix-free
 top level) around the one loop over direction tuples every tensor goes through (``tensor``); ``gd_tensors``
-are the tensors of the discrete-time hierarchy (O11, O111, M, P); ``"structured"`` and ``"jvp"`` are the named implementations of one tuple of directions
-(``IMPLEMENTATIONS``); ``plan_kernels`` predicts memory from shapes; ``limiting_kernels`` is the MLP's
-infinite-width NNGP kernel and NTK (docs/math.md sections 2, 5, 9).
+are the tensors of the discrete-time hierarchy (O11, O111, M, P); ``"structured"``, ``"factored"``,
+``"contraction"`` and ``"jvp"`` are the named implementations of one tuple of directions (``IMPLEMENTATIONS``);
+``plan_kernels`` predicts memory from shapes; ``limiting_kernels`` is the MLP's infinite-width NNGP kernel and
+NTK (docs/math.md sections 2, 5, 9).
 """
 
 from ._engine import KernelOperator as KernelOperator, kernel as kernel, kernel_fn as kernel_fn
@@ -17,6 +18,7 @@ from ._gd import GD_TENSORS as GD_TENSORS, gd_tensors as gd_tensors
 from ._impl import (
     IMPLEMENTATIONS as IMPLEMENTATIONS,
     AbstractKernelImplementation as AbstractKernelImplementation,
+    Factored as Factored,
     NestedJVP as NestedJVP,
     Structured as Structured,
     forward_entries as forward_entries,

@@ -265,8 +265,8 @@ def kernels(
     """K^(2) ... K^(p) at the weights of ``model``: ``{r: array of shape (N,)*r}`` over the N = n k samples of n
     inputs with k outputs each (HY Eqs. 7, 9-10; docs/math.md section 10).
 
-    ``implementation``: ``"auto"`` (the model's structured path if it has one, else ``"jvp"``),
-    ``"structured"`` or ``"jvp"`` (nested JVPs through the model's forward pass; any model). With ``first``
+    ``implementation``: ``"auto"`` (the model's structured path if it has one, else ``"factored"``),
+    ``"structured"``, ``"factored"``, ``"contraction"`` or ``"jvp"`` (:mod:`nth.kernel._impl`). With ``first``
     (n1 test inputs), the first slot runs over their samples instead: K^(r)(x, X^(r-1)) of shape (n1 k,) +
     (N,)*(r-1), as
     the test-point equations need (HY Eq. 22). Before anything is allocated, the bytes of every K^(r) and of

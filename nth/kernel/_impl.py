@@ -1,14 +1,20 @@
 """Kernel implementations: how D^j K^(s)(X1, X, ..)[g_1, .., g_j] is computed for one tuple of directions (s = 2,
 or up to :attr:`~AbstractKernelImplementation.closed_level` for an implementation that computes levels whole).
 
-Three named implementations, chosen automatically and forceable by name (``implementation=`` in
+Four named implementations, chosen automatically and forceable by name (``implementation=`` in
 :func:`nth.kernels`), cross-tested against each other and against brute-force Jacobians
-(tests/test_kernels.py, tests/test_architectures.py), as neural-tangents keeps its three:
+(tests/test_kernels.py, tests/test_architectures.py, tests/test_factored.py), as neural-tangents keeps its
+three:
 
 - ``"structured"``: the model's own fast path (:meth:`~nth.models.AbstractModel.structured_ntk`). For the MLP,
   every direction grad f_b is rank one per layer and is applied through its factors, so no m x m tangent is
   formed (:mod:`nth.models._mlp_structured`). The default for models that have one.
-- ``"contraction"``: any model, forced by name (``"auto"`` still picks ``"jvp"``). K^(2), K^(3), K^(4) in closed form from
+- ``"factored"``: any model; the default for every other. The same idea found in the model's own program: the
+  weight gradient of every matrix product or convolution is its activation rows times its backward signal, so
+  K^(2) is formed from those factors without a parameter Jacobian, and steps along directions move such
+  weights through their factors where that is cheaper (docs/math.md section 2, "Factored kernels of any
+  model"; :mod:`nth.kernel._factored`).
+- ``"contraction"``: any model, forced by name. K^(2), K^(3), K^(4) in closed form from
   the per-sample gradients, Hessian-vector products and forward-mode third derivatives of the outputs,
   contracted over the parameters by matrix products (docs/math.md section 2, "Closed forms for any model");
   nothing is formed per direction tuple (:mod:`nth.kernel._contraction`).
@@ -37,6 +43,7 @@ from ..errors import ConfigError
 from ..models import (AbstractModel, Direction, combine, flow_direction, nested_derivative, num_params, partition,
                       sym_gram)
 from ..models._base import model_dtype
+from . import _factored as factored
 from ._contraction import CLOSED_LEVEL, directional_kernel as contracted_kernel
 
 
@@ -77,8 +84,8 @@ class AbstractKernelImplementation(eqx.Module):
     def supports(self, model: AbstractModel) -> bool:
         return True
 
-    def max_batch(self) -> int | None:
-        """An upper bound of its own on the direction tuples of one compiled batch, or None."""
+    def max_batch(self, model: AbstractModel, in_shape: tuple[int, ...] | None = None) -> int | None:
+        """An upper bound of its own on the direction tuples of one compiled batch for ``model``, or None."""
         return None
 
 
@@ -130,7 +137,7 @@ class NestedJVP(AbstractKernelImplementation):
 
     name: ClassVar[str] = "jvp"
 
-    def max_batch(self) -> int | None:
+    def max_batch(self, model, in_shape=None):
         """One tuple per compiled call on a CPU. Every tuple moves the weights, so vmapping tuples turns a
         convolution into a grouped convolution with one group per tuple, and XLA's CPU backend runs that far
         slower than the same convolutions one call at a time (K^(4) of a width-32 CNN on 8 digits: 33 s in
@@ -164,6 +171,17 @@ def forward_entries(model: AbstractModel, in_shape: tuple[int, ...] | None = Non
     works on an abstract model from ``eqx.filter_eval_shape``): (per input, independent of the batch). The
     program is traced for batches of one and two inputs; what grows with the batch is per input (activations),
     the rest (e.g. transposed weights) is paid once."""
+
+    def entries(rows: int) -> int:
+        return sum(math.prod(getattr(v.aval, "shape", ())) for eqn in _equations(model, in_shape, rows)
+                   for v in eqn.outvars)
+
+    one, two = entries(1), entries(2)
+    return two - one, max(2 * one - two, 0)
+
+
+def _equations(model: AbstractModel, in_shape: tuple[int, ...] | None, rows: int) -> list:
+    """Every equation of the model's forward program on ``rows`` inputs, inner programs included (shapes only)."""
     # every array (or its shape) is an argument of the traced program, trained or not (e.g. an integer index leaf)
     arrays, static = eqx.partition(model, lambda x: eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct))
     shape = model.in_shape if in_shape is None else in_shape
@@ -171,20 +189,21 @@ def forward_entries(model: AbstractModel, in_shape: tuple[int, ...] | None = Non
         raise ConfigError(f"{type(model).__name__} does not state its input shape; pass in_shape "
                           "(nth.as_model(module, in_shape=...))")
 
-    def count(jp) -> int:
-        total = 0
+    def walk(jp) -> list:
+        out = []
         for eqn in jp.eqns:
-            total += sum(math.prod(getattr(v.aval, "shape", ())) for v in eqn.outvars)
+            out.append(eqn)
             for sub in jax_core.jaxprs_in_params(eqn.params):
-                total += count(sub)
-        return total
+                out += walk(sub)
+        return out
 
-    def entries(rows: int) -> int:
-        x = jax.ShapeDtypeStruct((rows,) + tuple(shape), model_dtype(model))
-        return count(jax.make_jaxpr(lambda a, z: eqx.combine(a, static)(z))(arrays, x).jaxpr)
+    x = jax.ShapeDtypeStruct((rows,) + tuple(shape), model_dtype(model))
+    return walk(jax.make_jaxpr(lambda a, z: eqx.combine(a, static)(z))(arrays, x).jaxpr)
 
-    one, two = entries(1), entries(2)
-    return two - one, max(2 * one - two, 0)
+
+def has_convolution(model: AbstractModel, in_shape: tuple[int, ...] | None = None) -> bool:
+    """Whether the model's forward program convolves (shapes only)."""
+    return any(eqn.primitive.name == "conv_general_dilated" for eqn in _equations(model, in_shape, 1))
 
 
 class Contraction(AbstractKernelImplementation):
@@ -236,19 +255,60 @@ class Contraction(AbstractKernelImplementation):
         return batch * 2 ** nested * per_component * jnp.dtype(model_dtype(model)).itemsize
 
 
+class Factored(AbstractKernelImplementation):
+    """Any model: K^(2) from the factors of its linear maps (activation rows and backward signals), steps applied
+    through them where cheaper, nested JVPs for the directions (:mod:`nth.kernel._factored`)."""
+
+    name: ClassVar[str] = "factored"
+    #: How steps move the linear maps' weights: by cost (None), all in factored form (True) or all in place
+    #: (False); the forced forms are for cross-tests (:func:`nth.kernel._factored.factored_sites`).
+    steps: bool | None = eqx.field(static=True, default=None)
+
+    def max_batch(self, model, in_shape=None):
+        """One tuple per compiled call on a CPU for a model that convolves: a convolution's weight is moved in
+        place and differs between tuples, and its patch products then gain nothing from batching tuples on a
+        CPU (K^(2)..K^(4) of a width-128 cnn on 8 digits: 12.5 s in batches of 8, 10.9 s one tuple per call).
+        A model of matrix products batches well (the width-512 MLP's K^(4): 1.4 s in batches of 16, 2.2 s one
+        tuple per call)."""
+        cpu = jax.devices()[0].platform == "cpu"
+        return 1 if cpu and has_convolution(model, in_shape) else None
+
+    def directional_ntk(self, model, X1, X, directions):
+        return factored.directional_ntk(model, _eta_leaves(model), X1, X, directions, self.steps)
+
+    def work_bytes(self, model, r, batch, n, k, contracted, in_shape=None, outputs=1):
+        """Per tuple and tangent component (2^(r-2) of them), for the k + n inputs of the kernel and the n of a
+        contracted last slot: the forward pass's intermediates kept for one backward pass per output (2 + outputs
+        copies), every linear map's rows and backward signals (S C + outputs S O per input), its block of K^(2)
+        (position pairs or per-input weight gradients, as computed), the per-input gradients of the dense leaves,
+        one copy of the weights per step and their gradient, and the batch-independent intermediates twice."""
+        shape = model.in_shape if in_shape is None else in_shape
+        dtype = model_dtype(model)
+        prog = factored.trace(model, tuple(shape), dtype)
+        P = num_params(model)
+        A, C = forward_entries(model, in_shape)
+        rows = k + n + (n if contracted else 0)
+        leaves = factored.array_leaves(model)[0]
+        dense = sum(math.prod(leaves[i].shape) for i in prog.dense)
+        sites = sum(rows * (st.S * st.C + outputs * st.S * st.O) + factored.gram_entries(st, k, n, outputs)
+                    for st in prog.sites.values())
+        per_component = rows * (2 + outputs) * A + sites + rows * outputs * dense + (max(r - 2, 0) + 1) * P + 2 * C
+        return batch * 2 ** max(r - 2, 0) * per_component * jnp.dtype(dtype).itemsize
+
+
 IMPLEMENTATIONS: dict[str, AbstractKernelImplementation] = {
-    i.name: i for i in (Structured(), Contraction(), NestedJVP())}
+    i.name: i for i in (Structured(), Factored(), Contraction(), NestedJVP())}
 
 
 def implementation(model: AbstractModel, name: str | AbstractKernelImplementation = "auto"
                    ) -> AbstractKernelImplementation:
     """The implementation ``name`` for ``model``: ``"auto"`` is ``"structured"`` when the model has a structured
-    path and ``"jvp"`` otherwise (``"contraction"`` is faster on dense models but not yet measured on every
-    architecture); a forced one the model cannot use is refused."""
+    path and ``"factored"`` otherwise (the fastest measured on every other architecture, results/BENCHMARKS.md);
+    a forced one the model cannot use is refused."""
     if isinstance(name, AbstractKernelImplementation):
         impl = name
     elif name == "auto":
-        impl = IMPLEMENTATIONS["structured" if model.has_structured_path else "jvp"]
+        impl = IMPLEMENTATIONS["structured" if model.has_structured_path else "factored"]
     elif name in IMPLEMENTATIONS:
         impl = IMPLEMENTATIONS[name]
     else:

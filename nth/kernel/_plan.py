@@ -136,7 +136,7 @@ def plan_kernels(model: AbstractModel, n: int, p: int, *, implementation="auto",
         return models * impl.work_bytes(model, p, b, n, k, matrix_free, in_shape, outputs)
 
     if chunk is None:
-        chunk, cap = 1, min(max_batch(), impl.max_batch() or max_batch(), tuples)
+        chunk, cap = 1, min(max_batch(), impl.max_batch(model, in_shape) or max_batch(), tuples)
         while chunk * 2 <= cap and work(chunk * 2) <= budget // 4:
             chunk *= 2
     elif not isinstance(chunk, (int, np.integer)) or chunk < 1:
