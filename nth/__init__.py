@@ -85,6 +85,7 @@ from .models import (  # noqa: E402
     AbstractModel as AbstractModel,
     ModelSpec as ModelSpec,
     ResNet as ResNet,
+    Applied as Applied,
     Wrapped as Wrapped,
     activation as activation,
     as_model as as_model,

@@ -105,9 +105,9 @@ def user(request):
 
 
 def test_user_model_kernels_equal_bruteforce(user):
-    """K^(2)..K^(4) over samples (several outputs), training and test inputs, and the matrix-free top level equal
-    brute force to 1e-10, and so do the training kernels with every step in factored form and every step in
-    place."""
+    """K^(2)..K^(4) over samples (several outputs) on training and test inputs equal brute force to 1e-10, and so
+    does K^(4) with every step in factored form and with every step in place (the matrix-free top level and the
+    other implementations: tests/test_losses.py)."""
     model, X, Xt, ref, ref_test = user
     assert nth.kernel.implementation(model).name == "factored"
     for first, want in ((None, ref), (Xt, ref_test)):
@@ -115,12 +115,8 @@ def test_user_model_kernels_equal_bruteforce(user):
         for r in (2, 3, 4):
             assert got[r].shape == want[r].shape
             assert rel_err(got[r], want[r]) < 1e-10, (r, first is None)
-    c = jnp.linspace(-1.0, 1.0, ref[2].shape[0])
-    mf = nth.kernels(model, X, 4, matrix_free=True)[4]
-    assert rel_err(mf(c), ref[4] @ c) < 1e-10
     for steps in (True, False):
-        got = nth.kernels(model, X, 4, implementation=Factored(steps=steps))[4]
-        assert rel_err(got, ref[4]) < 1e-10, steps
+        assert rel_err(nth.kernel.kernel(model, X, 4, implementation=Factored(steps=steps)), ref[4]) < 1e-10, steps
 
 
 @pytest.mark.parametrize("steps", [True, False], ids=["factored", "in-place"])
@@ -139,3 +135,54 @@ def test_builtin_kernels_equal_bruteforce_in_both_step_forms(name, steps):
     for r in (2, 3, 4):
         assert rel_err(got[r], want[r]) < 1e-12, r
     assert IMPLEMENTATIONS["factored"].steps is None
+
+
+def nt_style_apply(params, X):
+    """A network as neural-tangents writes one: a pure function of a parameter dict and a batch (biases included)."""
+    h = jnp.tanh(X @ params["W1"] / math.sqrt(X.shape[1]) + params["b1"])
+    return h @ params["a"] / math.sqrt(h.shape[1])
+
+
+NT_MODEL = '''
+"""make_model returning a pair (apply_fn, params), as neural-tangents and Flax Linen hand them out."""
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def apply_fn(params, X):
+    h = jnp.tanh(X @ params["W1"] / math.sqrt(X.shape[1]) + params["b1"])
+    return h @ params["a"] / math.sqrt(h.shape[1])
+
+
+def make_model(width, key):
+    k1, k2, k3 = jax.random.split(key, 3)
+    return apply_fn, {"W1": jax.random.normal(k1, (3, width)), "b1": 0.1 * jax.random.normal(k2, (width,)),
+                      "a": jax.random.normal(k3, (width,))}
+'''
+
+
+def test_apply_fn_and_params_pair(tmp_path):
+    """A pair (apply_fn, params) is a model, in the library (nth.as_model) and through --model FILE.py:make_model:
+    its kernels equal brute force, its weight matrices are found as linear maps (the bias is dense), and a
+    pair whose second element is callable is refused in one line."""
+    from nth.models import build_user_model
+
+    ks = jax.random.split(jax.random.PRNGKey(0), 3)
+    params = {"W1": jax.random.normal(ks[0], (3, 5), jnp.float64), "b1": jax.random.normal(ks[1], (5,), jnp.float64),
+              "a": jax.random.normal(ks[2], (5,), jnp.float64)}
+    model = nth.as_model((nt_style_apply, params), in_shape=(3,))
+    X = jnp.asarray(nth.default_problem(n=4, d=3, seed=1).X)
+    got, ref = nth.kernels(model, X, 4), bruteforce(model, X)
+    for r in (2, 3, 4):
+        assert rel_err(got[r], ref[r]) < 1e-10, r
+    prog = trace(model, (3,), jnp.float64)
+    assert len(prog.sites) == 2 and len(prog.dense) == 1
+    file = tmp_path / "nt_model.py"
+    file.write_text(NT_MODEL)
+    loaded = nth.cast_model(build_user_model(f"{file}:make_model", 6, 0, in_shape=(3,)), jnp.float64)
+    assert isinstance(loaded.module, nth.Applied) and loaded(X).shape == (4,)
+    assert rel_err(nth.kernels(loaded, X, 3)[3], bruteforce(loaded, X, r_max=3)[3]) < 1e-10
+    with pytest.raises(nth.ConfigError, match="apply_fn"):
+        nth.as_model((nt_style_apply, nt_style_apply))

@@ -23,6 +23,7 @@ from ._activations import (
 from ._base import (
     AbstractModel as AbstractModel,
     Direction as Direction,
+    Applied as Applied,
     Wrapped as Wrapped,
     as_model as as_model,
     cast_model as cast_model,

@@ -14,13 +14,16 @@ derivatives, so a model is anything that maps a batch of inputs to outputs:
 - optionally a structured fast path for the kernels (:meth:`AbstractModel.structured_ntk`), used instead of
   generic nested JVPs when ``has_structured_path`` is True (the MLP's rank-one path).
 
-A plain Equinox module (the user's own model) is adapted by :func:`as_model`.
+A plain Equinox module (the user's own model), a function with its parameters, ``(apply_fn, params)`` with
+``apply_fn(params, X)`` as neural-tangents and Flax take them (Flax Linen: ``(module.apply, variables)``), or a
+Flax NNX module is adapted by :func:`as_model`.
 """
 
 from __future__ import annotations
 
 import abc
 import math
+import sys
 from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
@@ -146,15 +149,53 @@ class Wrapped(AbstractModel):
                 "width": self.model_width}
 
 
+class Applied(eqx.Module):
+    """A function with its parameters as a module: ``apply_fn(params, X)``, the parameters a pytree whose
+    inexact-array leaves are trained (neural-tangents' ``(apply_fn, params)``; Flax Linen's
+    ``(module.apply, variables)``, whose every floating collection is then trained)."""
+
+    params: PyTree
+    apply_fn: Any = eqx.field(static=True)
+
+    def __call__(self, X):
+        return self.apply_fn(self.params, X)
+
+
+class _NNXApply(NamedTuple):
+    """apply_fn of a Flax NNX module split into its graph and state: merge them and call."""
+
+    graphdef: Any
+
+    def __call__(self, state, X):
+        from flax import nnx
+
+        return nnx.merge(self.graphdef, state)(X)
+
+
+def _nnx_pair(model: Any) -> tuple | None:
+    """(apply_fn, state) of a Flax NNX module (its state's floating leaves are trained), or None for anything else
+    (flax is not imported unless the caller already did)."""
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is None or not isinstance(model, nnx.Module):
+        return None
+    graphdef, state = nnx.split(model)
+    return _NNXApply(graphdef), state
+
+
 def as_model(model: Any, *, width: int | None = None, source: str = "user model",
              in_shape: tuple[int, ...] | None = None) -> AbstractModel:
-    """``model`` itself if it implements :class:`AbstractModel`, else a plain Equinox module wrapped as one
+    """``model`` itself if it implements :class:`AbstractModel`, else a plain Equinox module, a pair
+    ``(apply_fn, params)`` (:class:`Applied`) or a Flax NNX module (split into its graph and state) wrapped as one
     (``width`` and ``in_shape``, the shape of one input, recorded when given)."""
     if isinstance(model, AbstractModel):
         return model
+    model = _nnx_pair(model) or model
+    if isinstance(model, tuple) and len(model) == 2 and callable(model[0]) and not callable(model[1]):
+        model = Applied(params=model[1], apply_fn=model[0])
     if not isinstance(model, eqx.Module) or not callable(model):
         raise ConfigError(f"{source}: expected an Equinox module (eqx.Module) whose call maps inputs (n, ...) to "
-                          f"outputs (n,) or (n, k); got {type(model).__name__}")
+                          f"outputs (n,) or (n, k), or a pair (apply_fn, params) with apply_fn(params, X) doing so; "
+                          f"got {type(model).__name__}")
     if width is None:
         width = getattr(model, "width", None)
         width = width if isinstance(width, int) else None
