@@ -48,7 +48,7 @@ TARGET = {"n": 16, "m": 512, "depth": 2, "p": 4}
 N_SCALING = {"structured": (8, 16, 32), "factored": (8, 16, 32), "contraction": (8, 16), "jvp": (8, 16),
              "previous": (8, 16, 32), "naive": (8, 16), "at_rev": ()}
 M_SCALING = {"structured": (256, 512, 1024, 2048), "factored": (256, 512, 1024, 2048),
-             "contraction": (256, 512, 1024), "jvp": (256, 512, 1024), "previous": (256, 512, 1024, 2048),
+             "contraction": (256, 512), "jvp": (256, 512, 1024), "previous": (256, 512, 1024, 2048),
              "naive": (256, 512), "at_rev": ()}
 #: Other architectures: (base n, base width, n series and width series of the default implementation).
 ARCHS = {"cnn": (8, 64, (4, 8, 16), (32, 64, 128, 256)), "resnet": (16, 256, (8, 16, 32), (128, 256, 512, 1024)),
