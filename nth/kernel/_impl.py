@@ -282,11 +282,11 @@ class Factored(AbstractKernelImplementation):
         copies), every linear map's rows and backward signals (S C + outputs S O per input), its block of K^(2)
         (position pairs or per-input weight gradients, as computed), the per-input gradients of the dense leaves,
         one copy of the weights per step and their gradient, and the batch-independent intermediates twice."""
+        A, C = forward_entries(model, in_shape)  # refuses a model that states no input shape, in one line
         shape = model.in_shape if in_shape is None else in_shape
         dtype = model_dtype(model)
         prog = factored.trace(model, tuple(shape), dtype)
         P = num_params(model)
-        A, C = forward_entries(model, in_shape)
         rows = k + n + (n if contracted else 0)
         leaves = factored.array_leaves(model)[0]
         dense = sum(math.prod(leaves[i].shape) for i in prog.dense)
