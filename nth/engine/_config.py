@@ -305,8 +305,8 @@ class SolveConfig(Composed):
         if self.infinite is not False and spec.name == "mlp":
             check_infinite_options(self.activation, "auto", self.quadrature_order, self.beta)
         if self.kernel_impl == "structured" and spec.name != "mlp":
-            raise ConfigError(f"kernel_impl 'structured' exists for the mlp only; the {spec.name} uses 'factored' "
-                              "(factors of its linear maps), 'contraction' or 'jvp'")
+            others = ", ".join(repr(name) for name in IMPLEMENTATIONS if name != "structured")
+            raise ConfigError(f"kernel_impl 'structured' exists for the mlp only; the {spec.name} takes {others}")
         if self.outputs is not None:
             self.loss_fn.check_outputs(() if self.outputs == 1 else (self.outputs,), "outputs")
         if self.dg_method == "closed" and not isinstance(self.loss_fn, MSE):

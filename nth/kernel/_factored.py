@@ -191,40 +191,48 @@ class Program(NamedTuple):
     params: tuple[int, ...]
 
 
-def _inline(jaxpr, consts, *args):
-    """Evaluate ``jaxpr`` with every call primitive's inner program evaluated in place (so that, traced, the
-    result is one flat program)."""
-    env: dict = {}
+def _interpret(jaxpr, consts, args, evaluate) -> list:
+    """Evaluate ``jaxpr`` on ``args`` equation by equation; ``evaluate(j, eqn, invals)`` gives the list of
+    outputs of equation j (the one interpreter behind :func:`_inline` and :func:`run`)."""
+    env: dict = dict(zip(jaxpr.constvars, consts))
+    env.update(zip(jaxpr.invars, args))
 
     def read(v):
         return v.val if isinstance(v, jax_core.Literal) else env[v]
 
-    for v, a in zip(jaxpr.constvars, consts):
-        env[v] = a
-    for v, a in zip(jaxpr.invars, args):
-        env[v] = a
-    for eqn in jaxpr.eqns:
-        invals = [read(v) for v in eqn.invars]
-        inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
-        if eqn.primitive.name in _CALLS and inner is not None:
-            closed = inner if hasattr(inner, "consts") else None
-            outs = _inline(closed.jaxpr if closed else inner, closed.consts if closed else (), *invals)
-        else:
-            outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
-            outs = outs if eqn.primitive.multiple_results else [outs]
-        for v, o in zip(eqn.outvars, outs):
-            env[v] = o
+    for j, eqn in enumerate(jaxpr.eqns):
+        env.update(zip(eqn.outvars, evaluate(j, eqn, [read(v) for v in eqn.invars])))
     return [read(v) for v in jaxpr.outvars]
 
 
-def _is_array(x) -> bool:
+def _bind(eqn, invals) -> list:
+    out = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
+    return out if eqn.primitive.multiple_results else [out]
+
+
+def _inline(jaxpr, consts, *args):
+    """Evaluate ``jaxpr`` with every call primitive's inner program evaluated in place (so that, traced, the
+    result is one flat program)."""
+
+    def evaluate(j, eqn, invals):
+        inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+        if eqn.primitive.name in _CALLS and inner is not None:
+            closed = hasattr(inner, "consts")
+            return _inline(inner.jaxpr if closed else inner, inner.consts if closed else (), *invals)
+        return _bind(eqn, invals)
+
+    return _interpret(jaxpr, consts, args, evaluate)
+
+
+def is_array(x) -> bool:
+    """An array leaf, or its shape alone (a model from ``eqx.filter_eval_shape``)."""
     return eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
 
 
 def array_leaves(model: AbstractModel) -> tuple[list, Any, Any]:
     """(leaves, treedef, static): every array leaf of the model, trained or not (an integer leaf may differ
     between stacked seeds, so it is an input of the program, never a constant), and the rest."""
-    arrays, static = eqx.partition(model, _is_array)
+    arrays, static = eqx.partition(model, is_array)
     leaves, treedef = jax.tree_util.tree_flatten(arrays)
     return leaves, treedef, static
 
@@ -298,44 +306,27 @@ class State(NamedTuple):
 
 def run(prog: Program, state: State, x: Array, taps: dict[int, Array]) -> tuple[Array, dict[int, Array]]:
     """f(x) (shape (k,)) at the moved weights of ``state`` with ``taps`` added to the outputs of their linear maps,
-    and the rows X (S, C) of every linear map."""
-    env: dict = {}
-    jp = prog.jaxpr
-
-    def read(v):
-        return v.val if isinstance(v, jax_core.Literal) else env[v]
-
-    for v, a in zip(jp.constvars, prog.consts):
-        env[v] = a
-    for v, a in zip(jp.invars, tuple(state.leaves) + (x,)):
-        env[v] = a
+    and the rows X (S, C) of every linear map; a factored site's output is X W^T + sum_j eps_j (X X_Q^T) D_Q
+    (docs/math.md section 2, "Factored kernels of any model")."""
     acts = {}
-    for j, eqn in enumerate(jp.eqns):
-        invals = [read(v) for v in eqn.invars]
+
+    def evaluate(j, eqn, invals):
         site = prog.sites.get(j)
         if site is None:
-            out = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
-        else:
-            x, w = invals[1 - site.form.weight_arg], invals[site.form.weight_arg]
-            X = site.form.activation(x)
-            out = site.form.apply(eqn, X, x, w)
-            acts[j] = X
-            extra = None
-            for t in state.terms:
-                if j in t.factors:
-                    XQ, DQ = t.factors[j]
-                    step = t.eps * ((X @ XQ.T) @ DQ)
-                    extra = step if extra is None else extra + step
-            if extra is not None:
-                out = out + site.form.unrows(extra)
-            if j in taps:
-                out = out + taps[j]
-        if eqn.primitive.multiple_results:
-            for v, o in zip(eqn.outvars, out):
-                env[v] = o
-        else:
-            env[eqn.outvars[0]] = out
-    return read(jp.outvars[0]), acts
+            return _bind(eqn, invals)
+        x, w = invals[1 - site.form.weight_arg], invals[site.form.weight_arg]
+        X = site.form.activation(x)
+        out = site.form.apply(eqn, X, x, w)
+        acts[j] = X
+        steps = [t.eps * ((X @ t.factors[j][0].T) @ t.factors[j][1]) for t in state.terms if j in t.factors]
+        if steps:
+            out = out + site.form.unrows(sum(steps[1:], steps[0]))
+        if j in taps:
+            out = out + taps[j]
+        return [out]
+
+    out = _interpret(prog.jaxpr, prog.consts, tuple(state.leaves) + (x,), evaluate)
+    return out[0], acts
 
 
 def _taps(prog: Program, which, lead: tuple[int, ...] = ()) -> dict[int, Array]:

@@ -183,7 +183,7 @@ def forward_entries(model: AbstractModel, in_shape: tuple[int, ...] | None = Non
 def _equations(model: AbstractModel, in_shape: tuple[int, ...] | None, rows: int) -> list:
     """Every equation of the model's forward program on ``rows`` inputs, inner programs included (shapes only)."""
     # every array (or its shape) is an argument of the traced program, trained or not (e.g. an integer index leaf)
-    arrays, static = eqx.partition(model, lambda x: eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct))
+    arrays, static = eqx.partition(model, factored.is_array)
     shape = model.in_shape if in_shape is None else in_shape
     if shape is None:
         raise ConfigError(f"{type(model).__name__} does not state its input shape; pass in_shape "
