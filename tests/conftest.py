@@ -5,6 +5,12 @@ import os
 # The suite runs in several processes (pytest-xdist, pyproject.toml); on a GPU machine they share the device,
 # so none may take most of its memory up front (JAX's default). Set before JAX starts its backend.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# The suite compiles hundreds of small programs and runs each a few times: XLA's backend optimization level 0
+# compiles them about a quarter faster (measured on the brute-force kernel tests, 107 s -> 80 s) and leaves the
+# run time of the long solves unchanged (scaling and end-to-end tests, 93 s -> 91 s). A level set by the caller
+# is kept.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402

@@ -1,10 +1,10 @@
 """Architectures beyond the MLP (docs/math.md section 9): convolutional and residual nets, nth's own and the user's.
 
-Every model here is served by the generic kernel engine (nested JVPs through its forward pass), so the checks
+Every model here is served by the generic kernel implementations (factored, contraction, jvp), so the checks
 are the model-independent ones of docs/math.md section 2 (HY Theorem 2.3, Eqs. 7, 9-10, 15):
 
-- K^(2), K^(3), K^(4) (and K^(3) at test inputs, HY Eq. 22) equal dense brute-force references built here from
-  the Jacobian over the flattened parameter vector, with no nth code involved;
+- K^(2), K^(3), K^(4) (and at test inputs, HY Eq. 22) equal dense brute-force references built from the
+  Jacobian over the flattened parameter vector (tests/conftest.py), with no nth code involved;
 - the NTH identity d/dt K^(r) = -(1/n) K^(r+1)[Delta] holds along the Diffrax-integrated gradient flow;
 - p = 2 is the matrix exponential;
 - a user model given by ``--model FILE.py:make_model`` or ``--model package.module:make_model`` runs end to
@@ -128,23 +128,16 @@ def pick(tree, i):
 
 
 def _small(name):
-    """(nth model, the module to differentiate by brute force, X, X_test): n = 4 training and 2 test inputs on
-    the unit sphere, widths 4-5, depth 2."""
-    if name == "nth-cnn":  # 1-channel 4 x 4 images
-        data = nth.default_problem(n=4, d=16, seed=1, n_test=2)
-        X, Xt = jnp.asarray(data.X).reshape(4, 4, 4), jnp.asarray(data.X_test).reshape(2, 4, 4)
-        net = nth.init_cnn(0, (4, 4), 4, 2, "tanh", kernel_size=3)
-        return net, net, X, Xt
+    """(model, the module to differentiate by brute force, X, X_test): n = 4 training and 2 test inputs on the unit
+    sphere, width 5, depth 2, one output (nth's own cnn and resnet are checked against brute force with several
+    outputs in tests/test_losses.py, and the MLP against the naive baseline in tests/test_kernels.py)."""
     data = nth.default_problem(n=4, d=6, seed=1, n_test=2)
     X, Xt = jnp.asarray(data.X), jnp.asarray(data.X_test)
-    if name == "nth-resnet":
-        net = nth.init_resnet(0, 6, 5, 2, "tanh")
-        return net, net, X, Xt
     raw = make_convnet(0, 5) if name == "convnet" else make_resmlp(0, 6, 5)
     return nth.as_model(raw, width=5, in_shape=(6,)), raw, X, Xt
 
 
-MODELS = ["convnet", "resmlp", "nth-cnn", "nth-resnet"]
+MODELS = ["convnet", "resmlp"]
 
 
 #: The generic implementations (any model); "auto" is "factored" for all of MODELS.
@@ -153,39 +146,27 @@ GENERIC = ["factored", "contraction", "jvp"]
 
 @functools.cache
 def small_setup(name):
-    """The model ``name`` with its inputs, its kernels K^(2)..K^(4) by each generic implementation and by brute
-    force (shared)."""
+    """The model ``name`` with its inputs and the brute-force kernels over all six inputs (shared): the training
+    kernels are its leading slots, the test ones put a test input in the first slot."""
     model, raw, X, Xt = _small(name)
-    got = {impl: nth.kernels(model, X, 4, implementation=impl) for impl in GENERIC}
-    return dict(model=model, raw=raw, X=X, Xt=Xt, got=got, ref=bruteforce(raw, X))
+    return dict(model=model, raw=raw, X=X, Xt=Xt, ref=bruteforce(raw, jnp.concatenate([X, Xt])))
 
 
-@pytest.mark.parametrize("r", [2, 3, 4], ids=lambda r: f"K{r}")
 @pytest.mark.parametrize("name", MODELS)
-def test_kernels_equal_bruteforce(name, r):
-    """K^(r) from nth.kernel = dense J J^T and its derivatives along J (docs/math.md sections 2, 9; HY Eqs. 7, 10),
-    by every generic implementation."""
+def test_kernels_equal_bruteforce(name):
+    """K^(2)..K^(4) from nth.kernels = dense J J^T and its derivatives along J (docs/math.md sections 2, 9; HY Eqs.
+    7, 10), by every generic implementation, on the training inputs and with test inputs in the first slot (HY Eq.
+    22)."""
     s = small_setup(name)
-    ref = s["ref"][r]
+    X, Xt, n = s["X"], s["Xt"], s["X"].shape[0]
     assert nth.kernel.implementation(s["model"]).name == "factored"
-    for impl in GENERIC:
-        got = s["got"][impl][r]
-        assert got.shape == ref.shape == (s["X"].shape[0],) * r
-        assert rel_err(got, ref) < 1e-10, impl
-
-
-@pytest.mark.parametrize("name", MODELS)
-def test_test_point_kernels_equal_bruteforce(name):
-    """K^(r)(x, X^(r-1)) with test inputs in the first slot = brute force (HY Eq. 22; docs/math.md section 2), by
-    every generic implementation."""
-    s = small_setup(name)
-    X, Xt = s["X"], s["Xt"]
-    ref = bruteforce(s["raw"], X, Xt, r_max=4)
-    for impl in GENERIC:
-        got = nth.kernels(s["model"], X, 4, first=Xt, implementation=impl)
-        for r in (2, 3, 4):
-            assert got[r].shape == (2,) + (4,) * (r - 1)
-            assert rel_err(got[r], ref[r]) < 1e-10, (impl, r)
+    for first, rows in ((None, slice(0, n)), (Xt, slice(n, None))):
+        for impl in GENERIC:
+            got = nth.kernels(s["model"], X, 4, first=first, implementation=impl)
+            for r in (2, 3, 4):
+                want = s["ref"][r][(rows,) + (slice(0, n),) * (r - 1)]
+                assert got[r].shape == want.shape == (want.shape[0],) + (n,) * (r - 1)
+                assert rel_err(got[r], want) < 1e-10, (impl, r, first is None)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -340,7 +321,8 @@ def test_user_model_file_holds_full_schema(user_run):
         assert h["/dg/K2_late"].shape == (n, n) and h["/dg"].attrs["max_f_error"] > 0
         assert "/inf" not in h  # a user model has no limiting kernel (docs/math.md section 9)
         assert h["/init/f0"].shape == (n,)
-        np.testing.assert_array_equal(h["/init/f0"][()], h["/true/f"][0])
+        # the same forward pass in two compiled programs (the run's, the flow's first save): equal to rounding
+        np.testing.assert_allclose(h["/init/f0"][()], h["/true/f"][0], rtol=1e-14, atol=0)
         for r in range(2, p + 1):
             assert h[f"/kernels/K{r}"].shape == (n,) * r
             assert h[f"/kernels/K{r}_test"].shape == (k,) + (n,) * (r - 1)
@@ -436,9 +418,9 @@ def test_as_model_without_in_shape_computes_kernels():
     """nth.as_model(module, width=m), in_shape left out (it is optional: AbstractModel.in_shape may be None), gives
     the brute-force kernels too (docs/math.md section 9)."""
     s = small_setup("resmlp")
-    got = nth.kernels(nth.as_model(s["raw"], width=5), s["X"], 3)
+    got, n = nth.kernels(nth.as_model(s["raw"], width=5), s["X"], 3), s["X"].shape[0]
     for r in (2, 3):
-        assert rel_err(got[r], s["ref"][r]) < 1e-10
+        assert rel_err(got[r], s["ref"][r][(slice(0, n),) * r]) < 1e-10
 
 
 # --------------------------------------------------------------------------------------------------------------

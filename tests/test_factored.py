@@ -97,26 +97,29 @@ def test_step_form_chosen_by_cost():
 
 @pytest.fixture(scope="module", params=["mixed", "library"])
 def user(request):
-    """A user model of each kind above on 3 training and 2 test inputs, with its brute-force kernels."""
+    """A user model of each kind above on 3 training and 2 test inputs, with its brute-force kernels over all five
+    (the training kernels are the leading slots, the test ones put a test input in the first slot)."""
     raw, shape = (make_mixed(), (6, 6, 2)) if request.param == "mixed" else (make_library(), (4, 4))
     Z = jax.random.normal(jax.random.PRNGKey(3), (5,) + shape, jnp.float64)
-    X, Xt = Z[:3], Z[3:]
-    return nth.as_model(raw, in_shape=shape), X, Xt, bruteforce(raw, X), bruteforce(raw, X, Xt)
+    return nth.as_model(raw, in_shape=shape), Z[:3], Z[3:], bruteforce(raw, Z)
 
 
 def test_user_model_kernels_equal_bruteforce(user):
     """K^(2)..K^(4) over samples (several outputs) on training and test inputs equal brute force to 1e-10, and so
     does K^(4) with every step in factored form and with every step in place (the matrix-free top level and the
     other implementations: tests/test_losses.py)."""
-    model, X, Xt, ref, ref_test = user
+    model, X, Xt, ref = user
+    N = model(X).size  # samples: inputs x outputs
     assert nth.kernel.implementation(model).name == "factored"
-    for first, want in ((None, ref), (Xt, ref_test)):
+    for first, rows in ((None, slice(0, N)), (Xt, slice(N, None))):
         got = nth.kernels(model, X, 4, first=first)
         for r in (2, 3, 4):
-            assert got[r].shape == want[r].shape
-            assert rel_err(got[r], want[r]) < 1e-10, (r, first is None)
+            want = ref[r][(rows,) + (slice(0, N),) * (r - 1)]
+            assert got[r].shape == want.shape
+            assert rel_err(got[r], want) < 1e-10, (r, first is None)
+    train4 = ref[4][(slice(0, N),) * 4]
     for steps in (True, False):
-        assert rel_err(nth.kernel.kernel(model, X, 4, implementation=Factored(steps=steps)), ref[4]) < 1e-10, steps
+        assert rel_err(nth.kernel.kernel(model, X, 4, implementation=Factored(steps=steps)), train4) < 1e-10, steps
 
 
 @pytest.mark.parametrize("steps", [True, False], ids=["factored", "in-place"])

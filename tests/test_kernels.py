@@ -137,32 +137,22 @@ def test_test_point_kernels(tiny):
     assert rel_err(test[3], ref) < 1e-10
 
 
-@pytest.mark.parametrize("activation,depth,p,param,previous", [
-    ("tanh", 1, 5, "ntk", True), ("gelu", 2, 4, "ntk", False), ("softplus", 3, 4, "ntk", False),
-    ("tanh", 1, 4, "mup", True)])
-def test_kernel_implementations_agree(activation, depth, p, param, previous):
+@pytest.mark.parametrize("activation,depth,p,param", [
+    ("tanh", 1, 5, "ntk"), ("gelu", 2, 4, "ntk"), ("softplus", 3, 4, "ntk"), ("tanh", 1, 4, "mup")])
+def test_kernel_implementations_agree(activation, depth, p, param):
     """Every kernel implementation gives the same K^(2)..K^(p), to 1e-12 relative, up to K^(5), also with muP's
     per-layer learning rates (weighted inner product): nth's "structured" (rank-one directions), "factored" (factors
-    of the linear maps found in the program), "contraction"
-    (closed forms from derivative tensors) and "jvp" (nested JVPs through the forward pass) against the naive full-Jacobian + nested jacfwd baseline, and, where
-    ``previous``, the previous nested-JVP implementation (its compile is slow beyond depth 1)."""
-    from benchmarks.baselines import naive_kernels, nested_jvp_kernels
+    of the linear maps found in the program), "contraction" (closed forms from derivative tensors) and "jvp"
+    (nested JVPs through the forward pass) against the naive full-Jacobian + nested jacfwd baseline."""
+    from benchmarks.baselines import naive_kernels
 
     X = jnp.asarray(nth.default_problem(n=5, d=3, seed=4).X)
     net = nth.init_mlp(1, 3, 6, depth, activation, sigma_w=1.2, beta=1.5, param=param)
-    got = nth.kernels(net, X, p, chunk=3)
-    generic = nth.kernels(net, X, p, chunk=3, implementation="jvp")
-    contraction = nth.kernels(net, X, p, chunk=3, implementation="contraction")
-    factored = nth.kernels(net, X, p, chunk=3, implementation="factored")
     naive = naive_kernels(net, X, p)
-    prev = nested_jvp_kernels(net, X, p, chunk=2) if previous else None
-    for r in range(2, p + 1):
-        assert rel_err(got[r], naive[r]) < 1e-12
-        assert rel_err(generic[r], naive[r]) < 1e-12
-        assert rel_err(contraction[r], naive[r]) < 1e-12
-        assert rel_err(factored[r], naive[r]) < 1e-12
-        if prev is not None:
-            assert rel_err(prev[r], naive[r]) < 1e-12
+    for impl in ("structured", "factored", "contraction", "jvp"):
+        got = nth.kernels(net, X, p, chunk=3, implementation=impl)
+        for r in range(2, p + 1):
+            assert rel_err(got[r], naive[r]) < 1e-12, (impl, r)
 
 
 @pytest.mark.parametrize("first,p", [(False, 4), (True, 4)])
