@@ -295,15 +295,16 @@ def run(out: str, against: str | None = None, end_to_end: bool = True) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         kern = {name: _spawn(["--child", name, tmp]) for name in impls}
         arch = {a: _spawn(["--child", "arch", tmp, a]) for a in ARCHS}
-        e2e = [_spawn(["--child", "e2e", tmp, impl])[0] for impl in ("jvp", "auto")] if end_to_end else []
         if against:
             tree = _worktree(against, tmp)
             try:
                 kern["at_rev"] = _spawn(["--child", "at_rev", tmp], pythonpath=tree)
                 kern["structured_again"] = _spawn(["--child", "structured", tmp])  # the pair brackets at_rev
+                e2e = _end_to_end_pair(tmp, tree) if end_to_end else []
             finally:
-                subprocess.run(["git", "worktree", "remove", "--force", tree], capture_output=True,
-                               cwd=os.path.dirname(os.path.abspath(__file__)))
+                _remove_worktree(tree)
+        else:
+            e2e = _end_to_end_pair(tmp, None) if end_to_end else []
         pipe = _spawn(["--child", "pipeline", tmp])
         ref = np.load(os.path.join(tmp, "naive.npz"))
         diffs = {}
@@ -345,7 +346,7 @@ def run(out: str, against: str | None = None, end_to_end: bool = True) -> str:
               f"path's run time, contraction {gen['contraction']:.1f}x, jvp {gen['jvp']:.1f}x (jvp forms the "
               "parameter Jacobians inside every nested JVP; factored finds the MLP's rank-one factors in its "
               "program)."]
-    lines += _arch_lines(arch) + _end_to_end_lines(e2e)
+    lines += _arch_lines(arch) + _end_to_end_lines(e2e, against)
     if against:
         now = min(tgt["structured"]["run_s"], tgt["structured_again"]["run_s"])
         then = tgt["at_rev"]["run_s"]
@@ -419,17 +420,55 @@ def _arch_lines(arch: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
-def _end_to_end_lines(e2e: list[dict]) -> list[str]:
+def _remove_worktree(tree: str) -> None:
+    subprocess.run(["git", "worktree", "remove", "--force", tree], capture_output=True,
+                   cwd=os.path.dirname(os.path.abspath(__file__)))
+
+
+def _end_to_end_pair(tmp: str, tree: str | None) -> list[dict]:
+    """(before, after) of END_TO_END, each in its own process: before is the default of the revision checked out
+    at ``tree`` (the code as it was: kernels, model and flow), or this revision with ``--kernel-impl jvp`` when
+    there is none; after is this revision's default."""
+    before = _spawn(["--child", "e2e", tmp, "auto"], pythonpath=tree)[0] if tree else \
+        _spawn(["--child", "e2e", tmp, "jvp"])[0]
+    return [before, _spawn(["--child", "e2e", tmp, "auto"])[0]]
+
+
+def _end_to_end_lines(e2e: list[dict], against: str | None) -> list[str]:
     if not e2e:
         return []
     before, after = e2e
     lines = ["", f"## The cnn end to end: `nth {' '.join(END_TO_END)}`", "",
              "n = 20 images, 4 test images, every row of the default table; each in its own process.", "",
-             "| kernels | wall time [s] | peak resident memory [MiB] | exit status |", "|---|---|---|---|"]
-    for r, label in ((before, "jvp (the engine before factored, `--kernel-impl jvp`)"), (after, "default (factored)")):
+             "| code | wall time [s] | peak resident memory [MiB] | exit status |", "|---|---|---|---|"]
+    first = f"revision {against}, its default" if against else "this revision, `--kernel-impl jvp`"
+    for r, label in ((before, first), (after, "this revision, default (factored kernels)")):
         lines.append(f"| {label} | {r['wall_s']:.0f} | {r['peak_mb']:.0f} | {r['rc']} |")
-    lines += ["", f"The default is {before['wall_s'] / after['wall_s']:.1f}x faster end to end."]
+    lines += ["", f"This revision's default is {before['wall_s'] / after['wall_s']:.1f}x faster end to end."]
     return lines
+
+
+def run_end_to_end(out: str, against: str | None) -> str:
+    """Only the cnn end-to-end pair; its section of ``out`` (if the file exists) is replaced, the rest kept."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = _worktree(against, tmp) if against else None
+        try:
+            e2e = _end_to_end_pair(tmp, tree)
+        finally:
+            if tree:
+                _remove_worktree(tree)
+    section = _end_to_end_lines(e2e, against) + [
+        "", f"(This section by `python benchmarks/bench.py --end-to-end-only"
+        f"{' --against ' + against if against else ''}` in {time.perf_counter() - t0:.0f} s, on {_machine()}.)"]
+    text = "\n".join(section)
+    if out:
+        old = open(out).read() if os.path.exists(out) else ""
+        head, sep, rest = old.partition("\n## The cnn end to end")
+        tail = rest[rest.find("\n## "):] if sep and "\n## " in rest else ""
+        with open(out, "w") as fh:
+            fh.write(head.rstrip("\n") + "\n" + text + ("\n" + tail if tail else "\n"))
+    return text
 
 
 def _child_main(argv: list[str]) -> None:
@@ -457,10 +496,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="benchmarks/bench.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/BENCHMARKS.md", help="markdown table to write ('' for none)")
-    ap.add_argument("--against", help="also time the structured kernels of this git revision (e.g. a commit hash)")
-    ap.add_argument("--no-end-to-end", action="store_true", help="skip the cnn end to end (about 45 minutes on a "
-                    "2-core CPU, most of it the jvp kernels)")
+    ap.add_argument("--against", help="also time the structured kernels, and the cnn end to end, of this git "
+                    "revision (e.g. a commit hash)")
+    ap.add_argument("--no-end-to-end", action="store_true", help="skip the cnn end to end (about 100 minutes on a "
+                    "2-core CPU, most of it the code before)")
+    ap.add_argument("--end-to-end-only", action="store_true", help="time only the cnn end to end (before: the "
+                    "default of --against REV, else --kernel-impl jvp) and replace that section of --out")
     a = ap.parse_args(argv)
+    if a.end_to_end_only:
+        print(run_end_to_end(a.out, a.against))
+        return 0
     print(run(a.out, a.against, not a.no_end_to_end))
     return 0
 

@@ -189,3 +189,18 @@ def test_apply_fn_and_params_pair(tmp_path):
     assert rel_err(nth.kernels(loaded, X, 3)[3], bruteforce(loaded, X, r_max=3)[3]) < 1e-10
     with pytest.raises(nth.ConfigError, match="apply_fn"):
         nth.as_model((nt_style_apply, nt_style_apply))
+
+
+@pytest.mark.parametrize("spatial,window", [((7,), (3,)), ((5, 6), (3, 3)), ((4, 4), (5, 1))])
+def test_convolution_as_patch_product_equals_xla(spatial, window):
+    """The built-in cnn's convolution (nth.models._patches.conv_same: the product of the input's patches with the
+    kernel, which XLA runs as fast inside a Diffrax loop as outside) equals XLA's 'SAME' convolution."""
+    from nth.models._patches import conv_same
+
+    k1, k2 = jax.random.split(jax.random.PRNGKey(len(spatial)))
+    x = jax.random.normal(k1, (2, 3) + spatial, jnp.float64)
+    W = jax.random.normal(k2, (4, 3) + window, jnp.float64)
+    names = "HW"[: len(spatial)]
+    want = jax.lax.conv_general_dilated(x, W, (1,) * len(spatial), "SAME",
+                                        dimension_numbers=("NC" + names, "OI" + names, "NC" + names))
+    assert rel_err(conv_same(x, W), want) < 1e-14

@@ -100,11 +100,11 @@ def xla_batch_bytes(model, X, p, chunk, name="auto"):
 def test_work_prediction_bounds_xla_memory_analysis(case, name, p, chunk):
     """The predicted bytes of one batch (work_bytes, plus the weights that the plan holds resident and XLA counts
     among the arguments) are an upper bound of what XLA's memory analysis says the compiled batch needs, and
-    not a gross overestimate (<= 20x). Measured on CPU (jax 0.10), predicted / XLA: MLP (width 16, depth 2, n = 6,
-    p = 3, 4 tuples, "structured") 3.27; CNN (5x5, width 3, depth 1, n = 3, p = 3, 3 tuples, "jvp") 4.30;
-    "contraction" (the cnn's K^(3) and K^(4) whole in one call, 3.46 and 2.40-4.66; K^(5) of the MLP in batches of
-    2 tuples, 3.69-4.60); "factored" (MLP K^(4) in batches of 4, 6.26; cnn K^(3), K^(4), 6.61, 6.88). The 20x
-    bound leaves about 3x over the largest."""
+    not a gross overestimate (<= 20x). Measured on CPU (jax 0.10, the suite's XLA optimization level 0), predicted
+    / XLA: MLP (width 16, depth 2, n = 6, p = 3, 4 tuples, "structured") 3.27; CNN (5x5, width 3, depth 1, n = 3,
+    p = 3, 3 tuples, "jvp") 5.07; "contraction" (the cnn's K^(3) and K^(4) whole in one call, 2.85 and 2.10; K^(5)
+    of the MLP in batches of 2 tuples, 3.67); "factored" (MLP K^(4) in batches of 4, 5.63; cnn K^(3), K^(4), 8.21,
+    8.18, its convolutions evaluated as patch products). The 20x bound leaves about 2.4x over the largest."""
     if case == "mlp":
         model = nth.init_mlp(0, 3, 16, 2)
         X = jnp.asarray(nth.default_problem(n=6, d=3, seed=0).X)

@@ -28,7 +28,6 @@ kernel path (:func:`nth.models.nested_derivative`).
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -42,6 +41,7 @@ from jaxtyping import Array, Float
 
 from ..models import AbstractModel, Direction, nested_derivative, sym_gram
 from ..models._base import is_param
+from ..models._patches import patches
 
 #: Primitives that relabel the entries of a weight without changing them (a weight seen through a chain of these
 #: is still one linear map's weight).
@@ -116,19 +116,9 @@ class _ConvSite(NamedTuple):
 
     def activation(self, x: Array) -> Float[Array, "S C"]:
         x = jnp.transpose(x, self.lhs_spec)  # (N, C, spatial...)
-        D = len(self.window)
-        zero = jnp.zeros((), x.dtype)
-        x = jax.lax.pad(x, zero, [(0, 0, 0)] * 2 + [(lo, hi, d - 1) for (lo, hi), d
-                                                    in zip(self.padding, self.lhs_dilation)])
         out_sp = tuple(self.out_shape[a] for a in self.out_spec[2:])
-        slices = []
-        for offset in itertools.product(*(range(w) for w in self.window)):
-            start = [0, 0] + [o * d for o, d in zip(offset, self.rhs_dilation)]
-            limit = list(x.shape[:2]) + [s + (n - 1) * st + 1 for s, n, st in zip(start[2:], out_sp, self.strides)]
-            slices.append(jax.lax.slice(x, start, limit, (1, 1) + self.strides))
-        P = jnp.stack(slices, axis=2)  # (N, C, window, out spatial...)
-        P = jnp.moveaxis(P, (1, 2), (1 + D, 2 + D))  # (N, out spatial..., C, window)
-        return P.reshape(math.prod(P.shape[: 1 + D]), -1)
+        P = patches(x, self.window, self.strides, self.padding, self.lhs_dilation, self.rhs_dilation, out_sp)
+        return P.reshape(math.prod(P.shape[: 1 + len(self.window)]), -1)
 
     def rows(self, out: Array) -> Float[Array, "S O"]:
         out = jnp.transpose(out, self.out_spec)  # (N, O, spatial...)

@@ -166,6 +166,14 @@ class NestedJVP(AbstractKernelImplementation):
         return batch * 2 ** max(r - 2, 0) * per_component * jnp.dtype(model_dtype(model)).itemsize
 
 
+#: Primitives that only move entries (views, gathers of windows, padding): XLA fuses them into their consumer
+#: instead of storing their outputs. A convolution evaluated as a patch product (nth.models._patches) is pad,
+#: window slices, a stack and reshapes before its product; the patches the product reads are counted with its
+#: site (the rows S C of :meth:`Factored.work_bytes`).
+_MOVES = frozenset({"reshape", "transpose", "slice", "pad", "concatenate", "squeeze", "expand_dims",
+                    "broadcast_in_dim", "convert_element_type", "copy", "copy_p"})
+
+
 def forward_entries(model: AbstractModel, in_shape: tuple[int, ...] | None = None) -> tuple[int, int]:
     """Entries of the intermediate values of the forward pass, counted from the traced program (shapes only;
     works on an abstract model from ``eqx.filter_eval_shape``): (per input, independent of the batch). The
@@ -174,7 +182,7 @@ def forward_entries(model: AbstractModel, in_shape: tuple[int, ...] | None = Non
 
     def entries(rows: int) -> int:
         return sum(math.prod(getattr(v.aval, "shape", ())) for eqn in _equations(model, in_shape, rows)
-                   for v in eqn.outvars)
+                   if eqn.primitive.name not in _MOVES for v in eqn.outvars)
 
     one, two = entries(1), entries(2)
     return two - one, max(2 * one - two, 0)

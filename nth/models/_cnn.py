@@ -19,7 +19,8 @@ position: a global-average-pooling readout makes the NTK of non-negative images 
 t ~ 10^5.
 
 Input shapes (one example): (d,) is a 1-channel signal of length d, (H, W) a 1-channel image, (C, H, W) a
-C-channel image. The whole generic kernel engine serves this model (nested JVPs through its forward pass).
+C-channel image. Each convolution is evaluated as a product of patches (:mod:`nth.models._patches`, docs/math.md
+section 9); the factored kernel implementation serves this model (:mod:`nth.kernel._factored`).
 """
 
 from __future__ import annotations
@@ -37,9 +38,7 @@ from .._precision import enable_float64
 from ..errors import ConfigError
 from ._activations import AbstractActivation, Tanh, activation as make_activation
 from ._base import AbstractModel, check_call
-
-_DIMS = {1: ("NCH", "OIH", "NCH"), 2: ("NCHW", "OIHW", "NCHW")}
-
+from ._patches import conv_same
 
 def _layout(in_shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
     """(C_0, spatial shape) of one input (module docstring)."""
@@ -87,7 +86,7 @@ class CNN(AbstractModel):
         h = X.reshape((X.shape[0], c0) + spatial)
         scale = math.sqrt(math.prod(self.in_shape_) / (c0 * k**D))
         for l, W in enumerate(self.Ws):
-            h = jax.lax.conv_general_dilated(h, W, (1,) * D, "SAME", dimension_numbers=_DIMS[D])
+            h = conv_same(h, W)  # the convolution as a product of patches (nth.models._patches)
             h = self.activation(h * (scale if l == 0 else 1.0 / math.sqrt(m * k**D)))
         flat = h.reshape(h.shape[0], -1)  # (n, m S), channel-major like a
         k = self.outputs
