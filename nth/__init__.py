@@ -73,6 +73,10 @@ from .kernel import (  # noqa: E402
     ntk as ntk,
     parse_correlation as parse_correlation,
     plan_kernels as plan_kernels,
+    Spectrum as Spectrum,
+    hessian_operators as hessian_operators,
+    lanczos_top as lanczos_top,
+    spectrum as spectrum,
 )
 from .models import (  # noqa: E402
     ABC as ABC,

@@ -1,5 +1,5 @@
 """Command line: ``nth solve`` (a thin layer over :func:`nth.run_solve`), ``nth sweep``, ``nth plot``, ``nth width-for``,
-``nth kernel``, ``nth params`` and ``nth corr``."""
+``nth kernel``, ``nth spectrum``, ``nth params`` and ``nth corr``."""
 
 from __future__ import annotations
 
@@ -207,6 +207,21 @@ def _add_kernel(sub) -> None:
     s.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 
 
+def _add_spectrum(sub) -> None:
+    s = sub.add_parser("spectrum", help="the loss Hessian and the NTK at initialization: top eigenvalues, moments, "
+                       "Tr(B^2)", description="The top eigenvalues of the loss Hessian H (Lanczos on Hessian-vector "
+                       "products), the eigenvalues of the Gauss-Newton kernel G = (1/n) H0^(1/2) K H0^(1/2), the "
+                       "moments Tr(H^j) (Hutchinson, with standard errors) and Tr(G^j), j = 1..4, and Tr(B^2) for "
+                       "B = H n - J^T H0 J, of the network, data and loss of 'nth solve' at its initial weights "
+                       "(docs/math.md section 11).")
+    _add_common(s, sweep=False)
+    s.add_argument("--top", type=int, default=4, help="eigenvalues of H to compute (default 4)")
+    s.add_argument("--probes", type=int, default=100, help="Hutchinson probes (default 100)")
+    s.add_argument("--tol", type=float, default=1e-10, help="Lanczos relative residual (default 1e-10)")
+    s.add_argument("--json", action="store_true", help="print one JSON object (keys hessian_top, gn_eigenvalues, "
+                   "moments_H, moments_G, trace_B2, trace_B2_stderr, ...)")
+
+
 def _widths(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(w) for w in text.split(","))
@@ -348,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_plot(sub)
     _add_kernel(sub)
+    _add_spectrum(sub)
     _add_corr(sub)
     _add_width_for(sub)
     pp = sub.add_parser("params", help="TP4 Table 1: abc-parametrizations, their classification and nth's mapping")
@@ -422,6 +438,29 @@ def _plot(args) -> int:
         for label, (s, lo, hi) in plot.kernel_sizes(args.sweep, out).items():
             print(f"{label:>12}: slope {s:.2f}  95% CI [{lo:.2f}, {hi:.2f}]")
     print(f"wrote {out}")
+    return 0
+
+
+def _spectrum(args) -> int:
+    import json
+
+    from .engine import spectrum_at_init
+
+    cfg = config_from_args(args)
+    s = spectrum_at_init(cfg, top=args.top, probes=args.probes, tol=args.tol, progress=not args.quiet)
+    d = s.as_dict()
+    if args.json:
+        print(json.dumps(d))
+        return 0
+    fmt = lambda xs: ", ".join(f"{x:.6g}" for x in xs)  # noqa: E731
+    print(f"{d['num_params']} parameters; Lanczos {d['lanczos_steps']} steps, {d['probes']} Hutchinson probes")
+    print(f"top eigenvalues of H: {fmt(d['hessian_top'])}")
+    print(f"top eigenvalues of G: {fmt(d['gn_eigenvalues'][: len(d['hessian_top'])])}")
+    for j in range(len(d["moments_G"])):
+        print(f"Tr(H^{j + 1}) = {d['moments_H'][j]:.6g} +- {d['moments_H_stderr'][j]:.2g}   "
+              f"Tr(G^{j + 1}) = {d['moments_G'][j]:.6g}")
+    print(f"Tr(B^2) = {d['trace_B2']:.6g} +- {d['trace_B2_stderr']:.2g}; RMS eigenvalue of B "
+          f"{d['rms_B']:.3g} = sqrt(Tr(B^2) / {d['num_params']})")
     return 0
 
 
@@ -535,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     enable_float64()  # the command computes in float64 unless a run asks for float32 (nth._precision)
     try:
-        return {"solve": _solve, "sweep": _sweep, "plot": _plot, "kernel": _kernel,
+        return {"solve": _solve, "sweep": _sweep, "plot": _plot, "kernel": _kernel, "spectrum": _spectrum,
                 "params": _params, "corr": _corr,
                 "width-for": _width_for}[args.command](args)
     except NTHError as e:

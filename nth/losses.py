@@ -75,6 +75,18 @@ class AbstractLoss(eqx.Module):
         flat = lambda f, y: self.per_input(f.reshape(F.shape[1:]), y)  # noqa: E731
         return jax.vmap(jax.hessian(flat))(F.reshape(n, -1), Y)
 
+    def gauss_newton(self, K: Float[Array, "N N"], F: Float[Array, "n *k"], Y: Array) -> Float[Array, "N N"]:
+        """G = (1/n) H0^(1/2) K H0^(1/2) over the N = n k samples, H0 the block-diagonal per-input Hessians at the
+        outputs F: the nonzero eigenvalues of the Gauss-Newton matrix (1/n) J^T H0 J, with K = J J^T
+        (docs/math.md sections 10 and 11). H0^(1/2) from each block's eigendecomposition (positive semi-definite
+        for a convex loss; negative eigenvalues of a user loss's block are clipped to 0). mse: K / n."""
+        n = F.shape[0]
+        w, V = jnp.linalg.eigh(self.hessian(F, Y))
+        R = jnp.einsum("aij,aj,akj->aik", V, jnp.sqrt(jnp.clip(w, 0.0, None)), V)  # (n, k, k)
+        k = R.shape[1]
+        G = jnp.einsum("aij,ajbl,bml->aibm", R, K.reshape(n, k, n, k), R)
+        return G.reshape(n * k, n * k) / n
+
     def check_outputs(self, out_shape: tuple[int, ...], where: str = "") -> None:
         """Refuse a per-input output shape this loss has no meaning for (ConfigError); any shape by default."""
 

@@ -220,14 +220,8 @@ def stable_lr(K2: Float[Array, "N N"], n: int | None = None, *, loss: AbstractLo
     B = batch_size or prob.n
     if isinstance(loss, MSE):
         return float(2 * B / np.linalg.eigvalsh(K)[-1])
-    H = np.asarray(loss.hessian(prob.shaped(prob.f0), prob.y), dtype=np.float64)
-    w, V = np.linalg.eigh(H)  # per input: H_l = V diag(w) V^T, positive semi-definite for a convex loss
-    roots = np.einsum("aij,aj,akj->aik", V, np.sqrt(np.clip(w, 0.0, None)), V)
-    k = prob.k
-    S = np.zeros(K.shape)
-    for a in range(prob.n):  # block-diagonal H0^(1/2) over the samples of each input
-        S[a * k:(a + 1) * k, a * k:(a + 1) * k] = roots[a]
-    return float(2 * B / np.linalg.eigvalsh(S @ K @ S)[-1])
+    G = np.asarray(loss.gauss_newton(jnp.asarray(K), prob.shaped(prob.f0), prob.y), dtype=np.float64)
+    return float(2 * B / (prob.n * np.linalg.eigvalsh(G)[-1]))
 
 
 def gradient_descent(

@@ -19,3 +19,4 @@ from ._run import (
     solve_seeds as solve_seeds,
     sweep_errors as sweep_errors,
 )
+from ._spectrum import spectrum_at_init as spectrum_at_init

@@ -27,6 +27,9 @@ from ._impl import (
 )
 from ._infinite import LimitingKernels as LimitingKernels, check_options as check_infinite_options
 from ._infinite import limiting_kernels as limiting_kernels
+from ._spectrum import HessianOperators as HessianOperators, Lanczos as Lanczos, Spectrum as Spectrum
+from ._spectrum import hessian_operators as hessian_operators, hutchinson as hutchinson
+from ._spectrum import lanczos_top as lanczos_top, spectrum as spectrum
 from ._plan import (
     KernelPlan as KernelPlan,
     default_memory_budget as default_memory_budget,

@@ -1,0 +1,289 @@
+"""The loss Hessian and the NTK at given weights, without P x P matrices (docs/math.md section 11; DG App. E.3).
+
+With L(theta) = (1/n) sum_a l(f_a, y_a), J the (n k) x P Jacobian of the outputs and H0 the per-input loss
+Hessians at the outputs (section 10),
+
+    H = (1/n) (J^T H0 J + B),        B = sum_s chi_s d^2 f_s / d theta^2,
+
+and the nonzero eigenvalues of the Gauss-Newton part (1/n) J^T H0 J are those of the (n k) x (n k) matrix
+G = (1/n) H0^(1/2) K H0^(1/2) (:meth:`~nth.losses.AbstractLoss.gauss_newton`). With per-layer learning rates eta
+(muP) the matrix the flow sees is eta^(1/2) H eta^(1/2), whose Gauss-Newton part has G's eigenvalues with the
+eta-weighted K; every operator here is that one (eta = 1 in NTK parametrization, where it is H itself).
+
+Every operator acts on flat parameter vectors:
+
+- H v by forward-over-reverse (a JVP of the gradient);
+- (1/n) J^T H0 J v by a JVP of the outputs, the loss Hessian's action, and a VJP;
+- B v / n as their difference.
+
+The top eigenvalues of H come from Lanczos iterations with full reorthogonalization (:func:`lanczos_top`), the
+moments Tr(H^j), j = 1..4, and Tr(B^2) from Hutchinson's estimator with Rademacher probes (:func:`hutchinson`),
+each with its standard error; G's eigenvalues and moments are exact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float
+
+from ..errors import ConfigError, MemoryBudgetError, SolverError
+from ..losses import AbstractLoss, loss_from_spec
+from ..models import AbstractModel, as_model, check_inputs, combine, output_shape, partition
+from ._engine import ntk
+from ._impl import _eta_leaves
+from ._plan import default_memory_budget, format_bytes
+
+#: Moments Tr(A^j) reported, j = 1..MOMENTS.
+MOMENTS = 4
+
+
+class HessianOperators(eqx.Module):
+    """The loss Hessian of ``model`` on (X, Y) and its two parts as actions on flat parameter vectors (module
+    docstring): ``hessian(v)`` = H v, ``gauss_newton(v)`` = (1/n) J^T H0 J v, ``b(v)`` = B v / n = H v - that, all
+    eta-weighted (eta^(1/2) . eta^(1/2)). ``size`` is P, the number of parameters."""
+
+    model: AbstractModel
+    X: Array
+    Y: Array
+    loss: AbstractLoss
+    root_eta: Array
+
+    @property
+    def size(self) -> int:
+        return int(self.root_eta.shape[0])
+
+    def _flat(self):
+        params, static = partition(self.model)
+        theta, unravel = ravel_pytree(params)
+        return theta, lambda t: combine(unravel(t), static)
+
+    def _outputs(self, t):
+        _, build = self._flat()
+        return build(t)(self.X)
+
+    def _loss(self, t):
+        return self.loss.value(self._outputs(t), self.Y)
+
+    @eqx.filter_jit
+    def hessian(self, v: Float[Array, " P"]) -> Float[Array, " P"]:
+        """H v (eta-weighted): forward-over-reverse, a JVP of the gradient."""
+        theta, _ = self._flat()
+        hv = jax.jvp(jax.grad(self._loss), (theta,), (self.root_eta * v,))[1]
+        return self.root_eta * hv
+
+    @eqx.filter_jit
+    def gauss_newton(self, v: Float[Array, " P"]) -> Float[Array, " P"]:
+        """(1/n) J^T H0 J v (eta-weighted): J v by a JVP of the outputs, H0 by the loss, J^T by a VJP."""
+        theta, _ = self._flat()
+        F, Jv = jax.jvp(self._outputs, (theta,), (self.root_eta * v,))
+        _, pull = jax.vjp(self._outputs, theta)
+        return self.root_eta * pull(self.loss.hvp(F, self.Y, Jv) / F.shape[0])[0]
+
+    @eqx.filter_jit
+    def both(self, v: Float[Array, " P"]) -> tuple[Float[Array, " P"], Float[Array, " P"]]:
+        """(H v, B v / n) at once."""
+        hv = self.hessian(v)
+        return hv, hv - self.gauss_newton(v)
+
+
+def hessian_operators(model: AbstractModel, X: Float[Array, "n *in"], Y: Array,
+                      loss: AbstractLoss | str = "mse") -> HessianOperators:
+    """The operators of :class:`HessianOperators` for ``model`` on inputs X and targets Y (shaped as ``loss``
+    takes them: ``loss.targets``)."""
+    model = as_model(model)
+    loss = loss_from_spec(loss)
+    X = check_inputs(model, X, where="hessian_operators")
+    Y = loss.targets(Y, X.shape[0], output_shape(model, X.shape[1:], X.dtype), where="hessian_operators",
+                     dtype=X.dtype if not loss.takes_labels else None)
+    params, _ = partition(model)
+    leaves = jax.tree_util.tree_leaves(params)
+    etas = _eta_leaves(model)
+    root = jnp.concatenate([jnp.full((leaf.size,), math.sqrt(float(e)), leaf.dtype) for e, leaf in zip(etas, leaves)])
+    return HessianOperators(model=model, X=X, Y=Y, loss=loss, root_eta=root)
+
+
+class Lanczos(eqx.Module):
+    """Result of :func:`lanczos_top`: the ``k`` largest eigenvalues (decreasing), their residual norms
+    |A u - lambda u| (bounds from the Lanczos recurrence), the steps taken and whether every residual met the
+    tolerance."""
+
+    eigenvalues: Float[Array, " k"]
+    residuals: Float[Array, " k"]
+    steps: int
+    converged: bool
+
+
+def lanczos_bytes(size: int, steps: int, itemsize: int = 8) -> int:
+    """Bytes of the Lanczos basis: ``steps`` vectors of ``size`` entries."""
+    return size * steps * itemsize
+
+
+def lanczos_top(matvec: Callable[[Array], Array], size: int, k: int, *, seed: int = 0, tol: float = 1e-10,
+                max_steps: int | None = None, dtype=jnp.float64, memory_budget: int | None = None,
+                progress: bool = False) -> Lanczos:
+    """The ``k`` largest (algebraic) eigenvalues of the symmetric operator ``matvec`` on vectors of ``size``
+    entries, by Lanczos iterations with full reorthogonalization from a seeded Gaussian start.
+
+    After each step the Ritz values of the tridiagonal matrix T_j are checked: the residual of Ritz pair i is
+    beta_j |s_(j,i)| (s_i T_j's eigenvector), and the iteration stops when the top k residuals are at most
+    ``tol`` times the largest |Ritz value| (the eigenvalues are then accurate to about residual^2 / gap), or at
+    ``max_steps`` (default min(size, 30 k + 100)) with ``converged`` False. The basis (max_steps vectors) is
+    predicted before anything is allocated and refused over ``memory_budget``.
+    """
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= size:
+        raise ConfigError(f"top = {k!r} eigenvalues: must be an integer from 1 to the number of parameters ({size})")
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
+        raise ConfigError(f"tol = {tol!r} must be a finite positive number (e.g. 1e-10)")
+    steps = min(size, 30 * k + 100) if max_steps is None else int(max_steps)
+    if steps < k:
+        raise ConfigError(f"max_steps = {max_steps!r} must be at least top = {k}")
+    budget = default_memory_budget() if memory_budget is None else memory_budget
+    need = lanczos_bytes(size, steps, jnp.dtype(dtype).itemsize)
+    if need > budget:
+        raise MemoryBudgetError(f"the Lanczos basis of {steps} vectors of {size} parameters needs {format_bytes(need)}"
+                                f" over the budget {format_bytes(budget)}; ask for fewer eigenvalues (--top), cap "
+                                "the steps, or raise the budget")
+    Q = jnp.zeros((steps, size), dtype)
+    q = jax.random.normal(jax.random.PRNGKey(seed), (size,), dtype)
+    q = q / jnp.linalg.norm(q)
+    alphas: list[float] = []
+    betas: list[float] = []
+    it = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="Lanczos", unit="step", leave=False)
+    theta = res = np.zeros(0)
+    for j in it:
+        Q = Q.at[j].set(q)
+        w = matvec(q)
+        a = float(q @ w)
+        w = _reorthogonalize(Q, j + 1, w)
+        b = float(jnp.linalg.norm(w))
+        alphas.append(a)
+        if not np.isfinite(a) or not np.isfinite(b):
+            raise SolverError(f"Lanczos step {j + 1} produced a non-finite value; check the weights and data")
+        T = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+        vals, vecs = np.linalg.eigh(T)
+        order = np.argsort(vals)[::-1][: min(k, j + 1)]
+        theta, res = vals[order], b * np.abs(vecs[-1, order])
+        scale = max(float(np.abs(vals).max()), np.finfo(np.float64).tiny)
+        if j + 1 >= k and (np.all(res <= tol * scale) or b <= tol * scale):
+            return Lanczos(eigenvalues=jnp.asarray(theta), residuals=jnp.asarray(res), steps=j + 1, converged=True)
+        betas.append(b)
+        q = w / b
+    return Lanczos(eigenvalues=jnp.asarray(theta), residuals=jnp.asarray(res), steps=steps, converged=False)
+
+
+@jax.jit
+def _reorthogonalize_all(Q: Array, mask: Array, w: Array) -> Array:
+    for _ in range(2):  # twice is enough (Kahan-Parlett)
+        w = w - Q.T @ ((Q @ w) * mask)
+    return w
+
+
+def _reorthogonalize(Q: Array, used: int, w: Array) -> Array:
+    """w minus its projection on the first ``used`` rows of Q (full reorthogonalization, one compiled function for
+    every step)."""
+    mask = (jnp.arange(Q.shape[0]) < used).astype(w.dtype)
+    return _reorthogonalize_all(Q, mask, w)
+
+
+class Estimate(eqx.Module):
+    """A Hutchinson estimate: the mean over probes and its standard error (sample standard deviation /
+    sqrt(probes))."""
+
+    mean: Float[Array, "..."]
+    stderr: Float[Array, "..."]
+
+
+def _estimate(samples: np.ndarray) -> Estimate:
+    s = np.asarray(samples, dtype=np.float64)
+    N = s.shape[0]
+    err = s.std(axis=0, ddof=1) / math.sqrt(N) if N > 1 else np.full(s.shape[1:], np.inf)
+    return Estimate(mean=jnp.asarray(s.mean(axis=0)), stderr=jnp.asarray(err))
+
+
+def hutchinson(ops: HessianOperators, probes: int, *, seed: int = 0, progress: bool = False
+               ) -> tuple[Estimate, Estimate]:
+    """(Tr(H^j) for j = 1..4, Tr(B^2)) by Hutchinson's estimator with ``probes`` Rademacher vectors v (seeded):
+    v^T H v, |H v|^2, (H v)^T H (H v), |H^2 v|^2, and |B v|^2 with B = sum_s chi_s d^2 f_s / d theta^2 (so n^2 times
+    |(B/n) v|^2; docs/math.md section 11). Two operator applications per probe."""
+    if not isinstance(probes, (int, np.integer)) or isinstance(probes, bool) or probes < 2:
+        raise ConfigError(f"probes = {probes!r} must be an integer >= 2 (the standard error needs two)")
+    n = ops.X.shape[0]
+    keys = jax.random.split(jax.random.PRNGKey(seed), probes)
+    it = range(probes)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="probes", unit="probe", leave=False)
+    moments, b2 = [], []
+    for i in it:
+        v = jax.random.rademacher(keys[i], (ops.size,), ops.root_eta.dtype)
+        h1, bv = ops.both(v)
+        h2 = ops.hessian(h1)
+        moments.append([float(v @ h1), float(h1 @ h1), float(h1 @ h2), float(h2 @ h2)])
+        b2.append(n**2 * float(bv @ bv))
+    return _estimate(np.asarray(moments)), _estimate(np.asarray(b2))
+
+
+class Spectrum(eqx.Module):
+    """The Hessian and the NTK at one set of weights (docs/math.md section 11): ``hessian_top`` (the top
+    eigenvalues of H, decreasing) with their Lanczos ``residuals``, ``gn_eigenvalues`` (all of G's, decreasing),
+    ``moments_H`` (Hutchinson, j = 1..4) and ``moments_G`` (exact), ``trace_B2`` (Hutchinson), ``rms_B`` =
+    sqrt(Tr(B^2) / P), and the sizes: ``num_params`` P, ``probes``, ``lanczos_steps``."""
+
+    hessian_top: Float[Array, " k"]
+    residuals: Float[Array, " k"]
+    gn_eigenvalues: Float[Array, " N"]
+    moments_H: Estimate
+    moments_G: Float[Array, " 4"]
+    trace_B2: Estimate
+    rms_B: Float[Array, ""]
+    num_params: int
+    probes: int
+    lanczos_steps: int
+
+    def as_dict(self) -> dict:
+        """Plain numbers, the keys of ``nth spectrum --json``."""
+        tolist = lambda a: np.asarray(a, dtype=np.float64).tolist()  # noqa: E731
+        return {"hessian_top": tolist(self.hessian_top), "hessian_residuals": tolist(self.residuals),
+                "gn_eigenvalues": tolist(self.gn_eigenvalues), "moments_H": tolist(self.moments_H.mean),
+                "moments_H_stderr": tolist(self.moments_H.stderr), "moments_G": tolist(self.moments_G),
+                "trace_B2": float(self.trace_B2.mean), "trace_B2_stderr": float(self.trace_B2.stderr),
+                "rms_B": float(self.rms_B), "num_params": self.num_params, "probes": self.probes,
+                "lanczos_steps": self.lanczos_steps}
+
+
+def spectrum(model: AbstractModel, X: Float[Array, "n *in"], Y: Array, loss: AbstractLoss | str = "mse", *,
+             top: int = 4, probes: int = 100, seed: int = 0, tol: float = 1e-10, max_steps: int | None = None,
+             memory_budget: int | None = None, progress: bool = False) -> Spectrum:
+    """The top ``top`` eigenvalues of the loss Hessian H (Lanczos to relative residual ``tol``), G's eigenvalues and
+    moments, and Hutchinson estimates of Tr(H^j) and Tr(B^2) from ``probes`` Rademacher probes (``seed`` seeds the
+    Lanczos start and the probes), for ``model`` on inputs X and targets Y under ``loss`` (docs/math.md section
+    11). Y as the loss takes it (``loss.targets``: values for mse, labels or one-hot rows for cross-entropy).
+    A Lanczos run that does not meet ``tol`` within its steps raises :class:`~nth.errors.SolverError`."""
+    loss = loss_from_spec(loss)
+    ops = hessian_operators(model, X, Y, loss)
+    lz = lanczos_top(ops.hessian, ops.size, top, seed=seed, tol=tol, max_steps=max_steps,
+                     dtype=ops.root_eta.dtype, memory_budget=memory_budget, progress=progress)
+    if not lz.converged:
+        raise SolverError(f"Lanczos did not reach the relative residual {tol:g} for the top {top} eigenvalues in "
+                          f"{lz.steps} steps (largest residual {float(jnp.max(lz.residuals)):.2g}); raise max_steps "
+                          "or loosen tol")
+    F = ops.model(X)
+    G = loss.gauss_newton(ntk(ops.model, X), F, Y)
+    g = np.sort(np.linalg.eigvalsh(np.asarray(G, dtype=np.float64)))[::-1]
+    mH, b2 = hutchinson(ops, probes, seed=seed + 1, progress=progress)
+    return Spectrum(hessian_top=lz.eigenvalues, residuals=lz.residuals, gn_eigenvalues=jnp.asarray(g),
+                    moments_H=mH, moments_G=jnp.asarray([np.sum(g**j) for j in range(1, MOMENTS + 1)]),
+                    trace_B2=b2, rms_B=jnp.sqrt(jnp.maximum(b2.mean, 0.0) / ops.size), num_params=ops.size,
+                    probes=probes, lanczos_steps=lz.steps)

@@ -1,0 +1,183 @@
+"""The loss Hessian and the NTK (docs/math.md section 11): the matrix-free operators, Lanczos and Hutchinson
+estimates of nth.spectrum against dense matrices built here from jax.hessian and jax.jacrev over the flat
+parameter vector, on a tiny MLP, a tiny CNN and a user model, with mse and cross-entropy."""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import nth
+from nth.losses import loss_from_spec
+from nth.models import combine, partition
+
+
+class TwoHeads(eqx.Module):
+    """A user model: a softplus layer with a bias and a readout to ``k`` outputs (plain Equinox)."""
+
+    W: jax.Array
+    b: jax.Array
+    A: jax.Array
+
+    def __call__(self, X):
+        h = jax.nn.softplus(X @ self.W.T / math.sqrt(X.shape[1]) + self.b)
+        out = h @ self.A / math.sqrt(h.shape[1])
+        return out[:, 0] if out.shape[1] == 1 else out
+
+
+def make(name: str, k: int):
+    key = jax.random.PRNGKey(7)
+    if name == "mlp":
+        model, X = nth.init_mlp(0, 3, 6, 2, "tanh", outputs=k), jax.random.normal(key, (4, 3))
+    elif name == "cnn":
+        model, X = nth.init_cnn(0, (4, 4), 3, 2, "tanh", outputs=k), jax.random.normal(key, (4, 4, 4))
+    else:
+        k1, k2, k3 = jax.random.split(key, 3)
+        raw = TwoHeads(W=jax.random.normal(k1, (5, 3), jnp.float64), b=0.3 * jax.random.normal(k2, (5,), jnp.float64),
+                       A=jax.random.normal(k3, (5, k), jnp.float64))
+        model, X = nth.as_model(raw, in_shape=(3,)), jax.random.normal(key, (4, 3))
+    return model, X.astype(jnp.float64)
+
+
+def targets(loss: str, k: int, X):
+    if loss == "mse":
+        y = jnp.sin(jnp.arange(X.shape[0] * k, dtype=jnp.float64)).reshape((X.shape[0],) + ((k,) if k > 1 else ()))
+        return y
+    return jnp.asarray([0, 1, 2, 1])
+
+
+def dense(model, X, Y, loss):
+    """Dense H (jax.hessian of L over the flat theta), J, H0 and B = sum_s chi_s d^2 f_s / d theta^2."""
+    loss = loss_from_spec(loss)
+    params, static = partition(model)
+    theta, unravel = ravel_pytree(params)
+    f = lambda t: combine(unravel(t), static)(X)  # noqa: E731
+    H = jax.hessian(lambda t: loss.value(f(t), Y))(theta)
+    F = f(theta)
+    n = F.shape[0]
+    J = jax.jacrev(lambda t: f(t).reshape(-1))(theta)
+    H0 = loss.hessian(F, Y)
+    k = H0.shape[1]
+    H0full = jax.scipy.linalg.block_diag(*H0)
+    chi = jax.lax.stop_gradient(loss.chi(F, Y).reshape(-1))
+    B = jax.hessian(lambda t: chi @ f(t).reshape(-1))(theta)  # sum_s chi_s d^2 f_s / d theta^2, chi held fixed
+    return dict(H=H, J=J, H0=H0full, B=B, n=n, k=k, P=theta.size)
+
+
+CASES = [("mlp", "mse", 1), ("cnn", "mse", 1), ("user", "mse", 2), ("mlp", "cross-entropy", 3),
+         ("cnn", "cross-entropy", 3), ("user", "cross-entropy", 3)]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: "-".join(map(str, c)))
+def case(request):
+    name, loss, k = request.param
+    model, X = make(name, k)
+    Y = targets(loss, k, X)
+    return model, X, Y, loss, dense(model, X, Y, loss)
+
+
+def test_operators_equal_dense_matrices(case):
+    """H v, (1/n) J^T H0 J v and B v / n equal the dense matrices' products, and the dense matrices satisfy
+    H = (J^T H0 J + B) / n, so Tr(H^j) = Tr(((J^T H0 J + B)/n)^j) (docs/math.md section 11)."""
+    model, X, Y, loss, d = case
+    ops = nth.hessian_operators(model, X, Y, loss)
+    GN = d["J"].T @ d["H0"] @ d["J"] / d["n"]
+    np.testing.assert_allclose(d["H"], GN + d["B"] / d["n"], rtol=0, atol=1e-12 * float(jnp.abs(d["H"]).max()))
+    V = jax.random.normal(jax.random.PRNGKey(1), (3, d["P"]), jnp.float64)
+    for v in V:
+        hv, bv = ops.both(v)
+        scale = float(jnp.abs(d["H"] @ v).max())
+        np.testing.assert_allclose(hv, d["H"] @ v, rtol=0, atol=1e-12 * scale)
+        np.testing.assert_allclose(ops.gauss_newton(v), GN @ v, rtol=0, atol=1e-12 * scale)
+        np.testing.assert_allclose(bv, d["B"] @ v / d["n"], rtol=0, atol=1e-12 * scale)
+    for j in range(1, 5):
+        a = float(jnp.trace(jnp.linalg.matrix_power(d["H"], j)))
+        b = float(jnp.trace(jnp.linalg.matrix_power((d["J"].T @ d["H0"] @ d["J"] + d["B"]) / d["n"], j)))
+        assert abs(a - b) <= 1e-10 * abs(a)
+
+
+def test_spectrum_equals_dense(case):
+    """Lanczos' top eigenvalues equal the dense Hessian's to 1e-8 relative; G's eigenvalues are the nonzero ones of
+    (1/n) J^T H0 J (and its exact moments theirs); Hutchinson's Tr(H^j) and Tr(B^2) are within 4 standard errors of
+    the dense values."""
+    model, X, Y, loss, d = case
+    s = nth.spectrum(model, X, Y, loss, top=3, probes=200, seed=0)
+    dense_top = np.sort(np.linalg.eigvalsh(np.asarray(d["H"])))[::-1][:3]
+    np.testing.assert_allclose(s.hessian_top, dense_top, rtol=1e-8, atol=0)
+    GN = np.asarray(d["J"].T @ d["H0"] @ d["J"] / d["n"])
+    gn = np.sort(np.linalg.eigvalsh(GN))[::-1][: d["n"] * d["k"]]
+    scale = float(gn[0])
+    np.testing.assert_allclose(s.gn_eigenvalues, gn, rtol=0, atol=1e-10 * scale)
+    for j in range(1, 5):
+        assert abs(float(s.moments_G[j - 1]) - float(np.sum(gn**j))) <= 1e-9 * scale**j * len(gn)
+        exact = float(np.trace(np.linalg.matrix_power(np.asarray(d["H"]), j)))
+        assert abs(float(s.moments_H.mean[j - 1]) - exact) <= 4 * float(s.moments_H.stderr[j - 1]) + 1e-12 * abs(exact)
+    B2 = float(np.sum(np.asarray(d["B"]) ** 2))
+    assert abs(float(s.trace_B2.mean) - B2) <= 4 * float(s.trace_B2.stderr) + 1e-12 * B2
+    assert s.num_params == d["P"] and s.lanczos_steps >= 3
+
+
+def test_standard_errors_shrink_like_inverse_sqrt_probes():
+    """The Hutchinson standard errors of Tr(H^2) and Tr(B^2) fall like probes^(-1/2): 64x the probes, about 1/8
+    the error (the sample standard deviation over 64 and 4096 probes, tolerance from its own spread)."""
+    model, X = make("mlp", 1)
+    Y = targets("mse", 1, X)
+    ops = nth.hessian_operators(model, X, Y, "mse")
+    few_H, few_B = nth.kernel.hutchinson(ops, 64, seed=3)
+    many_H, many_B = nth.kernel.hutchinson(ops, 4096, seed=4)
+    for few, many in ((few_H.stderr[1], many_H.stderr[1]), (few_B.stderr, many_B.stderr)):
+        ratio = float(few) / float(many)
+        # the standard deviation over 64 probes is itself uncertain by about 1/sqrt(2 * 63) ~ 9% (more for heavy
+        # tails): 8 within a factor 1.5
+        assert 8 / 1.5 < ratio < 8 * 1.5, ratio
+
+
+def test_gauss_newton_of_mse_is_k_over_n_and_stable_step_unchanged():
+    """For mse G = K / n; the stable learning rate reads G (docs/math.md section 10): 2 / lambda_max(G)."""
+    model, X = make("mlp", 3)
+    Y = targets("cross-entropy", 3, X)
+    K = nth.ntk(model, X)
+    F = model(X)
+    G = loss_from_spec("mse").gauss_newton(K, F, F)
+    np.testing.assert_allclose(G, K / X.shape[0], rtol=1e-14)
+    ce = loss_from_spec("cross-entropy")
+    Gce = ce.gauss_newton(K, F, ce.targets(Y, 4, (3,)))
+    assert nth.stable_lr(K, loss=ce, f0=F, y=Y) == pytest.approx(2 / float(np.linalg.eigvalsh(Gce)[-1]), rel=1e-12)
+
+
+def test_refusals():
+    model, X = make("mlp", 1)
+    Y = targets("mse", 1, X)
+    with pytest.raises(nth.ConfigError, match=r"top = 0 eigenvalues"):
+        nth.spectrum(model, X, Y, top=0)
+    with pytest.raises(nth.ConfigError, match=r"probes = 1 must be an integer >= 2"):
+        nth.spectrum(model, X, Y, probes=1)
+    with pytest.raises(nth.MemoryBudgetError, match=r"Lanczos basis .* over the budget"):
+        nth.spectrum(model, X, Y, memory_budget=1000)
+
+
+def test_cli_json_and_refusal(capsys):
+    """`nth spectrum --json` prints one object with the documented keys, in the normalization of docs/math.md
+    section 11 (G's top eigenvalue near H's at this width); a bad --top is one line and exit status 2."""
+    import json
+
+    from nth.cli import main
+
+    args = ["spectrum", "--width", "32", "--depth", "1", "--n", "5", "--d", "3", "--top", "2", "--probes", "10",
+            "--quiet"]
+    assert main(args + ["--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    for key in ("hessian_top", "gn_eigenvalues", "moments_H", "moments_G", "trace_B2", "trace_B2_stderr"):
+        assert key in d, key
+    assert len(d["hessian_top"]) == 2 and d["hessian_top"][0] >= d["hessian_top"][1]
+    assert len(d["gn_eigenvalues"]) == 5 and len(d["moments_H"]) == len(d["moments_G"]) == 4
+    assert abs(d["hessian_top"][0] - d["gn_eigenvalues"][0]) < 0.2 * d["gn_eigenvalues"][0]
+    assert main(args[:-5] + ["--top", "0", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "top = 0 eigenvalues" in err[0]
