@@ -176,6 +176,7 @@ def test_apply_fn_and_params_pair(tmp_path):
     params = {"W1": jax.random.normal(ks[0], (3, 5), jnp.float64), "b1": jax.random.normal(ks[1], (5,), jnp.float64),
               "a": jax.random.normal(ks[2], (5,), jnp.float64)}
     model = nth.as_model((nt_style_apply, params), in_shape=(3,))
+    assert model.describe()["class"] == "nt_style_apply"  # files record the function, not the wrapper
     X = jnp.asarray(nth.default_problem(n=4, d=3, seed=1).X)
     got, ref = nth.kernels(model, X, 4), bruteforce(model, X)
     for r in (2, 3, 4):

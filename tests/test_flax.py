@@ -66,6 +66,7 @@ def test_flax_models_kernels_equal_bruteforce(kind):
     else:
         model = nth.as_model(NNX(nnx.Rngs(0)), in_shape=(4, 4))
     assert model(X).shape == (3, 2)
+    assert model.describe()["class"] == ("Linen.apply" if kind == "linen" else "NNX")  # what files record
     got, ref = nth.kernels(model, X, 4), bruteforce(model, X)
     for r in (2, 3, 4):
         assert rel_err(got[r], ref[r]) < 1e-10, r

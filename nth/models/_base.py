@@ -145,8 +145,8 @@ class Wrapped(AbstractModel):
         return self.input_shape
 
     def describe(self) -> dict[str, Any]:
-        return {"arch": "model", "source": self.source, "class": type(self.module).__name__,
-                "width": self.model_width}
+        name = self.module.name if isinstance(self.module, Applied) else type(self.module).__name__
+        return {"arch": "model", "source": self.source, "class": name, "width": self.model_width}
 
 
 class Applied(eqx.Module):
@@ -156,6 +156,15 @@ class Applied(eqx.Module):
 
     params: PyTree
     apply_fn: Any = eqx.field(static=True)
+    #: What computes the outputs, for the records: the function's qualified name, the class of a bound method's
+    #: owner (Flax Linen's ``module.apply``), or the class of a Flax NNX module.
+    name: str = eqx.field(static=True, default="")
+
+    def __post_init__(self):
+        if not self.name:
+            fn, owner = self.apply_fn, getattr(self.apply_fn, "__self__", None)
+            self.name = (f"{type(owner).__name__}.{fn.__name__}" if owner is not None
+                         else getattr(fn, "__qualname__", type(fn).__name__))
 
     def __call__(self, X):
         return self.apply_fn(self.params, X)
@@ -172,14 +181,14 @@ class _NNXApply(NamedTuple):
         return nnx.merge(self.graphdef, state)(X)
 
 
-def _nnx_pair(model: Any) -> tuple | None:
-    """(apply_fn, state) of a Flax NNX module (its state's floating leaves are trained), or None for anything else
-    (flax is not imported unless the caller already did)."""
+def _nnx_applied(model: Any) -> Applied | None:
+    """A Flax NNX module as :class:`Applied` (its state's floating leaves are trained, named by its class), or None
+    for anything else (flax is not imported unless the caller already did)."""
     nnx = sys.modules.get("flax.nnx")
     if nnx is None or not isinstance(model, nnx.Module):
         return None
     graphdef, state = nnx.split(model)
-    return _NNXApply(graphdef), state
+    return Applied(params=state, apply_fn=_NNXApply(graphdef), name=type(model).__name__)
 
 
 def as_model(model: Any, *, width: int | None = None, source: str = "user model",
@@ -189,7 +198,7 @@ def as_model(model: Any, *, width: int | None = None, source: str = "user model"
     (``width`` and ``in_shape``, the shape of one input, recorded when given)."""
     if isinstance(model, AbstractModel):
         return model
-    model = _nnx_pair(model) or model
+    model = _nnx_applied(model) or model
     if isinstance(model, tuple) and len(model) == 2 and callable(model[0]) and not callable(model[1]):
         model = Applied(params=model[1], apply_fn=model[0])
     if not isinstance(model, eqx.Module) or not callable(model):
