@@ -46,9 +46,9 @@ def make(name: str, k: int):
 
 
 def targets(loss: str, k: int, X):
+    """mse: values shaped like the outputs; cross-entropy: labels."""
     if loss == "mse":
-        y = jnp.sin(jnp.arange(X.shape[0] * k, dtype=jnp.float64)).reshape((X.shape[0],) + ((k,) if k > 1 else ()))
-        return y
+        return jnp.sin(jnp.arange(X.shape[0] * k, dtype=jnp.float64)).reshape((X.shape[0],) + ((k,) if k > 1 else ()))
     return jnp.asarray([0, 1, 2, 1])
 
 
@@ -124,8 +124,8 @@ def test_spectrum_equals_dense(case):
 
 
 def test_standard_errors_shrink_like_inverse_sqrt_probes():
-    """The Hutchinson standard errors of Tr(H^2) and Tr(B^2) fall like probes^(-1/2): 64x the probes, about 1/8
-    the error (the sample standard deviation over 64 and 4096 probes, tolerance from its own spread)."""
+    """The Hutchinson standard errors of Tr(H^2) and Tr(B^2) fall like probes^(-1/2) (docs/math.md section 11):
+    64x the probes, about 1/8 the error (the sample standard deviation over 64 and 4096 probes)."""
     model, X = make("mlp", 1)
     Y = targets("mse", 1, X)
     ops = nth.hessian_operators(model, X, Y, "mse")
@@ -133,9 +133,9 @@ def test_standard_errors_shrink_like_inverse_sqrt_probes():
     many_H, many_B = nth.kernel.hutchinson(ops, 4096, seed=4)
     for few, many in ((few_H.stderr[1], many_H.stderr[1]), (few_B.stderr, many_B.stderr)):
         ratio = float(few) / float(many)
-        # the standard deviation over 64 probes is itself uncertain by about 1/sqrt(2 * 63) ~ 9% (more for heavy
-        # tails): 8 within a factor 1.5
-        assert 8 / 1.5 < ratio < 8 * 1.5, ratio
+        # the standard deviation over 64 probes is itself uncertain (heavy tails): over 8 seed pairs the ratios
+        # were 5.3-10.2 (0.66-1.28 of 8), so 8 within a factor 2; no shrinking (1) or 1/probes (64) fails
+        assert 8 / 2 < ratio < 8 * 2, ratio
 
 
 def test_gauss_newton_of_mse_is_k_over_n_and_stable_step_unchanged():

@@ -170,8 +170,8 @@ class NestedJVP(AbstractKernelImplementation):
 #: instead of storing their outputs. A convolution evaluated as a patch product (nth.models._patches) is pad,
 #: window slices, a stack and reshapes before its product; the patches the product reads are counted with its
 #: site (the rows S C of :meth:`Factored.work_bytes`).
-_MOVES = frozenset({"reshape", "transpose", "slice", "pad", "concatenate", "squeeze", "expand_dims",
-                    "broadcast_in_dim", "convert_element_type", "copy", "copy_p"})
+_MOVES = frozenset({"reshape", "transpose", "slice", "pad", "concatenate", "squeeze", "broadcast_in_dim",
+                    "convert_element_type", "copy"})
 
 
 def forward_entries(model: AbstractModel, in_shape: tuple[int, ...] | None = None) -> tuple[int, int]:

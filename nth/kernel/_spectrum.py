@@ -45,8 +45,8 @@ MOMENTS = 4
 
 
 class HessianOperators(eqx.Module):
-    """The loss Hessian of ``model`` on (X, Y) and its two parts as actions on flat parameter vectors (module
-    docstring): ``hessian(v)`` = H v, ``gauss_newton(v)`` = (1/n) J^T H0 J v, ``b(v)`` = B v / n = H v - that, all
+    """The loss Hessian of ``model`` on (X, Y) and its two parts as actions on flat parameter vectors
+    (docs/math.md section 11, H = (1/n)(J^T H0 J + B); module docstring): ``hessian(v)`` = H v, ``gauss_newton(v)`` = (1/n) J^T H0 J v, ``b(v)`` = B v / n = H v - that, all
     eta-weighted (eta^(1/2) . eta^(1/2)). ``size`` is P, the number of parameters."""
 
     model: AbstractModel
@@ -95,8 +95,8 @@ class HessianOperators(eqx.Module):
 
 def hessian_operators(model: AbstractModel, X: Float[Array, "n *in"], Y: Array,
                       loss: AbstractLoss | str = "mse") -> HessianOperators:
-    """The operators of :class:`HessianOperators` for ``model`` on inputs X and targets Y (shaped as ``loss``
-    takes them: ``loss.targets``)."""
+    """The operators of :class:`HessianOperators` (docs/math.md section 11) for ``model`` on inputs X and targets
+    Y (as ``loss.targets`` takes them: values for mse, labels for cross-entropy; checked here)."""
     model = as_model(model)
     loss = loss_from_spec(loss)
     X = check_inputs(model, X, where="hessian_operators")
@@ -129,7 +129,8 @@ def lanczos_top(matvec: Callable[[Array], Array], size: int, k: int, *, seed: in
                 max_steps: int | None = None, dtype=jnp.float64, memory_budget: int | None = None,
                 progress: bool = False) -> Lanczos:
     """The ``k`` largest (algebraic) eigenvalues of the symmetric operator ``matvec`` on vectors of ``size``
-    entries, by Lanczos iterations with full reorthogonalization from a seeded Gaussian start.
+    entries, by Lanczos iterations with full reorthogonalization from a seeded Gaussian start (docs/math.md
+    section 11).
 
     After each step the Ritz values of the tridiagonal matrix T_j are checked: the residual of Ritz pair i is
     beta_j |s_(j,i)| (s_i T_j's eigenvector), and the iteration stops when the top k residuals are at most
@@ -160,12 +161,11 @@ def lanczos_top(matvec: Callable[[Array], Array], size: int, k: int, *, seed: in
         from tqdm.auto import tqdm
 
         it = tqdm(it, desc="Lanczos", unit="step", leave=False)
-    theta = res = np.zeros(0)
     for j in it:
         Q = Q.at[j].set(q)
         w = matvec(q)
         a = float(q @ w)
-        w = _reorthogonalize(Q, j + 1, w)
+        w = _reorthogonalize(Q, jnp.asarray(j + 1), w)
         b = float(jnp.linalg.norm(w))
         alphas.append(a)
         if not np.isfinite(a) or not np.isfinite(b):
@@ -183,17 +183,13 @@ def lanczos_top(matvec: Callable[[Array], Array], size: int, k: int, *, seed: in
 
 
 @jax.jit
-def _reorthogonalize_all(Q: Array, mask: Array, w: Array) -> Array:
-    for _ in range(2):  # twice is enough (Kahan-Parlett)
+def _reorthogonalize(Q: Array, used: Array, w: Array) -> Array:
+    """w minus its projection on the first ``used`` rows of Q, twice (Kahan-Parlett: enough for full
+    reorthogonalization); one compiled function for every step."""
+    mask = (jnp.arange(Q.shape[0]) < used).astype(w.dtype)
+    for _ in range(2):
         w = w - Q.T @ ((Q @ w) * mask)
     return w
-
-
-def _reorthogonalize(Q: Array, used: int, w: Array) -> Array:
-    """w minus its projection on the first ``used`` rows of Q (full reorthogonalization, one compiled function for
-    every step)."""
-    mask = (jnp.arange(Q.shape[0]) < used).astype(w.dtype)
-    return _reorthogonalize_all(Q, mask, w)
 
 
 class Estimate(eqx.Module):
@@ -279,8 +275,7 @@ def spectrum(model: AbstractModel, X: Float[Array, "n *in"], Y: Array, loss: Abs
         raise SolverError(f"Lanczos did not reach the relative residual {tol:g} for the top {top} eigenvalues in "
                           f"{lz.steps} steps (largest residual {float(jnp.max(lz.residuals)):.2g}); raise max_steps "
                           "or loosen tol")
-    F = ops.model(X)
-    G = loss.gauss_newton(ntk(ops.model, X), F, Y)
+    G = loss.gauss_newton(ntk(ops.model, ops.X), ops.model(ops.X), ops.Y)
     g = np.sort(np.linalg.eigvalsh(np.asarray(G, dtype=np.float64)))[::-1]
     mH, b2 = hutchinson(ops, probes, seed=seed + 1, progress=progress)
     return Spectrum(hessian_top=lz.eigenvalues, residuals=lz.residuals, gn_eigenvalues=jnp.asarray(g),
