@@ -42,6 +42,7 @@ from .losses import MSE as MSE, UserLoss as UserLoss, loss_from_spec as loss_fro
 from .engine import CorrConfig as CorrConfig, SolveConfig as SolveConfig, SolveResult as SolveResult  # noqa: E402
 from .engine import Measures as Measures, Prediction as Prediction  # noqa: E402
 from .engine import ProblemSpec as ProblemSpec, SolverSpec as SolverSpec, TrainingSpec as TrainingSpec  # noqa: E402
+from .engine import SpectrumSpec as SpectrumSpec  # noqa: E402
 from .engine import solve as solve, solve_seeds as solve_seeds  # noqa: E402
 from .engine import AbstractRow as AbstractRow, ROWS as ROWS, row as row, rows_for as rows_for  # noqa: E402
 from .errors import (  # noqa: E402

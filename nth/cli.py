@@ -77,8 +77,9 @@ def _add_architecture(g) -> None:
                    "see 'nth params'")
 
 
-def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
-    """Options shared by ``nth solve`` and ``nth sweep`` (a sweep sets width and seed per run)."""
+def _add_common(s: argparse.ArgumentParser, sweep: bool, at_init: bool = False) -> None:
+    """Options shared by ``nth solve``, ``nth sweep`` (which sets width and seed per run) and ``nth spectrum``
+    (``at_init``: the spectrum at the initial weights, so no --spectra)."""
     s.add_argument("--p", type=int, default=4, help="truncation level p >= 2 (default 4)")
     g = s.add_argument_group("network")
     if not sweep:
@@ -162,6 +163,16 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool) -> None:
                    "every local device)")
     g.add_argument("--chunk", type=int, help="direction tuples per compiled kernel batch (default: chosen by the "
                    "memory planner)")
+    g = s.add_argument_group("spectrum (docs/math.md section 11)")
+    if not at_init:
+        g.add_argument("--spectra", action="store_true", help="also the loss Hessian against the NTK at every saved "
+                       "time of training (the flow's times, or gradient descent's saved steps): top eigenvalues of H, "
+                       "all of G's, moments, Tr(B^2); stored under spectrum/ (use a small --num-times)")
+    d = SolveConfig.defaults()
+    g.add_argument("--top", type=int, default=d["top"], help=f"eigenvalues of H to compute (default {d['top']})")
+    g.add_argument("--probes", type=int, default=d["probes"], help=f"Hutchinson probes (default {d['probes']})")
+    g.add_argument("--spectrum-tol", type=float, default=d["spectrum_tol"],
+                   help=f"Lanczos relative residual (default {d['spectrum_tol']:g})")
     g = s.add_argument_group("output")
     g.add_argument("--quiet", action="store_true", help="no progress output on stderr")
 
@@ -213,11 +224,9 @@ def _add_spectrum(sub) -> None:
                        "products), the eigenvalues of the Gauss-Newton kernel G = (1/n) H0^(1/2) K H0^(1/2), the "
                        "moments Tr(H^j) (Hutchinson, with standard errors) and Tr(G^j), j = 1..4, and Tr(B^2) for "
                        "B = H n - J^T H0 J, of the network, data and loss of 'nth solve' at its initial weights "
-                       "(docs/math.md section 11).")
-    _add_common(s, sweep=False)
-    s.add_argument("--top", type=int, default=4, help="eigenvalues of H to compute (default 4)")
-    s.add_argument("--probes", type=int, default=100, help="Hutchinson probes (default 100)")
-    s.add_argument("--tol", type=float, default=1e-10, help="Lanczos relative residual (default 1e-10)")
+                       "(docs/math.md section 11). Along training and across widths: 'nth solve --spectra' and "
+                       "'nth sweep --spectra', then 'nth plot spectrum'.")
+    _add_common(s, sweep=False, at_init=True)
     s.add_argument("--json", action="store_true", help="print one JSON object (keys hessian_top, gn_eigenvalues, "
                    "moments_H, moments_G, trace_B2, trace_B2_stderr, ...)")
 
@@ -257,7 +266,9 @@ def _add_plot(sub) -> None:
     ck.add_argument("--out", required=True, help="PNG to write")
     for kind, helptext in (("error-vs-width", "log-log error vs width per level, DG, fitted slopes"),
                            ("trajectories", "f(t) and K2(t): true vs p = 2, p = 4, DG at the narrowest and widest width"),
-                           ("kernel-sizes", "mean |K^(r)| and NTK movement vs width")):
+                           ("kernel-sizes", "mean |K^(r)| and NTK movement vs width"),
+                           ("spectrum", "the loss Hessian against the NTK vs width (DG Figs. 9-10), from a sweep run "
+                            "with --spectra")):
         k = kinds.add_parser(kind, help=helptext)
         k.add_argument("sweep", help="sweep file written by nth sweep")
         k.add_argument("--out", help="PNG to write (default: next to the sweep file)")
@@ -433,6 +444,16 @@ def _plot(args) -> int:
     elif args.kind == "trajectories":
         out = args.out if args.out is not None else f"{stem}_trajectories.png"
         plot.trajectories(args.sweep, out, seed=args.seed, entry=args.entry)
+    elif args.kind == "spectrum":
+        out = args.out if args.out is not None else f"{stem}_spectrum.png"
+        for name, fit in plot.spectrum(args.sweep, out).items():
+            if "slope" in fit:
+                print(f"{name:>22}: slope {fit['slope']:.2f}  95% CI [{fit['ci'][0]:.2f}, {fit['ci'][1]:.2f}]")
+            elif fit["slope_mean"] is not None:
+                lo, hi = fit["slope_mean_ci"]
+                print(f"{name:>22}: slope {fit['slope_mean']:.2f}  95% CI [{lo:.2f}, {hi:.2f}]")
+            else:
+                print(f"{name:>22}: mean not resolved from zero at every width")
     else:
         out = args.out if args.out is not None else f"{stem}_kernel_sizes.png"
         for label, (s, lo, hi) in plot.kernel_sizes(args.sweep, out).items():
@@ -447,7 +468,7 @@ def _spectrum(args) -> int:
     from .engine import spectrum_at_init
 
     cfg = config_from_args(args)
-    s = spectrum_at_init(cfg, top=args.top, probes=args.probes, tol=args.tol, progress=not args.quiet)
+    s = spectrum_at_init(cfg, progress=not args.quiet)
     d = s.as_dict()
     if args.json:
         print(json.dumps(d))

@@ -293,3 +293,106 @@ def correlation_vs_width(paths: list[str], out: str, *, variance: bool = False) 
     fig.tight_layout()
     _save(plt, fig, out)
     return summaries
+
+
+def _complete_widths(widths, values):
+    """The widths at which every seed has a finite value, and those rows (a mean over draws needs all of them)."""
+    V = np.asarray(values, dtype=np.float64)
+    keep = np.isfinite(V).all(axis=1)
+    return np.asarray(widths)[keep], V[keep]
+
+
+def spectrum(path: str, out: str) -> dict[str, dict]:
+    """DG Figures 9-10 from a sweep run with ``spectra`` (docs/math.md section 11), four panels: (a) the mean over
+    seeds of the top-eigenvalue gap mean_i lambda_i(H) - lambda_i(G) at initialization against width, with its
+    standard error and fitted exponent (:func:`nth.compare.moment_fits`: fitted only where the mean is resolved
+    from zero); (b) the RMS eigenvalue of B at initialization and at the last saved time (geometric mean over
+    seeds, :func:`nth.compare.slope_with_ci`); (c) the relative moment differences (Tr H^j - Tr G^j) / Tr G^j,
+    j = 1..4, at initialization (solid) and at the last time (dashed); (d) the top eigenvalues of H and G of
+    seed 0 at the largest width (DG Fig. 9b: k near-equal copies with k outputs). The predicted exponents
+    (:data:`nth.kernel.SPECTRUM_LAWS`) are dashed. Returns {quantity: fit} (moment_fits' dict for the gap and
+    the moments, {slope, ci} for rms_B)."""
+    from .kernel import SPECTRUM_LAWS
+
+    out = check_figure_path(out)
+    sw = load_sweep(path)
+    sc = sw["scalars"]
+    if "top_gap_init" not in sc:
+        raise ConfigError(f"{path!r} holds no spectra: run the sweep with --spectra (finished runs: {len(sw['runs'])})")
+    from .compare import moment_fits
+
+    plt = _plt()
+    depth = sw["config"]["base"].get("depth") if not sw["config"]["base"].get("model") else None
+    laws = {law.name: law for law in SPECTRUM_LAWS}
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5))
+    fits: dict[str, dict] = {}
+
+    def reference(ax, law, w, anchor):
+        s = law.exponent(depth)
+        for slope, ls, tag in ((s, "--", "predicted"), (law.measured_only if depth == 1 else None, ":", "DG measured")):
+            if slope:
+                ax.plot(w, anchor * (w / w[0]) ** slope, "k" + ls, lw=1, alpha=0.6, label=f"{tag} slope {slope:g}")
+
+    ax = axes[0, 0]
+    w, V = _complete_widths(sw["widths"], sc["top_gap_init"])
+    if w.size >= 2 and V.shape[1] >= 2:
+        fit = fits["top_gap"] = moment_fits(w, V)
+        mean, se = np.abs(np.asarray(fit["mean"])), np.asarray(fit["stderr"])
+        s = fit["slope_mean"]
+        lab = f"slope {s:.2f} [{fit['slope_mean_ci'][0]:.2f}, {fit['slope_mean_ci'][1]:.2f}]" if s is not None \
+            else "mean not resolved from 0"
+        ax.errorbar(w, mean, yerr=se, fmt="o-", capsize=3, label=f"|mean| over {V.shape[1]} seeds: {lab}")
+        reference(ax, laws["top_gap"], w.astype(float), mean[0])
+    ax.set_title("(a) top-eigenvalue gap at initialization", fontsize=9)
+    ax.set_ylabel("|E mean_i (lambda_i(H) - lambda_i(G))|")
+
+    ax = axes[0, 1]
+    for tag, style in (("init", "o-"), ("final", "s--")):
+        E = sc[f"rms_B_{tag}"]
+        g = np.array([geometric_mean(r[np.isfinite(r)]) if np.isfinite(r).any() else np.nan for r in E])
+        s, lo, hi = slope_with_ci(sw["widths"], E)
+        fits[f"rms_B_{tag}"] = {"slope": s, "ci": [lo, hi]}
+        ax.plot(sw["widths"], g, style, label=f"{'initialization' if tag == 'init' else 'last time'}: slope {s:.2f} "
+                f"[{lo:.2f}, {hi:.2f}]")
+    first = geometric_mean(sc["rms_B_init"][0][np.isfinite(sc["rms_B_init"][0])])
+    reference(ax, laws["rms_B"], np.asarray(sw["widths"], dtype=float), first)
+    ax.set_title("(b) RMS eigenvalue of B (DG Fig. 10b)", fontsize=9)
+    ax.set_ylabel("sqrt(Tr(B^2) / P) (geo. mean over seeds)")
+
+    ax = axes[1, 0]
+    for j in range(1, 5):
+        for tag, ls in (("init", "-"), ("final", "--")):
+            w, V = _complete_widths(sw["widths"], sc[f"moment_reldiff_{j}_{tag}"])
+            if w.size < 2 or V.shape[1] < 2:
+                continue
+            fit = fits[f"moment_reldiff_{j}_{tag}"] = moment_fits(w, V)
+            s = fit["slope_mean"]
+            ax.plot(w, np.abs(fit["mean"]), "o" + ls, color=f"C{j - 1}", ms=3,
+                    label=f"j = {j}, {'init' if tag == 'init' else 'last'}"
+                    + (f": slope {s:.2f}" if s is not None else ": not resolved"))
+    ax.set_title("(c) relative moment differences (DG Fig. 10a)", fontsize=9)
+    ax.set_ylabel("|(Tr H^j - Tr G^j) / Tr G^j| (mean over seeds)")
+
+    for a in (axes[0, 0], axes[0, 1], axes[1, 0]):
+        a.set_xscale("log", base=2)
+        a.set_yscale("log")
+        a.set_xlabel("width m")
+        a.legend(fontsize=7)
+        a.grid(True, which="both", alpha=0.3)
+
+    ax = axes[1, 1]
+    m = int(np.max([w for (w, s) in sw["runs"] if s == 0] or [0]))
+    if m:
+        run = sw["runs"][(m, 0)]
+        top, gn = run["spectrum_hessian_top"][0], run["spectrum_gn_eigenvalues"][0]
+        ax.plot(np.arange(1, top.size + 1), top, "o", label="H (Lanczos)")
+        ax.plot(np.arange(1, min(gn.size, 2 * top.size) + 1), gn[: 2 * top.size], "x", label="G (exact)")
+        ax.set_title(f"(d) top eigenvalues at initialization, width {m}, seed 0 (DG Fig. 9b)", fontsize=9)
+        ax.set_xlabel("index i")
+        ax.set_ylabel("eigenvalue")
+        ax.legend(fontsize=8)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(textwrap.fill(f"the loss Hessian and the NTK: {describe(sw)}", 110), fontsize=9)
+    fig.tight_layout()
+    _save(plt, fig, out)
+    return fits

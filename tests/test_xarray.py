@@ -21,7 +21,8 @@ GD = ["--lr-fraction", "0.5", "--steps", "10"]
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("xr")
     solve, sweep = d / "solve.h5", d / "sweep.h5"
-    assert main(["solve", "--width", "16", *TINY, *GD, "--save-kernels", "--out", str(solve)]) == 0
+    assert main(["solve", "--width", "16", *TINY, *GD, "--save-kernels", "--spectra", "--top", "2", "--probes", "4",
+                 "--out", str(solve)]) == 0
     assert main(["sweep", "--widths", "16,32", "--seeds", "2", *TINY, "--t-max", "5", "--out", str(sweep)]) == 0
     return solve, sweep
 
@@ -47,6 +48,8 @@ EXPECTED = {  # a solve file's groups: the dimensions of each variable (n = 4 sa
     "kernels": {"K4": ("sample", "sample_2", "sample_3", "sample_4"), "K3_test": ("test_sample", "sample", "sample_2")},
     "data": {"X": ("sample", "feature"), "X_test": ("test_sample", "feature"), "y": ("sample",)},
     "init": {"f0": ("sample",)},
+    "spectrum": {"hessian_top": ("time", "eigenvalue"), "gn_eigenvalues": ("time", "gn_eigenvalue"),
+                 "moments_H": ("time", "moment"), "trace_B2": ("time",), "step": ("time",)},
 }
 
 
@@ -73,7 +76,8 @@ def test_solve_file_groups_open_in_xarray(files):
         assert ds.sizes.get("sample", 4) == 4 and ds.sizes.get("test_sample", 2) == 2
         if "time" in ds.dims:  # the saved times are the coordinate t of every group with a time axis
             np.testing.assert_array_equal(ds["t"].values, raw["true/t"])
-            assert "t" in ds.coords and ds["f"].coords["t"].dims == ("time",)
+            first = next(name for name in variables if "time" in ds[name].dims)
+            assert "t" in ds.coords and ds[first].coords["t"].dims == ("time",)
         if "step" in ds.dims:  # gradient descent's steps (an index) and t = lr * step
             np.testing.assert_array_equal(ds["step"].values, [0, 5, 10])
             assert "step" in ds.indexes and "t" in ds.coords

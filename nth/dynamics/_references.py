@@ -156,6 +156,7 @@ class GDSolution(eqx.Module):
     loss: Float[Array, " T"]
     f_test: Float[Array, "T n_test *k"] | None
     batches: Int[Array, "S B"] | None = None
+    params: AbstractModel | None = None
 
 
 def check_steps(save_steps, lr, where: str) -> np.ndarray:
@@ -234,12 +235,13 @@ def gradient_descent(
     loss: AbstractLoss | str = MSE(),
     X_test: Float[Array, "k *in"] | None = None,
     batches: Int[Array, "S B"] | None = None,
+    save_params: bool = False,
 ) -> GDSolution:
     """Gradient descent theta <- theta - lr eta . grad L with ``loss`` (default mse; HY Section 4 item 2,
     docs/math.md section 10), recorded at ``save_steps``: full-batch, or with ``batches`` (the batch of every
     step, :func:`nth.batch_schedule`) stochastic gradient descent on L_t = (1/B) sum_(a in batch t) l(f_a, y_a).
     Step s corresponds to time t = lr * s of gradient flow; full-batch descent and the flow agree to O(lr)
-    (Euler)."""
+    (Euler). ``save_params`` also returns theta at every saved step (memory: T times the parameter count)."""
     where = "gradient_descent"
     model = as_model(model)
     loss = loss_from_spec(loss)
@@ -250,14 +252,18 @@ def gradient_descent(
         batches = jnp.asarray(check_batches(batches, X.shape[0], int(steps[-1]), where))
     lr_arr = jnp.asarray(lr, dtype=X.dtype)
     params, static = partition(model)
-    out, done = [], 0
+    out, saved, done = [], [], 0
     for s in steps:
         params = _gd_segment(params, static, X, y, lr_arr, jnp.asarray(done), int(s) - done, loss, batches)
         done = int(s)
         out.append(_observe_jit(combine(params, static), X, y, X_test, loss))
+        if save_params:
+            saved.append(params)
     f, K2, L, f_test = (jnp.stack(z) for z in zip(*out))
     if not bool(jnp.isfinite(f).all()):
         raise SolverError(f"gradient descent with lr = {lr:g} diverged (non-finite outputs); the largest stable "
                           "step is about 2n / lambda_max(K^(2)) (nth.stable_lr)")
     return GDSolution(lr=float(lr), steps=jnp.asarray(steps), ts=lr * jnp.asarray(steps, dtype=X.dtype), f=f,
-                      K2=K2, loss=L, f_test=None if X_test is None else f_test, batches=batches)
+                      K2=K2, loss=L, f_test=None if X_test is None else f_test, batches=batches,
+                      params=combine(jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *saved), static)
+                      if save_params else None)

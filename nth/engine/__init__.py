@@ -4,7 +4,7 @@ of one width together, with the memory plan of every stage checked first (docs/m
 from ._corr import CORR_ACTIVATIONS as CORR_ACTIVATIONS, CorrConfig as CorrConfig, check_plan as check_corr_plan, correlation_values as correlation_values
 from ._corr import plan_batch as plan_batch, sample as sample_draws, summarize as summarize_corr
 from ._config import DTYPES as DTYPES, ProblemSpec as ProblemSpec, SolveConfig as SolveConfig
-from ._config import SolverSpec as SolverSpec, TrainingSpec as TrainingSpec
+from ._config import SolverSpec as SolverSpec, SpectrumSpec as SpectrumSpec, TrainingSpec as TrainingSpec
 from ._plan import SolvePlan as SolvePlan, plan_solve as plan_solve
 from ._rows import AbstractRow as AbstractRow, ROWS as ROWS, RowInputs as RowInputs, row as row, rows_for as rows_for
 from ._result import Measures as Measures, Prediction as Prediction, SolveResult as SolveResult
@@ -17,6 +17,7 @@ from ._run import (
     plan_run as plan_run,
     solve as solve,
     solve_seeds as solve_seeds,
+    spectrum_at_init as spectrum_at_init,
     sweep_errors as sweep_errors,
 )
-from ._spectrum import spectrum_at_init as spectrum_at_init
+from ._spectrum import spectra_along as spectra_along, spectrum_of as spectrum_of

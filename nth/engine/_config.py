@@ -195,10 +195,35 @@ class SolverSpec:
             raise ConfigError(f"dg_method = {self.dg_method!r}; accepted: {', '.join(DG_METHODS)}")
 
 
+@dataclasses.dataclass(frozen=True)
+class SpectrumSpec:
+    """The spectrum part of a run (docs/math.md section 11): with ``spectra``, the loss Hessian against the NTK at
+    every saved time of the reference (the true flow, or gradient descent's saved steps): the ``top`` largest
+    eigenvalues of H by Lanczos to the relative residual ``spectrum_tol``, all of G's, and Hutchinson estimates of
+    Tr(H^j) and Tr(B^2) from ``probes`` Rademacher probes (seeded by the run's seed). ``nth spectrum`` reads the
+    same fields at the initial weights."""
+
+    spectra: bool = False
+    top: int = 4
+    probes: int = 100
+    spectrum_tol: float = 1e-10
+
+    def validate(self) -> None:
+        if not isinstance(self.top, int) or isinstance(self.top, bool) or self.top < 1:
+            raise ConfigError(f"top = {self.top!r} eigenvalues: must be a positive integer (eigenvalues of H to "
+                              "compute)")
+        if not isinstance(self.probes, int) or isinstance(self.probes, bool) or self.probes < 2:
+            raise ConfigError(f"probes = {self.probes!r} must be an integer >= 2 (the standard error needs two)")
+        if not (isinstance(self.spectrum_tol, (int, float)) and math.isfinite(self.spectrum_tol)
+                and 0 < self.spectrum_tol < 1):
+            raise ConfigError(f"spectrum_tol = {self.spectrum_tol!r} must be a relative residual in (0, 1), e.g. 1e-10")
+
+
 @dataclasses.dataclass(frozen=True, init=False)
 class SolveConfig(Composed):
-    """Everything that defines an ``nth solve`` run, in four parts: ``network`` (:class:`~nth.models.ModelSpec`),
-    ``problem`` (:class:`ProblemSpec`), ``training`` (:class:`TrainingSpec`) and ``solver`` (:class:`SolverSpec`).
+    """Everything that defines an ``nth solve`` run, in five parts: ``network`` (:class:`~nth.models.ModelSpec`),
+    ``problem`` (:class:`ProblemSpec`), ``training`` (:class:`TrainingSpec`), ``solver`` (:class:`SolverSpec`) and
+    ``spectrum`` (:class:`SpectrumSpec`).
     ``None`` means "the default" (or "from the file").
 
     Every field is also read, and given, by its own name (:mod:`nth._composed`): ``SolveConfig(p=4, width=64,
@@ -209,6 +234,7 @@ class SolveConfig(Composed):
     problem: ProblemSpec = part(ProblemSpec)
     training: TrainingSpec = part(TrainingSpec)
     solver: SolverSpec = part(SolverSpec)
+    spectrum: SpectrumSpec = part(SpectrumSpec)
 
     @property
     def loss_fn(self) -> AbstractLoss:
@@ -300,6 +326,7 @@ class SolveConfig(Composed):
         spec.validate(self.p)
         self.problem.validate()
         self.training.validate()
+        self.spectrum.validate()
         if self.infinite and not spec.has_kernel_limit:
             raise ConfigError(spec.no_kernel_limit_reason())
         if self.infinite is not False and spec.name == "mlp":

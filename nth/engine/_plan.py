@@ -12,7 +12,10 @@ the kernels stay resident, so the predicted peak is the kernels plus the largest
 - truncated NTH: the state (f, K^(2)..K^(p-1), test rows) times the stage count, and the saved trajectory;
 - DG: the eigenbasis copies of K^(3) and K^(4);
 - the discrete-time hierarchy (gradient descent at a finite learning rate, with ``discrete``): the tensors
-  O11, O111, M, P (docs/math.md section 7) and one direction tuple of their nested JVPs.
+  O11, O111, M, P (docs/math.md section 7) and one direction tuple of their nested JVPs;
+- spectra (``spectra``): the weights at every saved time (kept by the reference's stage too), the smallest
+  Lanczos basis for the ``top`` eigenvalues (it grows within the budget, :func:`nth.kernel.lanczos_top`), and
+  the vectors and passes of a Hessian-vector product (docs/math.md section 11).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import jax.numpy as jnp
 from ..errors import ConfigError, MemoryBudgetError
 from ..kernel import IMPLEMENTATIONS, KernelPlan, forward_entries, format_bytes, kernel_bytes, plan_kernels
 from ..kernel._gd import gd_tensor_bytes
+from ..kernel._spectrum import lanczos_bytes
 from ..models import AbstractModel, as_model, num_outputs, num_params, output_shape
 from ..models._base import model_dtype
 
@@ -64,7 +68,7 @@ def plan_solve(model: AbstractModel, *, n: int, n_test: int, p: int, num_times: 
                memory_budget: int | None = None, chunk: int | None = None, matrix_free: bool = False,
                dg: bool = False, nth_solver: str = "tsit5", flow_solver: str = "dopri8",
                implementation="auto", models: int = 1, in_shape: tuple[int, ...] | None = None,
-               discrete: bool = False) -> SolvePlan:
+               discrete: bool = False, spectra: bool = False, top: int = 4) -> SolvePlan:
     """Plan every stage of a run of ``model`` (abstract or concrete); raise
     :class:`~nth.errors.MemoryBudgetError` with the itemized plan if the peak exceeds the budget."""
     model = as_model(model)
@@ -85,13 +89,14 @@ def plan_solve(model: AbstractModel, *, n: int, n_test: int, p: int, num_times: 
     resident = models * (stored + P * it)
     n_in, n, n_test = n, n * k, n_test * k  # from here on, samples: every slot and output of the state
     saved = num_times * (n + n_test + n * n + 1) * it
+    weights = num_times * P * it if spectra else 0  # theta at every saved time
     nth_state = (n + n_test) * it + sum(kernel_bytes(n, r, dtype) for r in range(2, p))
     if n_test:
         nth_state += sum(kernel_bytes(n, r, dtype, n_test) for r in range(2, p))
     stages = {
         "kernels": max(kp.work_bytes, 0 if tp is None else tp.work_bytes),
         "gradient flow": SOLVER_COPIES[flow_solver] * P * it + 6 * ((n_in + n_test // k) * A + C) * it + 3 * P * it
-        + saved,
+        + saved + weights,
         "truncated NTH": SOLVER_COPIES[nth_solver] * nth_state + saved + (kp.work_bytes if matrix_free else 0),
     }
     if dg:
@@ -101,6 +106,8 @@ def plan_solve(model: AbstractModel, *, n: int, n_test: int, p: int, num_times: 
                                                                    if n_test else 0)
         work = IMPLEMENTATIONS["jvp"].work_bytes(model, 4, 1, n_in, n_test // k or n_in, False, in_shape, k)
         stages["discrete-time hierarchy"] = tensors + work + 2 * saved
+    if spectra:
+        stages["spectra"] = weights + lanczos_bytes(P, top + 1, it) + 8 * P * it + 6 * (n_in * A + C) * it
     stages = {k: models * v for k, v in stages.items()}
     plan = SolvePlan(kernels=kp, test_kernels=tp, resident=resident, stages=stages, budget=kp.budget, models=models)
     if plan.peak > plan.budget:

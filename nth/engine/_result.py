@@ -11,6 +11,7 @@ import numpy as np
 from ..compare import f_error, k2_error
 from ..data import Dataset
 from ..dynamics import FlowSolution, GDSolution
+from ..kernel import Spectrum
 from ..losses import decisions
 from ._config import DEFAULT_WIDTH
 from ._rows import AbstractRow
@@ -116,7 +117,8 @@ class SolveResult:
 
     ``predictions`` maps each row's label ("p2", ..., "p{p}", "discrete_p2", "discrete_o1m", "dg", "inf") to its
     :class:`Prediction`, in the rows' order; ``flow_measures`` and ``gd_measures`` are the :class:`Measures` of
-    the true gradient flow and of gradient descent (against the flow); ``config`` is what the file records.
+    the true gradient flow and of gradient descent (against the flow); ``spectra`` the loss Hessian against the NTK
+    at the reference's saved times (with ``spectra``; docs/math.md section 11); ``config`` is what the file records.
     """
 
     config: dict[str, Any]
@@ -131,6 +133,7 @@ class SolveResult:
     predictions: dict[str, Prediction]
     wall_times: dict[str, float]
     loss_fall: float
+    spectra: Spectrum | None = None
     path: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
 

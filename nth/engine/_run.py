@@ -29,7 +29,7 @@ from ..compare import f_error, k2_error
 from ..data import Dataset, ProblemShape, check_labels, load_problem, problem_shape, read_npz
 from ..dynamics import batch_schedule, default_horizon, gradient_descent, gradient_flow, stable_lr
 from ..errors import ConfigError, DataError
-from ..kernel import KernelOperator, limiting_kernels
+from ..kernel import KernelOperator, Spectrum, limiting_kernels
 from ..kernel import kernels as compute_kernels
 from ..kernel import device_mesh
 from ..losses import decisions
@@ -38,6 +38,7 @@ from ._config import DEFAULT_WIDTH, DTYPES, SolveConfig
 from ._plan import SolvePlan, plan_solve
 from ._result import Measures, Prediction, SolveResult, float32_warnings
 from ._rows import RowInputs, pick_seed, rows_for
+from ._spectrum import spectra_along, spectrum_of
 
 def _data_args(cfg: SolveConfig) -> dict[str, Any]:
     return cfg.problem.sizes(images=cfg.model is None and cfg.arch == "cnn")
@@ -124,7 +125,8 @@ def plan_run(cfg: SolveConfig, data: Dataset | ProblemShape, model: AbstractMode
     return plan_solve(model, n=data.n, n_test=data.k, p=cfg.p, num_times=cfg.num_times,
                       memory_budget=cfg.memory_budget, chunk=cfg.chunk, matrix_free=cfg.matrix_free, dg=cfg.use_dg,
                       nth_solver=cfg.nth_solver, flow_solver=cfg.flow_solver, implementation=cfg.kernel_impl,
-                      models=models, in_shape=data.in_shape, discrete=cfg.use_discrete_o1m)
+                      models=models, in_shape=data.in_shape, discrete=cfg.use_discrete_o1m, spectra=cfg.spectra,
+                      top=cfg.top)
 
 
 def describe_model(model: AbstractModel) -> str:
@@ -291,7 +293,7 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
         say(f"[+] {'gradient descent' if batches is None else f'SGD on batches of {cfg.batch_size}'}: lr {cfg.lr:g} "
             f"({cfg.lr / stable:.3g} of the stable step {stable:.3g}), {cfg.steps} steps")
         gd = timed("gradient_descent", lambda: gradient_descent(model, X, y, cfg.lr, steps, X_test=Xt, loss=loss,
-                                                                batches=batches))
+                                                                batches=batches, save_params=cfg.spectra))
     else:
         t_max = cfg.t_max if cfg.t_max is not None else default_horizon(ks[2], f0, y, fall=loss.horizon_fall,
                                                                         loss=loss)
@@ -300,7 +302,8 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
     flow_settings = cfg.flow_settings(progress=progress and not stacked)
     say(f"[2/4] true gradient flow to t = {t_max:.4g} ({flow_settings.describe()})")
     flow = timed("gradient_flow", lambda: gradient_flow(net, X, y, ts, solver=flow_settings, X_test=Xt,
-                                                        stacked=stacked, labels=labels, loss=loss))
+                                                        stacked=stacked, labels=labels, loss=loss,
+                                                        save_params=cfg.spectra and gd is None))
     say(f"[3/4] truncated NTH, levels q = 2..{cfg.p} ({cfg.nth_solver})")
     solved = {r.label: timed(r.wall, lambda r=r: r.solve(inputs)) for r in rows if r.batched or not stacked}
     if cfg.use_inf:
@@ -326,6 +329,16 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
         preds = {r.label: Prediction(r, pr[r.label], measure(pr[r.label], flow_i, gd,
                                                              reference=gd if r.reference == "gd" else flow_i))
                  for r in rows}
+        spectra = None
+        if cfg.spectra:  # along the reference's saved times; its weights are then let go
+            trained = flow_i if gd is None else gd
+            say(f"[+] spectra of the loss Hessian and the NTK at {len(trained.ts)} saved times"
+                + (f" (seed {s})" if stacked else ""))
+            spectra, w["spectra"] = _timed(lambda: spectra_along(cfg.replace(seed=s), trained.params, X, y, loss,
+                                                                 memory_budget=plan.budget, progress=progress,
+                                                                 say=say))
+            flow_i = dataclasses.replace(flow_i, params=None)
+            gd = None if gd is None else dataclasses.replace(gd, params=None)
         loss_fall = float(flow_i.loss[0] / flow_i.loss[-1]) if float(flow_i.loss[-1]) > 0 else float("inf")
         config = resolved_config(dataclasses.replace(cfg, seed=s), data, models[i], plan.kernels.chunk, t_max, B,
                                  out_shape)
@@ -333,7 +346,7 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
         res = SolveResult(config=config, data=data, f0=np.asarray(pick(f0)), kernels=as_np(k_i),
                           test_kernels=as_np(kt_i), flow=flow_i, flow_measures=measure(flow_i, None, None), gd=gd,
                           gd_measures=None if gd is None else measure(gd, flow_i, None), predictions=preds,
-                          wall_times=w, loss_fall=loss_fall,
+                          wall_times=w, loss_fall=loss_fall, spectra=spectra,
                           warnings=float32_warnings({k: p.measures for k, p in preds.items()}, models[i].width) if cfg.dtype == "float32" else [])
         for w_ in res.warnings:
             say("warning: " + w_)
@@ -345,6 +358,19 @@ def solve(cfg: SolveConfig, *, progress: bool = False, log: Callable[[str], None
     """One run of ``cfg`` (its seed): :func:`solve_seeds` with one seed. No file is written (see
     :func:`nth.run_solve`)."""
     return solve_seeds(cfg, [cfg.seed], progress=progress, log=log)[0]
+
+
+def spectrum_at_init(cfg: SolveConfig, *, progress: bool = False) -> Spectrum:
+    """The loss Hessian and the NTK of the network of ``cfg`` (seed ``cfg.seed``) at its initial weights, on its
+    training data and targets under its loss (:func:`~nth.engine._spectrum.spectrum_of`; docs/math.md section
+    11)."""
+    cfg.validate()
+    data = load_data(cfg)
+    dtype = DTYPES[cfg.dtype]
+    X = jnp.asarray(data.X, dtype=dtype)
+    model = build_model(cfg, data, cfg.seed)
+    y = run_targets(cfg, data, output_shape(model, data.in_shape, dtype))
+    return spectrum_of(cfg, model, X, y, cfg.loss_fn, progress=progress)
 
 
 def sweep_errors(cfg: SolveConfig, widths: list[int], seeds: list[int], *, reference_check: bool = False,

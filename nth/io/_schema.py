@@ -21,8 +21,17 @@ with T saved times, n training points, k test points and inputs of shape ``in``:
                                         for a prediction, disagreement, test_disagreement (the fraction of
                                         inputs whose decided class differs from the reference's)
     R/kernels/K{r} (n,)*r, K{r}_test (k,)+(n,)*(r-1)   K^(r)(0) (solve files with save_kernels)
+    R/spectrum/t (T,), [step (T,)]      with ``spectra``: the loss Hessian against the NTK at the reference's saved
+        hessian_top, hessian_residuals  times (the flow's, or gradient descent's steps; docs/math.md section 11):
+          (T, top)                      the top eigenvalues of H (Lanczos) and their residuals,
+        gn_eigenvalues (T, N)           all of G's (decreasing),
+        moments_H, moments_H_stderr,    Tr(H^j) (Hutchinson) and Tr(G^j), j = 1..4,
+          moments_G (T, 4)
+        trace_B2, trace_B2_stderr,      Tr(B^2) (Hutchinson), sqrt(Tr(B^2) / P), Lanczos steps
+          rms_B, lanczos_steps (T,)     attrs: top, probes, spectrum_tol, num_params, at (true or gd)
     R                                   attrs: width, seed, loss_fall, K2_movement, kernel_mean_abs_K{r},
-                                               dg_vs_p4, wall_time_<stage>, [warnings]; in a sweep file also
+                                               dg_vs_p4, wall_time_<stage>, [warnings], with spectra the
+                                               scalars of :func:`spectrum_summary`; in a sweep file also
                                                config (the run's resolved configuration, JSON)
 
 The data live once per file: ``/data/X`` (n, *in), ``/data/y`` (n,) or (n, k), ``/data/X_test`` (k, *in),
@@ -38,7 +47,8 @@ Dimensions (netCDF-4 dimension scales, :mod:`nth.io._hdf5`): every axis of every
 ``dg``, ``gd``, ``data``, ... (in a sweep file, ``runs/m{width}_s{seed}/true`` and so on). The names:
 ``time`` (the saved times; the coordinate ``t``, stored in every group with a time axis), ``step`` (gradient
 descent's recorded steps, groups ``gd`` and ``discrete/*``; coordinates ``step`` and ``t = lr * step``),
-``sample`` (training points), ``test_sample`` (test points), ``sample_2`` .. ``sample_r`` (the further training
+``eigenvalue``, ``gn_eigenvalue`` and ``moment`` (the spectrum group's), ``sample`` (training points),
+``test_sample`` (test points), ``sample_2`` .. ``sample_r`` (the further training
 slots of K^(2) and K^(r)), and ``feature`` (an input's coordinates; ``feature_0``, ``feature_1``, ... for inputs
 with several axes). The dimensions of a run live in its group, those of the data in the file's root. A sweep
 file's root also holds the sweep's table for xarray: every per-run scalar (``max_f_error_p4``, ``loss_fall``,
@@ -67,6 +77,7 @@ from ..data import Dataset
 from ..engine import SolveResult
 from ..engine import SolveConfig
 from ..engine._rows import labels_in, row, rows_for
+from ..kernel import Spectrum
 from ._hdf5 import package_versions
 
 #: 3: version 2 with netCDF-4 dimensions on every axis, the time coordinate in every group with a time axis,
@@ -129,6 +140,10 @@ def dataset_axes(path: str, shape: tuple[int, ...], out_shape: tuple[int, ...] =
         return ("update", "batch"), None
     if name == "K2_late":
         return slots(2), None
+    if group == "spectrum":  # at the reference's saved times (gradient descent's too: t = lr * step)
+        per = {"hessian_top": ("eigenvalue",), "hessian_residuals": ("eigenvalue",), "gn_eigenvalues": ("gn_eigenvalue",),
+               "moments_H": ("moment",), "moments_H_stderr": ("moment",), "moments_G": ("moment",)}
+        return ("time",) + per.get(name, ()), "t"
     per_time = {"f": ("sample",) + out, "f_test": ("test_sample",) + out, "K2": slots(2), "loss": ()}
     if name not in per_time:
         raise ValueError(f"the schema names no dimensions for the dataset {path!r}")
@@ -192,7 +207,42 @@ def run_datasets(result: SolveResult, *, save_kernels: bool = False) -> tuple[di
         if gd.batches is not None:
             ds["gd/batches"] = gd.batches
         attrs["gd"] = result.gd_measures.as_dict() | {"lr": gd.lr}
+    if result.spectra is not None:
+        sp, ref = result.spectra, (fl if result.gd is None else result.gd)
+        ds["spectrum/t"] = ref.ts
+        if result.gd is not None:
+            ds["spectrum/step"] = result.gd.steps
+        ds.update({f"spectrum/{name}": v for name, v in spectrum_arrays(sp).items()})
+        attrs["spectrum"] = {"top": cfg["top"], "probes": sp.probes, "spectrum_tol": cfg["spectrum_tol"],
+                             "num_params": sp.num_params, "at": "true" if result.gd is None else "gd"}
     return {k: np.asarray(v) for k, v in ds.items()}, attrs
+
+
+def spectrum_arrays(sp: Spectrum) -> dict[str, np.ndarray]:
+    """Spectra along a trajectory (leading time axis) by the names of ``R/spectrum`` (module docstring)."""
+    return {"hessian_top": sp.hessian_top, "hessian_residuals": sp.residuals, "gn_eigenvalues": sp.gn_eigenvalues,
+            "moments_H": sp.moments_H.mean, "moments_H_stderr": sp.moments_H.stderr, "moments_G": sp.moments_G,
+            "trace_B2": sp.trace_B2.mean, "trace_B2_stderr": sp.trace_B2.stderr, "rms_B": sp.rms_B,
+            "lanczos_steps": sp.lanczos_steps}
+
+
+def spectrum_summary(arrays: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """What a width study reads of spectra along training (docs/math.md section 11, DG Figs. 9-10), at the first
+    (``_init``) and last (``_final``) saved time: ``top_gap``, the mean over the computed top eigenvalues of
+    lambda_i(H) - lambda_i(G); ``rms_B`` and ``trace_B2``; ``moment_reldiff_j`` = (Tr(H^j) - Tr(G^j)) / Tr(G^j),
+    j = 1..4."""
+    top = np.asarray(arrays["hessian_top"], dtype=np.float64)
+    gn = np.asarray(arrays["gn_eigenvalues"], dtype=np.float64)[:, : top.shape[1]]
+    mh, mg = np.asarray(arrays["moments_H"], dtype=np.float64), np.asarray(arrays["moments_G"], dtype=np.float64)
+    out: dict[str, float] = {}
+    for tag, i in (("init", 0), ("final", -1)):
+        k = min(top.shape[1], gn.shape[1])
+        out[f"top_gap_{tag}"] = float(np.mean(top[i, :k] - gn[i, :k]))
+        out[f"rms_B_{tag}"] = float(arrays["rms_B"][i])
+        out[f"trace_B2_{tag}"] = float(arrays["trace_B2"][i])
+        for j in range(mh.shape[1]):
+            out[f"moment_reldiff_{j + 1}_{tag}"] = float((mh[i, j] - mg[i, j]) / mg[i, j])
+    return out
 
 
 def run_summary(result: SolveResult) -> dict[str, Any]:
@@ -205,6 +255,8 @@ def run_summary(result: SolveResult) -> dict[str, Any]:
         out[f"kernel_mean_abs_K{r}"] = float(np.abs(K).mean())
     if result.dg_vs_p4 is not None:
         out["dg_vs_p4"] = result.dg_vs_p4
+    if result.spectra is not None:
+        out.update(spectrum_summary(spectrum_arrays(result.spectra)))
     out.update({f"wall_time_{k}": float(v) for k, v in result.wall_times.items()})
     if result.warnings:
         out["warnings"] = "\n".join(result.warnings)

@@ -252,11 +252,13 @@ def _tabulate(h: h5py.File) -> None:
 
 def _flat_name(path: str, groups: dict[str, str]) -> str | None:
     """How a run's dataset of layout 2 maps onto the flat names of layout 1 (what load_sweep returns for both):
-    true/f -> true_f, gd/f -> gd_f, and <row group>/f -> <label>_f (nth/p4/f -> p4_f, discrete/o1m/f ->
+    true/f -> true_f, gd/f -> gd_f, spectrum/rms_B -> spectrum_rms_B, and <row group>/f -> <label>_f (nth/p4/f -> p4_f, discrete/o1m/f ->
     discrete_o1m_f) for the rows' ``groups`` ({group: label})."""
     group, _, name = path.rpartition("/")
     if group == "true":
         return "t" if name == "t" else f"true_{name}"
+    if group == "spectrum":
+        return f"spectrum_{name}"
     label = groups.get(group)
     return None if label is None else f"{label}_{name}"
 

@@ -23,6 +23,7 @@ each with its standard error; G's eigenvalues and moments are exact.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -31,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 from ..errors import ConfigError, MemoryBudgetError, SolverError
 from ..losses import AbstractLoss, loss_from_spec
@@ -111,18 +112,20 @@ def hessian_operators(model: AbstractModel, X: Float[Array, "n *in"], Y: Array,
 
 class Lanczos(eqx.Module):
     """Result of :func:`lanczos_top`: the ``k`` largest eigenvalues (decreasing), their residual norms
-    |A u - lambda u| (bounds from the Lanczos recurrence), the steps taken and whether every residual met the
-    tolerance."""
+    |A u - lambda u| (bounds from the Lanczos recurrence), the steps taken, whether every residual met the
+    tolerance, and whether the memory budget capped the steps."""
 
     eigenvalues: Float[Array, " k"]
     residuals: Float[Array, " k"]
     steps: int
     converged: bool
+    capped: bool = False
 
 
 def lanczos_bytes(size: int, steps: int, itemsize: int = 8) -> int:
-    """Bytes of the Lanczos basis: ``steps`` vectors of ``size`` entries."""
-    return size * steps * itemsize
+    """Bytes of a Lanczos basis of ``steps`` vectors of ``size`` entries, with the copy made when it grows (twice
+    the basis at most)."""
+    return 2 * size * steps * itemsize
 
 
 def lanczos_top(matvec: Callable[[Array], Array], size: int, k: int, *, seed: int = 0, tol: float = 1e-10,
@@ -135,8 +138,9 @@ def lanczos_top(matvec: Callable[[Array], Array], size: int, k: int, *, seed: in
     After each step the Ritz values of the tridiagonal matrix T_j are checked: the residual of Ritz pair i is
     beta_j |s_(j,i)| (s_i T_j's eigenvector), and the iteration stops when the top k residuals are at most
     ``tol`` times the largest |Ritz value| (the eigenvalues are then accurate to about residual^2 / gap), or at
-    ``max_steps`` (default min(size, 30 k + 100)) with ``converged`` False. The basis (max_steps vectors) is
-    predicted before anything is allocated and refused over ``memory_budget``.
+    ``max_steps`` (default min(size, 30 k + 100)) with ``converged`` False. The basis grows by doubling as the
+    steps need it; the steps are capped where it would pass ``memory_budget`` (:func:`lanczos_bytes`), and a
+    budget that holds fewer than k + 1 vectors is refused before anything is allocated.
     """
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= size:
         raise ConfigError(f"top = {k!r} eigenvalues: must be an integer from 1 to the number of parameters ({size})")
@@ -146,12 +150,15 @@ def lanczos_top(matvec: Callable[[Array], Array], size: int, k: int, *, seed: in
     if steps < k:
         raise ConfigError(f"max_steps = {max_steps!r} must be at least top = {k}")
     budget = default_memory_budget() if memory_budget is None else memory_budget
-    need = lanczos_bytes(size, steps, jnp.dtype(dtype).itemsize)
-    if need > budget:
-        raise MemoryBudgetError(f"the Lanczos basis of {steps} vectors of {size} parameters needs {format_bytes(need)}"
-                                f" over the budget {format_bytes(budget)}; ask for fewer eigenvalues (--top), cap "
-                                "the steps, or raise the budget")
-    Q = jnp.zeros((steps, size), dtype)
+    itemsize = jnp.dtype(dtype).itemsize
+    fits = budget // lanczos_bytes(size, 1, itemsize)
+    if fits < min(k + 1, steps):
+        raise MemoryBudgetError(f"a Lanczos basis for the top {k} eigenvalues of {size} parameters needs at least "
+                                f"{format_bytes(lanczos_bytes(size, k + 1, itemsize))}, over the budget "
+                                f"{format_bytes(budget)}; ask for fewer eigenvalues (--top) or raise the budget")
+    capped = fits < steps
+    steps = min(steps, int(fits))
+    Q = jnp.zeros((min(steps, max(2 * k, 32)), size), dtype)
     q = jax.random.normal(jax.random.PRNGKey(seed), (size,), dtype)
     q = q / jnp.linalg.norm(q)
     alphas: list[float] = []
@@ -162,6 +169,8 @@ def lanczos_top(matvec: Callable[[Array], Array], size: int, k: int, *, seed: in
 
         it = tqdm(it, desc="Lanczos", unit="step", leave=False)
     for j in it:
+        if j == Q.shape[0]:  # the basis doubles (one more compiled reorthogonalization per size)
+            Q = jnp.concatenate([Q, jnp.zeros((min(Q.shape[0], steps - Q.shape[0]), size), dtype)])
         Q = Q.at[j].set(q)
         w = matvec(q)
         a = float(q @ w)
@@ -176,10 +185,12 @@ def lanczos_top(matvec: Callable[[Array], Array], size: int, k: int, *, seed: in
         theta, res = vals[order], b * np.abs(vecs[-1, order])
         scale = max(float(np.abs(vals).max()), np.finfo(np.float64).tiny)
         if j + 1 >= k and (np.all(res <= tol * scale) or b <= tol * scale):
-            return Lanczos(eigenvalues=jnp.asarray(theta), residuals=jnp.asarray(res), steps=j + 1, converged=True)
+            return Lanczos(eigenvalues=jnp.asarray(theta), residuals=jnp.asarray(res), steps=j + 1, converged=True,
+                           capped=capped)
         betas.append(b)
         q = w / b
-    return Lanczos(eigenvalues=jnp.asarray(theta), residuals=jnp.asarray(res), steps=steps, converged=False)
+    return Lanczos(eigenvalues=jnp.asarray(theta), residuals=jnp.asarray(res), steps=steps, converged=False,
+                   capped=capped)
 
 
 @jax.jit
@@ -235,7 +246,8 @@ class Spectrum(eqx.Module):
     """The Hessian and the NTK at one set of weights (docs/math.md section 11): ``hessian_top`` (the top
     eigenvalues of H, decreasing) with their Lanczos ``residuals``, ``gn_eigenvalues`` (all of G's, decreasing),
     ``moments_H`` (Hutchinson, j = 1..4) and ``moments_G`` (exact), ``trace_B2`` (Hutchinson), ``rms_B`` =
-    sqrt(Tr(B^2) / P), and the sizes: ``num_params`` P, ``probes``, ``lanczos_steps``."""
+    sqrt(Tr(B^2) / P), and the sizes: ``num_params`` P, ``probes``, ``lanczos_steps``. Spectra at several weights
+    (:func:`stack_spectra`) carry a leading axis on every array and on ``lanczos_steps``."""
 
     hessian_top: Float[Array, " k"]
     residuals: Float[Array, " k"]
@@ -246,7 +258,7 @@ class Spectrum(eqx.Module):
     rms_B: Float[Array, ""]
     num_params: int
     probes: int
-    lanczos_steps: int
+    lanczos_steps: int | Int[Array, " T"]
 
     def as_dict(self) -> dict:
         """Plain numbers, the keys of ``nth spectrum --json``."""
@@ -273,8 +285,9 @@ def spectrum(model: AbstractModel, X: Float[Array, "n *in"], Y: Array, loss: Abs
                      dtype=ops.root_eta.dtype, memory_budget=memory_budget, progress=progress)
     if not lz.converged:
         raise SolverError(f"Lanczos did not reach the relative residual {tol:g} for the top {top} eigenvalues in "
-                          f"{lz.steps} steps (largest residual {float(jnp.max(lz.residuals)):.2g}); raise max_steps "
-                          "or loosen tol")
+                          f"{lz.steps} steps (largest residual {float(jnp.max(lz.residuals)):.2g}); "
+                          + ("the memory budget capped the steps: raise it (--memory-budget) or ask for fewer "
+                             "eigenvalues (--top)" if lz.capped else "raise max_steps or loosen tol"))
     G = loss.gauss_newton(ntk(ops.model, ops.X), ops.model(ops.X), ops.Y)
     g = np.sort(np.linalg.eigvalsh(np.asarray(G, dtype=np.float64)))[::-1]
     mH, b2 = hutchinson(ops, probes, seed=seed + 1, progress=progress)
@@ -282,3 +295,41 @@ def spectrum(model: AbstractModel, X: Float[Array, "n *in"], Y: Array, loss: Abs
                     moments_H=mH, moments_G=jnp.asarray([np.sum(g**j) for j in range(1, MOMENTS + 1)]),
                     trace_B2=b2, rms_B=jnp.sqrt(jnp.maximum(b2.mean, 0.0) / ops.size), num_params=ops.size,
                     probes=probes, lanczos_steps=lz.steps)
+
+
+def stack_spectra(spectra: list[Spectrum]) -> Spectrum:
+    """Spectra at several weights (of one model, with the same probes) as one :class:`Spectrum` whose arrays and
+    ``lanczos_steps`` carry a leading axis in the given order."""
+    first = spectra[0]
+    stack = lambda *xs: jnp.stack([jnp.asarray(x) for x in xs])  # noqa: E731
+    arrays = jax.tree_util.tree_map(stack, *[dataclasses.replace(s, num_params=0, probes=0) for s in spectra])
+    return dataclasses.replace(arrays, num_params=first.num_params, probes=first.probes)
+
+
+class SpectrumLaw(eqx.Module):
+    """A quantity of a width study of spectra (:func:`nth.io.spectrum_summary`'s names, without ``_init`` or
+    ``_final``) with its ``title`` and the exponent s of its predicted law ~ m^s at initialization for a network
+    of ``depth`` hidden layers (docs/math.md section 11; DG Eq. 76, Eq. 80, Fig. 10b). ``measured_only``: where
+    DG's bound is weaker than what they measure (depth 1: the top-eigenvalue gap is proven O(m^(-1/2)), measured
+    O(1/m), their footnote 12)."""
+
+    name: str
+    title: str
+    shallow: float | None
+    deep: float | None
+    measured_only: float | None = None
+
+    def exponent(self, depth: int | None) -> float | None:
+        """The predicted exponent at this depth (None: no prediction, or an unknown depth)."""
+        if depth is None:
+            return None
+        return self.shallow if depth == 1 else self.deep
+
+
+#: What a width study of spectra fits (docs/math.md section 11).
+SPECTRUM_LAWS = (
+    SpectrumLaw("top_gap", "mean of lambda_i(H) - lambda_i(G), top eigenvalues", -0.5, -1.0, measured_only=-1.0),
+    SpectrumLaw("rms_B", "RMS eigenvalue of B, sqrt(Tr(B^2) / P)", -0.5, -1.0),
+    *(SpectrumLaw(f"moment_reldiff_{j}", f"(Tr H^{j} - Tr G^{j}) / Tr G^{j}", *((0.0, 0.0) if j == 2 else (-1.0, -1.0)))
+      for j in range(1, MOMENTS + 1)),
+)
