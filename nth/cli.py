@@ -171,7 +171,7 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool, at_init: bool = False) 
     d = SolveConfig.defaults()
     g.add_argument("--top", type=int, default=d["top"], help=f"eigenvalues of H to compute (default {d['top']})")
     g.add_argument("--probes", type=int, default=d["probes"], help=f"Hutchinson probes (default {d['probes']})")
-    g.add_argument("--spectrum-tol", type=float, default=d["spectrum_tol"],
+    g.add_argument("--spectrum-tol", *(("--tol",) if at_init else ()), type=float, default=d["spectrum_tol"],
                    help=f"Lanczos relative residual (default {d['spectrum_tol']:g})")
     g = s.add_argument_group("output")
     g.add_argument("--quiet", action="store_true", help="no progress output on stderr")

@@ -17,6 +17,7 @@ from .compare import geometric_mean, slope_with_ci
 from .engine._rows import row
 from .errors import ConfigError
 from .io import ERROR_QUANTITIES, check_output_path, load_sweep, prediction_labels, write_atomic
+from .models import DEFAULT_DEPTH
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -322,7 +323,8 @@ def spectrum(path: str, out: str) -> dict[str, dict]:
     from .compare import moment_fits
 
     plt = _plt()
-    depth = sw["config"]["base"].get("depth") if not sw["config"]["base"].get("model") else None
+    base = sw["config"]["base"]  # the laws are the MLP's (a sweep made in Python may leave depth at its default)
+    depth = (base.get("depth") or DEFAULT_DEPTH) if base.get("arch", "mlp") == "mlp" and not base.get("model") else None
     laws = {law.name: law for law in SPECTRUM_LAWS}
     fig, axes = plt.subplots(2, 2, figsize=(11, 8.5))
     fits: dict[str, dict] = {}
@@ -348,14 +350,17 @@ def spectrum(path: str, out: str) -> dict[str, dict]:
 
     ax = axes[0, 1]
     for tag, style in (("init", "o-"), ("final", "s--")):
-        E = sc[f"rms_B_{tag}"]
-        g = np.array([geometric_mean(r[np.isfinite(r)]) if np.isfinite(r).any() else np.nan for r in E])
-        s, lo, hi = slope_with_ci(sw["widths"], E)
+        E = np.asarray(sc[f"rms_B_{tag}"], dtype=np.float64)
+        ok = (np.isfinite(E) & (E > 0)).any(axis=1)  # widths with a value (B = 0 in a model linear in theta)
+        if ok.sum() < 2:
+            continue
+        g = np.array([geometric_mean(r[np.isfinite(r) & (r > 0)]) for r in E[ok]])
+        s, lo, hi = slope_with_ci(sw["widths"][ok], E[ok])
         fits[f"rms_B_{tag}"] = {"slope": s, "ci": [lo, hi]}
-        ax.plot(sw["widths"], g, style, label=f"{'initialization' if tag == 'init' else 'last time'}: slope {s:.2f} "
-                f"[{lo:.2f}, {hi:.2f}]")
-    first = geometric_mean(sc["rms_B_init"][0][np.isfinite(sc["rms_B_init"][0])])
-    reference(ax, laws["rms_B"], np.asarray(sw["widths"], dtype=float), first)
+        ax.plot(sw["widths"][ok], g, style, label=f"{'initialization' if tag == 'init' else 'last time'}: slope "
+                f"{s:.2f} [{lo:.2f}, {hi:.2f}]")
+        if tag == "init":
+            reference(ax, laws["rms_B"], np.asarray(sw["widths"][ok], dtype=float), g[0])
     ax.set_title("(b) RMS eigenvalue of B (DG Fig. 10b)", fontsize=9)
     ax.set_ylabel("sqrt(Tr(B^2) / P) (geo. mean over seeds)")
 

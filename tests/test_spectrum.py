@@ -243,3 +243,54 @@ def test_spectra_along_gradient_descent_and_in_a_resumable_sweep(tmp_path):
     fits = nth.plot.spectrum(path, str(tmp_path / "spectrum.png"))
     assert {"top_gap", "rms_B_init", "rms_B_final", "moment_reldiff_1_init"} <= set(fits)
     assert (tmp_path / "spectrum.png").read_bytes()[:4] == b"\x89PNG"
+
+
+class Picked(eqx.Module):
+    """A user model with an integer array that is not a parameter (a fixed feature order): it has no time axis
+    in a saved trajectory."""
+
+    W: jax.Array
+    a: jax.Array
+    idx: jax.Array
+
+    def __call__(self, X):
+        return jnp.tanh(X[:, self.idx] @ self.W.T / math.sqrt(X.shape[1])) @ self.a / math.sqrt(self.a.shape[0])
+
+
+def test_spectra_along_a_path_index_only_the_parameters():
+    """spectra_along takes the time axis off the trained parameters only (an integer leaf of a user model stays
+    whole), and each saved time's spectrum is that of the model at those weights."""
+    k1, k2 = jax.random.split(jax.random.PRNGKey(3))
+    raw = Picked(W=jax.random.normal(k1, (6, 3), jnp.float64), a=jax.random.normal(k2, (6,), jnp.float64),
+                 idx=jnp.asarray([2, 0, 1]))
+    model = nth.as_model(raw, in_shape=(3,))
+    X = jax.random.normal(jax.random.PRNGKey(4), (4, 3), jnp.float64)
+    y = jnp.sin(jnp.arange(4.0))
+    flow = nth.gradient_flow(model, X, y, jnp.asarray([0.0, 1.0, 2.0]), save_params=True)
+    cfg = nth.SolveConfig(top=2, probes=4)
+    sp = nth.engine.spectra_along(cfg, flow.params, X, y, loss_from_spec("mse"))
+    assert sp.hessian_top.shape == (3, 2)
+    params, static = partition(flow.params)
+    at = combine(jax.tree_util.tree_map(lambda x: x[2], params), static)
+    np.testing.assert_allclose(np.asarray(sp.hessian_top[2]), _dense_top(at, X, y, "mse", 2), rtol=1e-8)
+
+
+def test_lanczos_basis_is_capped_by_the_budget_and_the_plan_counts_the_stage():
+    """The basis grows within the memory budget: a budget of 5 vectors (and their copy) caps the steps at 5 (not
+    converged, flagged), one of 2 is refused before anything is allocated; the memory plan of a run with spectra
+    keeps the saved weights resident and leaves the Lanczos basis the rest of the budget."""
+    d = jnp.linspace(1.0, 2.0, 200)
+    lz = nth.lanczos_top(lambda v: d * v, 200, 2, memory_budget=2 * 5 * 200 * 8)
+    assert lz.capped and not lz.converged and lz.steps == 5
+    with pytest.raises(nth.MemoryBudgetError, match="Lanczos basis"):
+        nth.lanczos_top(lambda v: d * v, 200, 2, memory_budget=2 * 2 * 200 * 8)
+    from nth.engine import plan_run
+    from nth.engine._run import data_shape
+
+    cfg = nth.SolveConfig(p=2, width=64, depth=2, n=8, d=3, n_test=0, num_times=5)
+    shape = data_shape(cfg)
+    off, on = plan_run(cfg, shape), plan_run(cfg.replace(spectra=True, top=3), shape)
+    P = 64 * 3 + 64 * 64 + 64
+    assert on.resident - off.resident == 5 * P * 8 and "spectra" in on.stages and "spectra" not in off.stages
+    assert off.lanczos_budget is None and on.lanczos_budget == on.budget - on.resident - (on.stages["spectra"]
+                                                                                          - 32 * P * 8)

@@ -13,9 +13,10 @@ the kernels stay resident, so the predicted peak is the kernels plus the largest
 - DG: the eigenbasis copies of K^(3) and K^(4);
 - the discrete-time hierarchy (gradient descent at a finite learning rate, with ``discrete``): the tensors
   O11, O111, M, P (docs/math.md section 7) and one direction tuple of their nested JVPs;
-- spectra (``spectra``): the weights at every saved time (kept by the reference's stage too), the smallest
-  Lanczos basis for the ``top`` eigenvalues (it grows within the budget, :func:`nth.kernel.lanczos_top`), and
-  the vectors and passes of a Hessian-vector product (docs/math.md section 11).
+- spectra (``spectra``): the weights at every saved time (resident from the reference's stage on), the first
+  Lanczos basis for the ``top`` eigenvalues (it grows within what the budget leaves, ``lanczos_budget``,
+  :func:`nth.kernel.lanczos_top`), and the vectors and passes of a Hessian-vector product (docs/math.md
+  section 11).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ SOLVER_COPIES = {"tsit5": 10, "dopri5": 10, "dopri8": 17}
 @dataclasses.dataclass(frozen=True)
 class SolvePlan:
     """Predicted bytes per stage (``stages``), what stays resident (``resident``), and the budget; every figure
-    covers all ``models`` (seeds) computed together."""
+    covers all ``models`` (seeds) computed together. With spectra, ``lanczos_budget`` is what the Lanczos basis
+    may grow to (:func:`nth.kernel.lanczos_top`): the budget less what is resident and the rest of that stage."""
 
     kernels: KernelPlan
     test_kernels: KernelPlan | None
@@ -46,6 +48,7 @@ class SolvePlan:
     stages: dict[str, int]
     budget: int
     models: int = 1
+    lanczos_budget: int | None = None
 
     @property
     def peak(self) -> int:
@@ -87,16 +90,18 @@ def plan_solve(model: AbstractModel, *, n: int, n_test: int, p: int, num_times: 
     A, C = forward_entries(model, in_shape)
     stored = sum(kp.kernel_bytes.values()) + (0 if tp is None else sum(tp.kernel_bytes.values()))
     resident = models * (stored + P * it)
+    if spectra:
+        resident += models * num_times * P * it
     n_in, n, n_test = n, n * k, n_test * k  # from here on, samples: every slot and output of the state
     saved = num_times * (n + n_test + n * n + 1) * it
-    weights = num_times * P * it if spectra else 0  # theta at every saved time
+    weights = num_times * P * it if spectra else 0  # theta at every saved time, kept from the reference's stage on
     nth_state = (n + n_test) * it + sum(kernel_bytes(n, r, dtype) for r in range(2, p))
     if n_test:
         nth_state += sum(kernel_bytes(n, r, dtype, n_test) for r in range(2, p))
     stages = {
         "kernels": max(kp.work_bytes, 0 if tp is None else tp.work_bytes),
         "gradient flow": SOLVER_COPIES[flow_solver] * P * it + 6 * ((n_in + n_test // k) * A + C) * it + 3 * P * it
-        + saved + weights,
+        + saved,
         "truncated NTH": SOLVER_COPIES[nth_solver] * nth_state + saved + (kp.work_bytes if matrix_free else 0),
     }
     if dg:
@@ -106,10 +111,12 @@ def plan_solve(model: AbstractModel, *, n: int, n_test: int, p: int, num_times: 
                                                                    if n_test else 0)
         work = IMPLEMENTATIONS["jvp"].work_bytes(model, 4, 1, n_in, n_test // k or n_in, False, in_shape, k)
         stages["discrete-time hierarchy"] = tensors + work + 2 * saved
-    if spectra:
-        stages["spectra"] = weights + lanczos_bytes(P, top + 1, it) + 8 * P * it + 6 * (n_in * A + C) * it
+    if spectra:  # the vectors and passes of a Hessian-vector product, and the first Lanczos basis (no copy yet)
+        hvp = 8 * P * it + 6 * (n_in * A + C) * it
+        stages["spectra"] = hvp + lanczos_bytes(P, min(P, max(2 * top, 32)), it) // 2
     stages = {k: models * v for k, v in stages.items()}
-    plan = SolvePlan(kernels=kp, test_kernels=tp, resident=resident, stages=stages, budget=kp.budget, models=models)
+    plan = SolvePlan(kernels=kp, test_kernels=tp, resident=resident, stages=stages, budget=kp.budget, models=models,
+                     lanczos_budget=kp.budget - resident - hvp if spectra else None)
     if plan.peak > plan.budget:
         raise MemoryBudgetError(
             f"this run needs about {format_bytes(plan.peak)}, over the memory budget of "

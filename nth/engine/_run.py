@@ -335,7 +335,8 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
             say(f"[+] spectra of the loss Hessian and the NTK at {len(trained.ts)} saved times"
                 + (f" (seed {s})" if stacked else ""))
             spectra, w["spectra"] = _timed(lambda: spectra_along(cfg.replace(seed=s), trained.params, X, y, loss,
-                                                                 memory_budget=plan.budget, progress=progress,
+                                                                 memory_budget=plan.lanczos_budget,
+                                                                 progress=progress,
                                                                  say=say))
             flow_i = dataclasses.replace(flow_i, params=None)
             gd = None if gd is None else dataclasses.replace(gd, params=None)
@@ -365,8 +366,9 @@ def spectrum_at_init(cfg: SolveConfig, *, progress: bool = False) -> Spectrum:
     training data and targets under its loss (:func:`~nth.engine._spectrum.spectrum_of`; docs/math.md section
     11)."""
     cfg.validate()
-    data = load_data(cfg)
     dtype = DTYPES[cfg.dtype]
+    float64_if_asked(dtype)  # before the data become arrays
+    data = load_data(cfg)
     X = jnp.asarray(data.X, dtype=dtype)
     model = build_model(cfg, data, cfg.seed)
     y = run_targets(cfg, data, output_shape(model, data.in_shape, dtype))

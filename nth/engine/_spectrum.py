@@ -12,7 +12,7 @@ from jaxtyping import Array, Float
 
 from ..kernel import Spectrum, spectrum, stack_spectra
 from ..losses import AbstractLoss
-from ..models import AbstractModel
+from ..models import AbstractModel, combine, partition
 from ._config import SolveConfig
 
 
@@ -27,14 +27,15 @@ def spectrum_of(cfg: SolveConfig, model: AbstractModel, X: Float[Array, "n *in"]
 def spectra_along(cfg: SolveConfig, path: AbstractModel, X: Float[Array, "n *in"], y: Array, loss: AbstractLoss, *,
                   memory_budget: int | None = None, progress: bool = False,
                   say: Callable[[str], None] | None = None) -> Spectrum:
-    """:func:`spectrum_of` at every saved time of a trajectory: ``path`` is the model whose parameter leaves carry a
-    leading time axis (``save_params`` of :func:`nth.gradient_flow` or :func:`nth.gradient_descent`). Returns the
-    spectra stacked along that axis (:func:`nth.kernel.stack_spectra`)."""
-    leaves = [x for x in jax.tree_util.tree_leaves(path) if isinstance(x, jax.Array)]
-    T = leaves[0].shape[0]
+    """:func:`spectrum_of` at every saved time of a trajectory: ``path`` is the model whose trained parameter leaves
+    carry a leading time axis (``save_params`` of :func:`nth.gradient_flow` or :func:`nth.gradient_descent`; other
+    arrays of the model have none). ``memory_budget`` bounds the Lanczos basis. Returns the spectra stacked along
+    that axis (:func:`nth.kernel.stack_spectra`)."""
+    params, static = partition(path)  # only the trained parameters carry the time axis
+    T = jax.tree_util.tree_leaves(params)[0].shape[0]
     out = []
     for i in range(T):
-        at = jax.tree_util.tree_map(lambda x: x[i] if isinstance(x, jax.Array) else x, path)
+        at = combine(jax.tree_util.tree_map(lambda x: x[i], params), static)
         out.append(spectrum_of(cfg, at, X, y, loss, memory_budget=memory_budget, progress=progress))
         if say is not None:
             say(f"    spectrum {i + 1}/{T}: top eigenvalue of H {float(out[-1].hessian_top[0]):.6g}, of G "

@@ -81,6 +81,9 @@ class SweepConfig:
         base = self.base.flat() | {"dg_method": self.base.resolved_dg_method}  # as files before it
         for k in ("width", "seed", "memory_budget", "chunk", "devices"):  # per run, or result-neutral
             base.pop(k)
+        if not self.base.spectra:  # options of a stage that does not run
+            for k in ("top", "probes", "spectrum_tol"):
+                base.pop(k)
         return json.dumps({"widths": list(self.widths), "num_seeds": self.num_seeds, "base": base}, sort_keys=True)
 
 

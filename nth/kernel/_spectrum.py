@@ -287,7 +287,8 @@ def spectrum(model: AbstractModel, X: Float[Array, "n *in"], Y: Array, loss: Abs
         raise SolverError(f"Lanczos did not reach the relative residual {tol:g} for the top {top} eigenvalues in "
                           f"{lz.steps} steps (largest residual {float(jnp.max(lz.residuals)):.2g}); "
                           + ("the memory budget capped the steps: raise it (--memory-budget) or ask for fewer "
-                             "eigenvalues (--top)" if lz.capped else "raise max_steps or loosen tol"))
+                             "eigenvalues (--top)" if lz.capped else "loosen the tolerance (--spectrum-tol) or raise max_steps "
+                             "(nth.spectrum)"))
     G = loss.gauss_newton(ntk(ops.model, ops.X), ops.model(ops.X), ops.Y)
     g = np.sort(np.linalg.eigvalsh(np.asarray(G, dtype=np.float64)))[::-1]
     mH, b2 = hutchinson(ops, probes, seed=seed + 1, progress=progress)
