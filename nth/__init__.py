@@ -70,6 +70,7 @@ from .kernel import (  # noqa: E402
     gd_tensors as gd_tensors,
     kernel_fn as kernel_fn,
     kernels as kernels,
+    kernels_and_test as kernels_and_test,
     limiting_kernels as limiting_kernels,
     ntk as ntk,
     parse_correlation as parse_correlation,

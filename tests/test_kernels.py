@@ -166,3 +166,37 @@ def test_matrix_free_operator_equals_dense_contraction(tiny, first, p):
         assert rel_err(ops[r], dense[r]) < 1e-14
     c = jnp.asarray(np.random.default_rng(0).normal(size=X.shape[0]))
     assert rel_err(ops[p](c), dense[p] @ c) < 1e-12
+
+
+@pytest.mark.parametrize("arch,outputs,impl", [("mlp", 1, "auto"), ("cnn", 2, "auto"), ("mlp", 1, "contraction")])
+def test_training_and_test_kernels_in_one_pass(arch, outputs, impl, monkeypatch):
+    """kernels_and_test equals kernels at X and kernels with the test inputs first, to rounding (1e-13), for the
+    structured MLP, the factored cnn with two outputs, and the contraction path (whose levels computed whole
+    above 2 keep the two passes apart); where it can, it makes one pass per level over [X; X_test] instead of
+    two; over the memory budget of that pass it computes the two apart."""
+    from nth.kernel import _engine
+
+    key = jax.random.PRNGKey(5)
+    if arch == "mlp":
+        net, X = nth.init_mlp(1, 3, 8, 2, "tanh", outputs=outputs), jax.random.normal(key, (4, 3), jnp.float64)
+    else:
+        net, X = nth.init_cnn(1, (4, 4), 3, 2, "tanh", outputs=outputs), jax.random.normal(key, (3, 4, 4), jnp.float64)
+    Xt = 0.5 + X[:2]
+    calls = []
+    real = _engine.tensor
+    monkeypatch.setattr(_engine, "tensor", lambda *a, **k: calls.append(k.get("rows") is not None) or real(*a, **k))
+    train, test = nth.kernels_and_test(net, X, Xt, 4, implementation=impl)
+    assert calls == ([False] * 3 if impl == "contraction" else [True] * 3) + [False] * 3 * (impl == "contraction")
+    calls.clear()
+    ref_train, ref_test = nth.kernels(net, X, 4, implementation=impl), nth.kernels(net, X, 4, first=Xt,
+                                                                                implementation=impl)
+    for r in (2, 3, 4):
+        assert train[r].shape == ref_train[r].shape and test[r].shape == ref_test[r].shape
+        assert rel_err(train[r], ref_train[r]) < 1e-13 and rel_err(test[r], ref_test[r]) < 1e-13
+    if arch == "mlp" and impl == "auto":  # a budget that holds either pass but not the one over [X; X_test]
+        calls.clear()
+        kw = dict(chunk=1, outputs=outputs, in_shape=tuple(X.shape[1:]))
+        plans = [nth.plan_kernels(net, X.shape[0], 4, first_rows=rows, **kw) for rows in (None, 2)]
+        budget = max(p.total_bytes for p in plans)
+        _, test2 = nth.kernels_and_test(net, X, Xt, 4, memory_budget=budget, chunk=1)
+        assert not any(calls) and rel_err(test2[4], ref_test[4]) < 1e-13

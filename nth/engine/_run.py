@@ -30,7 +30,7 @@ from ..data import Dataset, ProblemShape, check_labels, load_problem, problem_sh
 from ..dynamics import batch_schedule, default_horizon, gradient_descent, gradient_flow, stable_lr
 from ..errors import ConfigError, DataError
 from ..kernel import KernelOperator, Spectrum, limiting_kernels
-from ..kernel import kernels as compute_kernels
+from ..kernel import kernels as compute_kernels, kernels_and_test
 from ..kernel import device_mesh
 from ..losses import decisions
 from ..models import AbstractModel, mlp_from_arrays, model_dtype, num_outputs, num_params, output_shape, preset
@@ -268,8 +268,10 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
         f"{plan.kernels.chunk} direction tuples" + (f"; K^({cfg.p}) matrix-free)" if cfg.matrix_free else ")"))
     kw = dict(memory_budget=plan.budget, chunk=plan.kernels.chunk, progress=progress, matrix_free=cfg.matrix_free,
               devices=devices, implementation=cfg.kernel_impl, stacked=stacked)
-    ks = timed("kernels", lambda: compute_kernels(net, X, cfg.p, **kw))
-    kt = None if Xt is None else timed("test_kernels", lambda: compute_kernels(net, X, cfg.p, first=Xt, **kw))
+    if Xt is None:
+        ks, kt = timed("kernels", lambda: compute_kernels(net, X, cfg.p, **kw)), None
+    else:  # the training and test kernels in one pass where the implementation allows it
+        ks, kt = timed("kernels", lambda: kernels_and_test(net, X, Xt, cfg.p, **kw))
     apply = eqx.filter_vmap(lambda m, Z: m(Z), in_axes=(eqx.if_array(0), None)) if stacked else (lambda m, Z: m(Z))
     f0 = apply(net, X)
     ft0 = None if Xt is None else apply(net, Xt)

@@ -11,6 +11,7 @@ NTK (docs/math.md sections 2, 5, 9).
 from ._engine import KernelOperator as KernelOperator, kernel as kernel, kernel_fn as kernel_fn
 from ._engine import device_mesh as device_mesh
 from ._engine import TensorSpec as TensorSpec, kernels as kernels, ntk as ntk, tensor as tensor
+from ._engine import kernels_and_test as kernels_and_test
 from ._contract import correlation_value as correlation_value
 from ._notation import CorrelationFunction as CorrelationFunction, canonical as canonical_correlation
 from ._notation import parse as parse_correlation

@@ -201,14 +201,17 @@ def _kernel(model: AbstractModel, X: Array, r: int, *, first: Array | None, chun
 
 
 def tensor(model: AbstractModel, X: Array, spec: TensorSpec, *, first: Array | None, chunk: int, progress: bool,
-           devices, stacked: bool) -> Array:
+           devices, stacked: bool, rows: Array | None = None) -> Array:
     """The tensor ``spec`` at the weights of ``model`` on checked arguments (K^(r) of HY Eq. 10 and docs/math.md
     section 2, or a tensor of the discrete-time hierarchy of section 7): its n^slots direction tuples in
     batches of ``chunk`` (one compiled, vmapped call per batch, sharded over ``devices``), assembled with the
     head axes first. The one loop every tensor of the hierarchy goes through (K^(r), and the tensors of the
-    discrete-time hierarchy, :mod:`nth.kernel._gd`)."""
+    discrete-time hierarchy, :mod:`nth.kernel._gd`). ``rows`` (test inputs, with ``first`` None): the head runs
+    symmetrically over X followed by them, the direction slots over X alone (:func:`kernels_and_test`)."""
     sym = first is None
     X1 = X if sym else first
+    if rows is not None:
+        X1 = jnp.concatenate([X, rows.astype(X.dtype)])
     out_shape = output_shape(model, X.shape[1:], X.dtype, stacked)
     n, k = X.shape[0] * num_outputs(out_shape), spec.slots  # n samples in every direction slot
     idx = _index_tuples(n, k)
@@ -225,7 +228,8 @@ def tensor(model: AbstractModel, X: Array, spec: TensorSpec, *, first: Array | N
     if progress and len(starts) > 1:
         from tqdm.auto import tqdm
 
-        it = tqdm(starts, desc=spec.label + ("" if sym else " (test)"), unit="batch", leave=False)
+        it = tqdm(starts, desc=spec.label + ("" if sym and rows is None else " (test)" if rows is None else
+                                             " (training and test)"), unit="batch", leave=False)
     parts = []
     for s in it:
         ib = idx[s : s + chunk]
@@ -246,6 +250,26 @@ def _concatenate(parts: list[Array], axis: int, group: int = 64) -> Array:
     while len(parts) > group:
         parts = [jnp.concatenate(parts[i : i + group], axis=axis) for i in range(0, len(parts), group)]
     return jnp.concatenate(parts, axis=axis)
+
+
+def _prepare(model, X, p, first, memory_budget, chunk, matrix_free, implementation, stacked):
+    """:func:`kernels`' checks and memory plan (refused over the budget): (model, X, first, the per-input output
+    shape, the plan)."""
+    if stacked and matrix_free:
+        raise ConfigError("matrix-free kernels are computed one model at a time; do not batch seeds with it")
+    if not isinstance(p, (int, np.integer)) or isinstance(p, bool) or p < 2:
+        raise ConfigError(f"kernels: p = {p!r} must be an integer >= 2 (p = 2 is the frozen NTK)")
+    model = as_model(model)
+    B, one = first_model(model, "kernels") if stacked else (1, model)
+    X = check_model_inputs(one, X, where="kernels")
+    X1 = None if first is None else check_model_inputs(one, first, "first", where="kernels")
+    check_tree_finite("model", model, where="kernels", what="weights")
+    one.check_level(p)
+    out_shape = output_shape(one, X.shape[1:], X.dtype)
+    plan = plan_kernels(one, X.shape[0], p, implementation=implementation, memory_budget=memory_budget,
+                        chunk=chunk, first_rows=None if X1 is None else X1.shape[0], matrix_free=matrix_free,
+                        models=B, in_shape=tuple(X.shape[1:]), outputs=num_outputs(out_shape))
+    return model, X, X1, out_shape, plan
 
 
 def kernels(
@@ -277,21 +301,8 @@ def kernels(
     its last slot on demand) instead of a dense array. With ``stacked`` the model's parameters carry a leading
     seed axis (every result too).
     """
-    if stacked and matrix_free:
-        raise ConfigError("matrix-free kernels are computed one model at a time; do not batch seeds with it")
-    if not isinstance(p, (int, np.integer)) or isinstance(p, bool) or p < 2:
-        raise ConfigError(f"kernels: p = {p!r} must be an integer >= 2 (p = 2 is the frozen NTK)")
-    model = as_model(model)
-    B, one = first_model(model, "kernels") if stacked else (1, model)
-    X = check_model_inputs(one, X, where="kernels")
-    X1 = None if first is None else check_model_inputs(one, first, "first", where="kernels")
-    check_tree_finite("model", model, where="kernels", what="weights")
-    one.check_level(p)
-    k = None if X1 is None else X1.shape[0]
-    out_shape = output_shape(one, X.shape[1:], X.dtype)
-    plan = plan_kernels(one, X.shape[0], p, implementation=implementation, memory_budget=memory_budget,
-                        chunk=chunk, first_rows=k, matrix_free=matrix_free, models=B, in_shape=tuple(X.shape[1:]),
-                        outputs=num_outputs(out_shape))
+    model, X, X1, out_shape, plan = _prepare(model, X, p, first, memory_budget, chunk, matrix_free, implementation,
+                                             stacked)
     top = p - 1 if matrix_free else p
     kw = dict(first=X1, chunk=plan.chunk, progress=progress, devices=devices, implementation=implementation,
               stacked=stacked)
@@ -300,6 +311,52 @@ def kernels(
         out[p] = KernelOperator(model=model, X=X, X1=X1, r=p, chunk=plan.chunk,
                                 impl=choose_implementation(model, implementation), out_shape=out_shape)
     return out
+
+
+def kernels_and_test(
+    model: AbstractModel,
+    X: Float[Array, "n *in"],
+    X_test: Float[Array, "k *in"],
+    p: int,
+    *,
+    memory_budget: int | None = None,
+    chunk: int | None = None,
+    progress: bool = False,
+    devices=None,
+    matrix_free: bool = False,
+    implementation="auto",
+    stacked: bool = False,
+) -> tuple[dict[int, Array], dict[int, Array]]:
+    """(:func:`kernels` at X, :func:`kernels` with ``first=X_test``) with one pass where the implementation
+    computes K^(2) whole (its level 2): every direction tuple's K^(2)(Z, Z) over Z = [X; X_test] holds the
+    training block (rows and columns of X) and the test block (rows of X_test, columns of X), so the per-input
+    work of X is done once instead of twice (docs/math.md section 2: K^(r)(x, X, ..) at test inputs is the same
+    derivative with x in the first slot, HY Eq. 22). The (n + k)^2 / n^2 larger K^(r) of that pass is predicted
+    with the rest and, where it would pass the budget, or for levels computed whole above 2 (whose further head
+    slots would grow too), the two are computed apart, as :func:`kernels` does."""
+    kw = dict(memory_budget=memory_budget, chunk=chunk, progress=progress, devices=devices, matrix_free=matrix_free,
+              implementation=implementation, stacked=stacked)
+    model, X, Xt, out_shape, plan = _prepare(model, X, p, X_test, memory_budget, chunk, matrix_free,
+                                             implementation, stacked)
+    impl = choose_implementation(first_model(model, "kernels")[1] if stacked else model, implementation)
+    N, Nt = X.shape[0] * num_outputs(out_shape), Xt.shape[0] * num_outputs(out_shape)
+    levels = range(2, (p - 1 if matrix_free else p) + 1)
+    stored = sum(((N + Nt) * N ** (r - 1)) for r in levels)  # both blocks, kept
+    largest = max((N + Nt) ** 2 * N ** (r - 2) for r in levels)  # one level's pass, before its blocks are cut
+    need = plan.models * ((stored + largest + plan.num_params) * plan.itemsize + plan.work_bytes)
+    if impl.closed_level > 2 or need > plan.budget:
+        return kernels(model, X, p, **kw), kernels(model, X, p, first=Xt, **kw)
+    train: dict[int, Array] = {}
+    test: dict[int, Array] = {}
+    lead = (slice(None),) if stacked else ()
+    for r in levels:  # one pass over [X; X_test] per level
+        both = tensor(model, X, _ntk_spec(impl, r), first=None, chunk=plan.chunk, progress=progress,
+                      devices=devices, stacked=stacked, rows=Xt)
+        train[r], test[r] = both[lead + (slice(0, N), slice(0, N))], both[lead + (slice(N, None), slice(0, N))]
+    if matrix_free:
+        for out, X1 in ((train, None), (test, Xt)):
+            out[p] = KernelOperator(model=model, X=X, X1=X1, r=p, chunk=plan.chunk, impl=impl, out_shape=out_shape)
+    return train, test
 
 
 class KernelOperator(eqx.Module):
