@@ -91,9 +91,8 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool, at_init: bool = False) 
     g.add_argument("--outputs", type=int, help="outputs per input of a built-in architecture (default 1; the number "
                    "of classes for --loss cross-entropy)")
     g.add_argument("--kernel-impl", default="auto", choices=("auto",) + tuple(IMPLEMENTATIONS),
-                   help="kernel implementation: auto (structured for the mlp, factored otherwise), structured (the "
-                   "mlp's rank-one path), factored (factors of the linear maps of any model), contraction (closed "
-                   "forms from derivative tensors) or jvp (nested JVPs through the model's forward pass)")
+                   help="kernel implementation: auto (structured for the mlp, factored otherwise), "
+                   + ", ".join(f"{name} ({impl.summary})" for name, impl in IMPLEMENTATIONS.items()))
     if not sweep:
         g.add_argument("--seed", type=_seed, default=0, help="seed of the initial weights (default 0)")
         g.add_argument("--weights", help=".npz with W1 (m x d), W2..WH (m x m), a (m,): width/depth from the file")

@@ -51,6 +51,8 @@ class AbstractKernelImplementation(eqx.Module):
     """One way to compute the directional derivatives of K^(2) (module docstring). Implementations are final."""
 
     name: ClassVar[str]
+    #: A few words for option help (``nth solve --kernel-impl``).
+    summary: ClassVar[str]
     #: The highest level r whose K^(r)(X1, X, ..) comes whole from one call (:meth:`directional_kernel`); the
     #: slots beyond it are direction tuples of the engine's loop.
     closed_level: ClassVar[int] = 2
@@ -93,6 +95,7 @@ class Structured(AbstractKernelImplementation):
     """The model's structured fast path (the MLP's rank-one factors)."""
 
     name: ClassVar[str] = "structured"
+    summary: ClassVar[str] = "the mlp's rank-one path"
 
     def supports(self, model):
         return model.has_structured_path
@@ -136,6 +139,7 @@ class NestedJVP(AbstractKernelImplementation):
     """Any model: nested JVPs through its own forward pass (module docstring)."""
 
     name: ClassVar[str] = "jvp"
+    summary: ClassVar[str] = "nested JVPs through the model's forward pass"
 
     def max_batch(self, model, in_shape=None):
         """One tuple per compiled call on a CPU. Every tuple moves the weights, so vmapping tuples turns a
@@ -219,6 +223,7 @@ class Contraction(AbstractKernelImplementation):
     parameters, higher levels differentiated from K^(4) (:mod:`nth.kernel._contraction`)."""
 
     name: ClassVar[str] = "contraction"
+    summary: ClassVar[str] = "closed forms from derivative tensors"
     closed_level: ClassVar[int] = CLOSED_LEVEL
 
     #: The most pairs of directions whose third derivatives go through the model together.
@@ -268,6 +273,7 @@ class Factored(AbstractKernelImplementation):
     through them where cheaper, nested JVPs for the directions (:mod:`nth.kernel._factored`)."""
 
     name: ClassVar[str] = "factored"
+    summary: ClassVar[str] = "factors of the linear maps of any model"
     #: How steps move the linear maps' weights: by cost (None), all in factored form (True) or all in place
     #: (False); the forced forms are for cross-tests (:func:`nth.kernel._factored.factored_sites`).
     steps: bool | None = eqx.field(static=True, default=None)
