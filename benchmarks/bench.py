@@ -346,7 +346,7 @@ def run(out: str, against: str | None = None, end_to_end: bool = True) -> str:
               f"path's run time, contraction {gen['contraction']:.1f}x, jvp {gen['jvp']:.1f}x (jvp forms the "
               "parameter Jacobians inside every nested JVP; factored finds the MLP's rank-one factors in its "
               "program)."]
-    lines += _arch_lines(arch) + _end_to_end_lines(e2e, against)
+    lines += _arch_lines(arch) + (_end_to_end_lines(e2e, against) if e2e else _kept_end_to_end(out))
     if against:
         now = min(tgt["structured"]["run_s"], tgt["structured_again"]["run_s"])
         then = tgt["at_rev"]["run_s"]
@@ -448,6 +448,21 @@ def _end_to_end_lines(e2e: list[dict], against: str | None) -> list[str]:
     return lines
 
 
+def _split_end_to_end(text: str) -> tuple[str, str, str]:
+    """(before, the cnn end-to-end section, after) of a benchmark file's text; the section is empty if absent."""
+    head, sep, rest = text.partition("\n## The cnn end to end")
+    if not sep:
+        return text, "", ""
+    cut = rest.find("\n## ")
+    return head, sep + (rest if cut < 0 else rest[:cut]), "" if cut < 0 else rest[cut:]
+
+
+def _kept_end_to_end(out: str) -> list[str]:
+    """The end-to-end section already in ``out`` (its provenance line included), kept by a run without it."""
+    section = _split_end_to_end(open(out).read())[1] if out and os.path.exists(out) else ""
+    return section.rstrip("\n").split("\n") if section else []
+
+
 def run_end_to_end(out: str, against: str | None) -> str:
     """Only the cnn end-to-end pair; its section of ``out`` (if the file exists) is replaced, the rest kept."""
     t0 = time.perf_counter()
@@ -464,8 +479,7 @@ def run_end_to_end(out: str, against: str | None) -> str:
     text = "\n".join(section)
     if out:
         old = open(out).read() if os.path.exists(out) else ""
-        head, sep, rest = old.partition("\n## The cnn end to end")
-        tail = rest[rest.find("\n## "):] if sep and "\n## " in rest else ""
+        head, _, tail = _split_end_to_end(old)
         with open(out, "w") as fh:
             fh.write(head.rstrip("\n") + "\n" + text + ("\n" + tail if tail else "\n"))
     return text
@@ -499,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--against", help="also time the structured kernels, and the cnn end to end, of this git "
                     "revision (e.g. a commit hash)")
     ap.add_argument("--no-end-to-end", action="store_true", help="skip the cnn end to end (about 100 minutes on a "
-                    "2-core CPU, most of it the code before)")
+                    "2-core CPU, most of it the code before) and keep the section --out already has")
     ap.add_argument("--end-to-end-only", action="store_true", help="time only the cnn end to end (before: the "
                     "default of --against REV, else --kernel-impl jvp) and replace that section of --out")
     a = ap.parse_args(argv)
