@@ -137,6 +137,10 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool, at_init: bool = False) 
                    "out), the same batches for the network and every prediction, recorded in the file; the stable "
                    "step takes B for n (default: full batch)")
     g.add_argument("--batch-seed", type=_seed, default=0, help="seed of the batches' permutations (default 0)")
+    g.add_argument("--flow", action=argparse.BooleanOptionalAction, default=True,
+                   help="integrate the true gradient flow (default); with gradient descent, --no-flow skips it and "
+                   "gradient descent is the only reference (for relu, whose kinks make the flow's adaptive solver "
+                   "crawl)")
     g = s.add_argument_group("solver")
     if sweep:
         g.add_argument("--t-max", type=float, default=20.0, help="time horizon shared by every run (default 20)")

@@ -130,6 +130,9 @@ def trajectories(path: str, out: str, *, seed: int = 0, entry: int = 0, pair: tu
     out = check_figure_path(out)
     plt = _plt()
     sw = load_sweep(path)
+    if not sw["config"]["base"].get("flow", True):
+        raise ConfigError(f"{path!r} skipped the true gradient flow (--no-flow), which these panels draw; plot "
+                          "error-vs-width --quantity max_f_error_gd instead")
     widths = [w for w in sw["widths"] if (int(w), seed) in sw["runs"]]
     if not widths:
         raise ConfigError(f"{path!r} holds no run with seed {seed}")

@@ -245,6 +245,52 @@ def test_spectra_along_gradient_descent_and_in_a_resumable_sweep(tmp_path):
     assert (tmp_path / "spectrum.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_gradient_descent_without_the_flow(tmp_path, capsys):
+    """``flow=False`` (``--no-flow``) skips the true gradient flow of a gradient-descent run: gradient descent, its
+    spectra and every row's errors against it are those of the same run with the flow (the flow enters none of
+    them), the file has no ``true/`` group and the rows carry gradient descent's times; a sweep without the flow
+    resumes and draws its spectra, its trajectory panels (drawn against the flow) are refused, and so is a run
+    with nothing to train (one line, exit status 2)."""
+    import h5py
+
+    from nth.cli import main
+
+    base = nth.SolveConfig(p=2, width=16, depth=2, n=4, d=3, n_test=2, num_times=3, spectra=True, top=2, probes=6,
+                           lr_fraction=0.5, steps=10)
+    with_flow = nth.solve(base)
+    path = str(tmp_path / "gd.h5")
+    res = nth.run_solve(base.replace(flow=False), path)
+    assert res.flow is None and res.flow_measures is None and "gradient_flow" not in res.wall_times
+    np.testing.assert_array_equal(np.asarray(res.gd.f), np.asarray(with_flow.gd.f))
+    np.testing.assert_array_equal(np.asarray(res.spectra.hessian_top), np.asarray(with_flow.spectra.hessian_top))
+    for label, p in res.predictions.items():
+        e, e_flow = p.measures, with_flow.predictions[label].measures
+        assert e.max_f_error is None and e.max_f_error_gd == e_flow.max_f_error_gd > 0, label
+        assert e.max_test_error_gd == e_flow.max_test_error_gd, label
+    assert res.loss_fall == pytest.approx(float(res.gd.loss[0] / res.gd.loss[-1]), rel=1e-15)
+    table = nth.io.format_table(res)
+    assert "max_t |f-f_gd|/sqrt(n)" in table and " true " not in table
+    with h5py.File(path) as h:
+        assert "true" not in h and h["spectrum"].attrs["at"] == "gd"
+        np.testing.assert_array_equal(h["nth/p2/t"][()], h["gd/t"][()])
+    sweep = nth.SweepConfig(widths=(8, 16), num_seeds=1, base=base.replace(flow=False, n_test=0, num_times=2))
+    sweep_path = str(tmp_path / "sweep.h5")
+    assert nth.run_sweep(sweep, sweep_path) == {"done": 0, "ran": 2}
+    assert nth.run_sweep(sweep, sweep_path) == {"done": 2, "ran": 0}
+    sw = nth.load_sweep(sweep_path)
+    assert np.isfinite(sw["scalars"]["max_f_error_gd_p2"]).all() and "max_f_error_p2" not in sw["scalars"]
+    np.testing.assert_array_equal(sw["runs"][(16, 0)]["t"], sw["runs"][(16, 0)]["gd_t"])
+    assert main(["plot", "spectrum", sweep_path, "--out", str(tmp_path / "spectrum.png")]) == 0
+    with pytest.raises(nth.ConfigError, match=r"skipped the true gradient flow"):
+        nth.plot.trajectories(sweep_path, str(tmp_path / "t.png"))
+    with pytest.raises(nth.ConfigError, match=r"--no-flow skips the true gradient flow"):
+        base.replace(lr_fraction=None, steps=None, t_max=1.0, flow=False).validate()
+    capsys.readouterr()
+    assert main(["solve", "--n", "4", "--d", "3", "--width", "8", "--no-flow", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--no-flow" in err[0]
+
+
 class Picked(eqx.Module):
     """A user model with an integer array that is not a parameter (a fixed feature order): it has no time axis
     in a saved trajectory."""

@@ -84,7 +84,9 @@ class TrainingSpec:
     docs/math.md section 10); gradient flow to ``t_max`` (None: the loss's horizon rule) or, with ``lr`` or
     ``lr_fraction`` (a fraction of the stable step) and ``steps``, gradient descent: full-batch, or with
     ``batch_size`` B stochastic gradient descent on the batches of :func:`nth.batch_schedule` (epochs of a
-    permutation from ``batch_seed``); ``num_times`` saved times."""
+    permutation from ``batch_seed``); ``num_times`` saved times. With gradient descent, ``flow`` False skips the
+    true gradient flow: gradient descent is then the only reference (for a non-smooth activation such as relu,
+    whose flow makes an adaptive solver take tiny steps at every kink)."""
 
     loss: str = "mse"
     t_max: float | None = None
@@ -94,6 +96,7 @@ class TrainingSpec:
     batch_size: int | None = None
     batch_seed: int = 0
     num_times: int = 41
+    flow: bool = True
 
     @property
     def loss_fn(self) -> AbstractLoss:
@@ -130,6 +133,9 @@ class TrainingSpec:
             if self.t_max is not None:
                 raise ConfigError("with --lr/--steps the horizon is t_max = lr * steps; do not pass --t-max")
         check_seed("batch_seed", self.batch_seed)
+        if not self.flow and self.steps is None:
+            raise ConfigError("--no-flow skips the true gradient flow, the only reference of a run without gradient "
+                              "descent: give --lr ETA (or --lr-fraction F) and --steps S, or drop --no-flow")
         if self.batch_size is not None:
             if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
                 raise ConfigError(f"batch_size = {self.batch_size!r} must be a positive integer (inputs per step)")

@@ -117,7 +117,8 @@ class SolveResult:
 
     ``predictions`` maps each row's label ("p2", ..., "p{p}", "discrete_p2", "discrete_o1m", "dg", "inf") to its
     :class:`Prediction`, in the rows' order; ``flow_measures`` and ``gd_measures`` are the :class:`Measures` of
-    the true gradient flow and of gradient descent (against the flow); ``spectra`` the loss Hessian against the NTK
+    the true gradient flow and of gradient descent (against the flow; both None where a run skips the flow,
+    ``flow`` False); ``spectra`` the loss Hessian against the NTK
     at the reference's saved times (with ``spectra``; docs/math.md section 11); ``config`` is what the file records.
     """
 
@@ -126,8 +127,8 @@ class SolveResult:
     f0: np.ndarray
     kernels: dict[int, np.ndarray]
     test_kernels: dict[int, np.ndarray] | None
-    flow: FlowSolution
-    flow_measures: Measures
+    flow: FlowSolution | None
+    flow_measures: Measures | None
     gd: GDSolution | None
     gd_measures: Measures | None
     predictions: dict[str, Prediction]

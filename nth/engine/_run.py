@@ -302,10 +302,14 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
         ts = jnp.linspace(0.0, t_max, cfg.num_times, dtype=dtype)
     inputs = dataclasses.replace(inputs, ts=ts)
     flow_settings = cfg.flow_settings(progress=progress and not stacked)
-    say(f"[2/4] true gradient flow to t = {t_max:.4g} ({flow_settings.describe()})")
-    flow = timed("gradient_flow", lambda: gradient_flow(net, X, y, ts, solver=flow_settings, X_test=Xt,
-                                                        stacked=stacked, labels=labels, loss=loss,
-                                                        save_params=cfg.spectra and gd is None))
+    if cfg.flow:
+        say(f"[2/4] true gradient flow to t = {t_max:.4g} ({flow_settings.describe()})")
+        flow = timed("gradient_flow", lambda: gradient_flow(net, X, y, ts, solver=flow_settings, X_test=Xt,
+                                                            stacked=stacked, labels=labels, loss=loss,
+                                                            save_params=cfg.spectra and gd is None))
+    else:
+        say("[2/4] true gradient flow skipped (--no-flow): gradient descent is the only reference")
+        flow = None
     say(f"[3/4] truncated NTH, levels q = 2..{cfg.p} ({cfg.nth_solver})")
     solved = {r.label: timed(r.wall, lambda r=r: r.solve(inputs)) for r in rows if r.batched or not stacked}
     if cfg.use_inf:
@@ -317,7 +321,7 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
     for i, s in enumerate(seeds):
         pick = (lambda tree: _pick(tree, i)) if stacked else (lambda tree: tree)
         k_i, kt_i = pick(dense(ks)), pick(dense(kt))
-        flow_i = pick_seed(flow, i) if stacked else flow
+        flow_i = pick_seed(flow, i) if stacked and flow is not None else flow
         w = dict(wall)
         pr = {}
         for r in rows:
@@ -328,9 +332,8 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
             else:
                 pr[r.label] = solved[r.label]
         measure = functools.partial(Measures.of, data=data, out_shape=out_shape, classes=classes)
-        preds = {r.label: Prediction(r, pr[r.label], measure(pr[r.label], flow_i, gd,
-                                                             reference=gd if r.reference == "gd" else flow_i))
-                 for r in rows}
+        preds = {r.label: Prediction(r, pr[r.label], measure(pr[r.label], flow_i, gd, reference=(
+                     gd if r.reference == "gd" or flow_i is None else flow_i))) for r in rows}
         spectra = None
         if cfg.spectra:  # along the reference's saved times; its weights are then let go
             trained = flow_i if gd is None else gd
@@ -340,14 +343,16 @@ def solve_seeds(cfg: SolveConfig, seeds: list[int], *, progress: bool = False, d
                                                                  memory_budget=plan.lanczos_budget,
                                                                  progress=progress,
                                                                  say=say))
-            flow_i = dataclasses.replace(flow_i, params=None)
+            flow_i = None if flow_i is None else dataclasses.replace(flow_i, params=None)
             gd = None if gd is None else dataclasses.replace(gd, params=None)
-        loss_fall = float(flow_i.loss[0] / flow_i.loss[-1]) if float(flow_i.loss[-1]) > 0 else float("inf")
+        trained = gd if flow_i is None else flow_i
+        loss_fall = float(trained.loss[0] / trained.loss[-1]) if float(trained.loss[-1]) > 0 else float("inf")
         config = resolved_config(dataclasses.replace(cfg, seed=s), data, models[i], plan.kernels.chunk, t_max, B,
                                  out_shape)
         as_np = lambda d: None if d is None else {r: np.asarray(k) for r, k in d.items()}  # noqa: E731
         res = SolveResult(config=config, data=data, f0=np.asarray(pick(f0)), kernels=as_np(k_i),
-                          test_kernels=as_np(kt_i), flow=flow_i, flow_measures=measure(flow_i, None, None), gd=gd,
+                          test_kernels=as_np(kt_i), flow=flow_i,
+                          flow_measures=None if flow_i is None else measure(flow_i, None, None), gd=gd,
                           gd_measures=None if gd is None else measure(gd, flow_i, None), predictions=preds,
                           wall_times=w, loss_fall=loss_fall, spectra=spectra,
                           warnings=float32_warnings({k: p.measures for k, p in preds.items()}, models[i].width) if cfg.dtype == "float32" else [])
@@ -387,6 +392,9 @@ def sweep_errors(cfg: SolveConfig, widths: list[int], seeds: list[int], *, refer
     the flow at the configured tolerances and at 100x tighter ones (docs/math.md section 6: must sit 10x below
     the NTH errors it is compared with).
     """
+    if not cfg.flow:
+        raise ConfigError("sweep_errors measures against the true gradient flow, which flow=False skips; keep the "
+                          "flow, or sweep with nth.run_sweep (errors against gradient descent)")
     out: dict[str, np.ndarray] = {}
     shape = (len(widths), len(seeds))
 

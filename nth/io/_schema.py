@@ -4,7 +4,8 @@ A run's group ``R`` (the root ``/`` of a solve file; ``/runs/m{width}_s{seed}`` 
 with T saved times, n training points, k test points and inputs of shape ``in``:
 
     R/true/t (T,)  R/true/f (T, n)  R/true/f_test (T, k)  R/true/K2 (T, n, n)  R/true/loss (T,)
-                     attrs: solver, rtol, atol, num_steps, loss_fall
+                     attrs: solver, rtol, atol, num_steps, loss_fall   (absent where a gradient-descent run
+                     skipped the flow, config flow false; the rows' t are then gradient descent's)
     R/nth/p{q}/t, f, f_test, K2, loss   truncated NTH at level q = 2..p   attrs: max_f_error, max_K2_error,
                                                                           max_test_error, [max_f_error_gd], num_steps
     R/dg/t, f, f_test, K2, loss, K2_late   DG first-order correction (p >= 4)   attrs: the errors, method
@@ -173,28 +174,27 @@ def run_datasets(result: SolveResult, *, save_kernels: bool = False) -> tuple[di
     """A run mapped onto the schema, relative to its group: ({'true/f': array, ...}, {'true': attrs, '': attrs})."""
     cfg = result.config
     fl = result.flow
-    ds: dict[str, Any] = {"init/f0": result.f0, "true/t": fl.ts, "true/f": fl.f, "true/K2": fl.K2,
-                          "true/loss": fl.loss}
-    if fl.f_test is not None:
-        ds["true/f_test"] = fl.f_test
+    ds: dict[str, Any] = {"init/f0": result.f0}
+    attrs: dict[str, dict] = {"": run_summary(result)}
+    if fl is not None:  # a gradient-descent run may skip the flow (flow False): no true/ group then
+        ds.update({"true/t": fl.ts, "true/f": fl.f, "true/K2": fl.K2, "true/loss": fl.loss})
+        if fl.f_test is not None:
+            ds["true/f_test"] = fl.f_test
+        attrs["true"] = ({"solver": cfg["flow_solver"], "rtol": cfg["rtol"], "atol": cfg["atol"],
+                          "num_steps": fl.stats.get("num_steps", -1), "loss_fall": result.loss_fall}
+                         | result.flow_measures.as_dict())
     if save_kernels:
         ds.update({f"kernels/K{r}": k for r, k in result.kernels.items()})
         if result.test_kernels is not None:
             ds.update({f"kernels/K{r}_test": k for r, k in result.test_kernels.items()})
-    attrs: dict[str, dict] = {
-        "true": {"solver": cfg["flow_solver"], "rtol": cfg["rtol"], "atol": cfg["atol"],
-                 "num_steps": fl.stats.get("num_steps", -1), "loss_fall": result.loss_fall}
-        | result.flow_measures.as_dict(),
-        "": run_summary(result),
-    }
     for r in result.rows:
         pred, g = result.predictions[r.label].solution, r.group
         ds.update({f"{g}/f": pred.f, f"{g}/K2": pred.K2, f"{g}/loss": pred.loss})
         # every group with a time axis holds its coordinate (the flow's times; gd's steps for the discrete rows)
         if r.reference == "gd":
             ds.update({f"{g}/step": result.gd.steps, f"{g}/t": result.gd.ts})
-        else:
-            ds[f"{g}/t"] = fl.ts
+        else:  # the flow's times, which are gradient descent's where the flow is skipped
+            ds[f"{g}/t"] = (result.gd if fl is None else fl).ts
         if pred.f_test is not None:
             ds[f"{g}/f_test"] = pred.f_test
         ds.update({f"{g}/{name}": v for name, v in r.datasets(pred).items()})
@@ -247,10 +247,10 @@ def spectrum_summary(arrays: Mapping[str, np.ndarray]) -> dict[str, float]:
 
 def run_summary(result: SolveResult) -> dict[str, Any]:
     """The scalars of a run that sweeps tabulate against width: kernel sizes, NTK movement, DG - p4, wall times."""
-    fl = result.flow
+    trained = result.gd if result.flow is None else result.flow
     out: dict[str, Any] = {"width": result.config["width"], "seed": result.config["seed"],
                            "loss_fall": result.loss_fall,
-                           "K2_movement": float(np.abs(np.asarray(fl.K2[-1] - fl.K2[0])).max())}
+                           "K2_movement": float(np.abs(np.asarray(trained.K2[-1] - trained.K2[0])).max())}
     for r, K in result.kernels.items():
         out[f"kernel_mean_abs_K{r}"] = float(np.abs(K).mean())
     if result.dg_vs_p4 is not None:

@@ -45,15 +45,20 @@ _CLASS_COLUMNS = (("final_loss", "loss", 10), ("accuracy", "acc", 6), ("test_acc
 
 def format_table(result: SolveResult) -> str:
     """The per-prediction summary ``nth solve`` prints: errors against true gradient flow (and, with a learning
-    rate, against gradient descent, the reference of the discrete-time rows d-p2 and d-o1m), and stage wall
-    times; for a classifier (data with classes), also the training loss, the accuracies and the rate at which
-    each prediction's decided class disagrees with its reference's, at the last saved time."""
+    rate, against gradient descent, the reference of the discrete-time rows d-p2 and d-o1m; a run that skips the
+    flow has gradient descent as its only reference), and stage wall times; for a classifier (data with
+    classes), also the training loss, the accuracies and the rate at which each prediction's decided class
+    disagrees with its reference's, at the last saved time."""
     w = result.wall_times
-    test = result.flow.f_test is not None
-    gd = result.gd is not None
-    measures = [m.as_dict() for m in [result.flow_measures, *result.measures().values()]]
-    cls = [c for c in _CLASS_COLUMNS if result.flow_measures.accuracy is not None and any(c[0] in m for m in measures)]
-    head = f"{'level':>7} {'max_t |f-f_true|/sqrt(n)':>26} {'max |K2-K2_true|':>18}"
+    flow = result.flow is not None
+    trained = result.flow if flow else result.gd
+    test = trained.f_test is not None
+    gd = result.gd is not None and flow  # the columns against gradient descent beside those against the flow
+    ref = "true" if flow else "gd"
+    measures = [m.as_dict() for m in [result.flow_measures, *result.measures().values()] if m is not None]
+    cls = [c for c in _CLASS_COLUMNS if (result.flow_measures or result.gd_measures).accuracy is not None
+           and any(c[0] in m for m in measures)]
+    head = f"{'level':>7} {f'max_t |f-f_{ref}|/sqrt(n)':>26} {f'max |K2-K2_{ref}|':>18}"
     tg = test and gd
     head += f" {'test error':>11}" * test + f" {'f vs GD':>10}" * gd + f" {'test vs GD':>11}" * tg
     head += "".join(f" {h:>{n}}" for _, h, n in cls) + f" {'wall [s]':>9}"
@@ -68,8 +73,10 @@ def format_table(result: SolveResult) -> str:
     lines = [head]
     for r in result.rows:
         e = result.predictions[r.label].measures
-        row = f"{r.name:>7} {e.max_f_error:>26.3e} {e.max_K2_error:>18.3e}"
-        row += f" {nan(e.max_test_error):>11.3e}" * test
+        main = (e.max_f_error, e.max_K2_error, e.max_test_error) if flow else (
+            e.max_f_error_gd, e.max_K2_error_gd, e.max_test_error_gd)
+        row = f"{r.name:>7} {main[0]:>26.3e} {main[1]:>18.3e}"
+        row += f" {nan(main[2]):>11.3e}" * test
         row += f" {nan(e.max_f_error_gd):>10.3e}" * gd
         row += f" {nan(e.max_test_error_gd):>11.3e}" * tg
         lines.append(row + extra(e) + f" {w[r.wall]:>9.2f}")
@@ -78,14 +85,16 @@ def format_table(result: SolveResult) -> str:
         row = f"{'gd':>7} {e.max_f_error:>26.3e} {e.max_K2_error:>18.3e}"
         row += f" {nan(e.max_test_error):>11.3e}" * test + f" {'(reference)':>10}" + f" {'':>11}" * tg
         lines.append(row + extra(e) + f" {w['gradient_descent']:>9.2f}")
-    lines.append(f"{'true':>7} {'(reference)':>26} {'':>18}" + f" {'':>11}" * test + f" {'':>10}" * gd
-                 + f" {'':>11}" * tg + extra(result.flow_measures) + f" {w['gradient_flow']:>9.2f}")
+    reference = (result.flow_measures, w["gradient_flow"]) if flow else (result.gd_measures, w["gradient_descent"])
+    lines.append(f"{ref:>7} {'(reference)':>26} {'':>18}" + f" {'':>11}" * test + f" {'':>10}" * gd
+                 + f" {'':>11}" * tg + extra(reference[0]) + f" {reference[1]:>9.2f}")
     lines.append(f"kernels K^(2)..K^({result.config['p']})"
                  + (" at the training and test inputs" if result.test_kernels is not None else "")
                  + f": {w['kernels']:.2f} s"
                  + (f"; write: {w['write']:.2f} s" if "write" in w else ""))
     lines.append(f"training loss fell {result.loss_fall:.3g}-fold over t in [0, {result.config['t_max']:.4g}] "
-                 f"({result.config['loss']}: {float(result.flow.loss[0]):.3e} -> {float(result.flow.loss[-1]):.3e})")
+                 f"({result.config['loss']}: {float(trained.loss[0]):.3e} -> {float(trained.loss[-1]):.3e}"
+                 + ("" if flow else ", gradient descent") + ")")
     lines += [f"warning: {w}" for w in result.warnings]
     if result.path:
         lines.append(f"wrote {result.path}")
