@@ -551,7 +551,7 @@ def _width_for(args) -> int:
     import numpy as np
 
     from .compare import width_for
-    from .io import load_sweep, prediction_labels
+    from .io import load_sweep, no_values, prediction_labels
 
     sw = load_sweep(args.sweep)
     widths = np.asarray(sw["widths"])
@@ -568,7 +568,7 @@ def _width_for(args) -> int:
             raise ConfigError(f"--level {args.level!r}: {args.sweep!r} holds {args.quantity} for {', '.join(labels)}")
         labels = [args.level]
     if not labels:
-        raise ConfigError(f"{args.sweep!r} holds no {args.quantity!r} values")
+        raise ConfigError(no_values(sw, args.quantity))
     fits = {lab: width_for(widths[rows], sw["scalars"][prefix + lab][rows], args.eps) for lab in labels}
     if args.json:
         print(json.dumps(fits))

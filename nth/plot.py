@@ -16,7 +16,7 @@ import numpy as np
 from .compare import geometric_mean, slope_with_ci
 from .engine._rows import row
 from .errors import ConfigError
-from .io import ERROR_QUANTITIES, check_output_path, load_sweep, prediction_labels, write_atomic
+from .io import ERROR_QUANTITIES, check_output_path, load_sweep, no_values, prediction_labels, trained_by, write_atomic
 from .models import DEFAULT_DEPTH
 
 _PNG = b"\x89PNG\r\n\x1a\n"
@@ -93,7 +93,7 @@ def error_vs_width(path: str, out: str, *, quantity: str = "max_f_error") -> dic
     widths, sc = sw["widths"], sw["scalars"]
     labels = prediction_labels(sc, quantity + "_")
     if not labels:
-        raise ConfigError(f"{path!r} holds no '{quantity}' values (finished runs: {len(sw['runs'])})")
+        raise ConfigError(no_values(sw, quantity))
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     fits = {}
     for label in labels:
@@ -185,7 +185,7 @@ def kernel_sizes(path: str, out: str) -> dict[str, tuple[float, float, float]]:
     g = geometric_mean(sc["K2_movement"], axis=1)
     ax2.plot(widths, g, "o-", color="C4", label=f"max |K2(T) - K2(0)|: slope {s:.2f} [{lo:.2f}, {hi:.2f}]")
     _reference_slopes(ax2, widths, {-1: g[0]})
-    ax2.set_title("NTK movement along true gradient flow", fontsize=9)
+    ax2.set_title(f"NTK movement along {trained_by(sw)}", fontsize=9)
     _finish_width_axes(plt, fig, (ax1, ax2), describe(sw), out)
     return fits
 
@@ -227,7 +227,7 @@ def dichotomy(paths: dict[str, str], out: str, *, level: str = "p4") -> dict[str
             if i == 0:  # NTK movement ~ 1/m; the level-q error ~ m^(-floor(q/2)) (docs/math.md section 3)
                 _reference_slopes(ax, widths, {-1 if k == "K2_movement" else -(int(level[1:]) // 2): g[0]})
         cfg = sw["config"]["base"]
-    ax1.set_title("NTK movement along true gradient flow", fontsize=9)
+    ax1.set_title(f"NTK movement along {trained_by(sw)}", fontsize=9)
     ax2.set_title(f"truncated NTH ({_name(level)}) error max_t |f - f_true|/sqrt(n)", fontsize=9)
     _finish_width_axes(plt, fig, (ax1, ax2), f"kernel regime vs feature learning (TP4): {cfg['activation']}, depth "
                        f"{cfg['depth']}, t in [0, {cfg['t_max']:g}], {sw['seeds'].size} seeds; geometric means", out)
@@ -385,7 +385,8 @@ def spectrum(path: str, out: str) -> dict[str, dict]:
         a.set_xscale("log", base=2)
         a.set_yscale("log")
         a.set_xlabel("width m")
-        a.legend(fontsize=7)
+        if a.get_legend_handles_labels()[0]:  # a panel may have nothing to fit (one seed, one width)
+            a.legend(fontsize=7)
         a.grid(True, which="both", alpha=0.3)
 
     ax = axes[1, 1]

@@ -10,7 +10,7 @@ from nth.compare import slope_with_ci
 from nth.engine import row
 from nth.engine._rows import labels_in
 from nth.plot import describe
-from nth.io import load_sweep
+from nth.io import load_sweep, trained_by
 
 #: Predicted exponents of the quantities that are not prediction errors (those: each row's exponent()).
 EXPECTED = {"dg_vs_p4": -2, "K2": 0, "K3": -1, "K4": -1, "K5": -2, "K6": -2, "K2_movement": -1}
@@ -30,7 +30,8 @@ def rows(path):
     for key in sorted(k for k in sc if k.startswith("kernel_mean_abs_K")):
         r = key[len("kernel_mean_abs_K"):]
         out.append((f"mean abs K^({r})(0)", slope_with_ci(w, sc[key]), EXPECTED.get(f"K{r}")))
-    out.append(("max abs K2(T) - K2(0), true flow", slope_with_ci(w, sc["K2_movement"]), EXPECTED["K2_movement"]))
+    out.append((f"max abs K2(T) - K2(0), {trained_by(sw)}", slope_with_ci(w, sc["K2_movement"]),
+                EXPECTED["K2_movement"]))
     return sw, out
 
 

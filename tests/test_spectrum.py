@@ -283,6 +283,14 @@ def test_gradient_descent_without_the_flow(tmp_path, capsys):
     assert main(["plot", "spectrum", sweep_path, "--out", str(tmp_path / "spectrum.png")]) == 0
     with pytest.raises(nth.ConfigError, match=r"skipped the true gradient flow"):
         nth.plot.trajectories(sweep_path, str(tmp_path / "t.png"))
+    with pytest.raises(nth.ConfigError, match=r"holds no 'max_f_error' values .*--quantity max_f_error_gd"):
+        nth.plot.error_vs_width(sweep_path, str(tmp_path / "e.png"))
+    # the plan has gradient descent's stage and no flow's; relu keeps the tolerances the flow alone would loosen
+    plan = nth.engine.dry_run(base.replace(flow=False))
+    assert "gradient descent" in plan and "gradient flow" not in plan
+    relu = base.replace(activation="relu")
+    assert relu.for_dtype().rtol > relu.rtol and relu.replace(flow=False).for_dtype() == relu.replace(flow=False)
+    assert relu.replace(flow=False).adjustments() == ""
     with pytest.raises(nth.ConfigError, match=r"--no-flow skips the true gradient flow"):
         base.replace(lr_fraction=None, steps=None, t_max=1.0, flow=False).validate()
     capsys.readouterr()

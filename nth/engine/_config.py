@@ -303,10 +303,11 @@ class SolveConfig(Composed):
         float32 resolves about 1.2e-7, so rtol >= 1e-6 and atol >= 1e-8 (docs/math.md section 6). ReLU's
         gradient flow has a discontinuous right-hand side (relu' jumps where a pre-activation crosses 0), which
         an 8th-order adaptive solver at rtol 1e-10 cannot step across: left at their defaults, its flow solver,
-        tolerances and step limit become dopri5, 1e-6, 1e-8 and 10^6.
+        tolerances and step limit become dopri5, 1e-6, 1e-8 and 10^6 (not where the flow is skipped, ``flow``
+        False: the other solves are smooth).
         """
         c = self
-        if c.activation == "relu":
+        if c.activation == "relu" and c.flow:
             defaults = SolveConfig.defaults()
             relu = {"flow_solver": "dopri5", "rtol": RELU_RTOL, "atol": RELU_ATOL, "max_steps": RELU_MAX_STEPS}
             c = c.replace(**{k: v for k, v in relu.items() if getattr(c, k) == defaults[k]})
@@ -320,7 +321,7 @@ class SolveConfig(Composed):
         changed = [f"{k} {getattr(self, k)} -> {getattr(c, k)}" for k in ("flow_solver", "rtol", "atol", "max_steps")
                    if getattr(self, k) != getattr(c, k)]
         why = "float32 resolves about 1.2e-7" if self.dtype == "float32" else ""
-        if self.activation == "relu":
+        if self.activation == "relu" and self.flow:
             why = "ReLU's gradient flow has a discontinuous right-hand side" + (f"; {why}" if why else "")
         return f"adjusted for this run ({why}): " + ", ".join(changed) if changed else ""
 

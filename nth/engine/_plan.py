@@ -7,8 +7,10 @@ the kernels stay resident, so the predicted peak is the kernels plus the largest
 
 - kernels: every stored K^(r) (training and test inputs) plus one batch of direction tuples
   (:func:`nth.kernel.plan_kernels`);
-- gradient flow: the Diffrax state (a parameter-sized displacement) times the solver's stage count, the
-  forward/backward pass of the batch of inputs, and the saved trajectory (f, K^(2), loss at every saved time);
+- gradient descent (with ``gradient_descent``): the forward/backward pass of the batch of inputs, the weights,
+  their gradient and update, and the saved trajectory (f, K^(2), loss at every saved step);
+- gradient flow (unless ``flow`` is False): the same, and the Diffrax state (a parameter-sized displacement)
+  times the solver's stage count;
 - truncated NTH: the state (f, K^(2)..K^(p-1), test rows) times the stage count, and the saved trajectory;
 - DG: the eigenbasis copies of K^(3) and K^(4);
 - the discrete-time hierarchy (gradient descent at a finite learning rate, with ``discrete``): the tensors
@@ -71,8 +73,10 @@ def plan_solve(model: AbstractModel, *, n: int, n_test: int, p: int, num_times: 
                memory_budget: int | None = None, chunk: int | None = None, matrix_free: bool = False,
                dg: bool = False, nth_solver: str = "tsit5", flow_solver: str = "dopri8",
                implementation="auto", models: int = 1, in_shape: tuple[int, ...] | None = None,
-               discrete: bool = False, spectra: bool = False, top: int = 4) -> SolvePlan:
-    """Plan every stage of a run of ``model`` (abstract or concrete); raise
+               discrete: bool = False, spectra: bool = False, top: int = 4, gradient_descent: bool = False,
+               flow: bool = True) -> SolvePlan:
+    """Plan every stage of a run of ``model`` (abstract or concrete; with ``gradient_descent``, its training,
+    and the true flow unless ``flow`` is False); raise
     :class:`~nth.errors.MemoryBudgetError` with the itemized plan if the peak exceeds the budget."""
     model = as_model(model)
     for name, solver in (("nth_solver", nth_solver), ("flow_solver", flow_solver)):
@@ -94,16 +98,16 @@ def plan_solve(model: AbstractModel, *, n: int, n_test: int, p: int, num_times: 
         resident += models * num_times * P * it
     n_in, n, n_test = n, n * k, n_test * k  # from here on, samples: every slot and output of the state
     saved = num_times * (n + n_test + n * n + 1) * it
-    weights = num_times * P * it if spectra else 0  # theta at every saved time, kept from the reference's stage on
     nth_state = (n + n_test) * it + sum(kernel_bytes(n, r, dtype) for r in range(2, p))
     if n_test:
         nth_state += sum(kernel_bytes(n, r, dtype, n_test) for r in range(2, p))
-    stages = {
-        "kernels": max(kp.work_bytes, 0 if tp is None else tp.work_bytes),
-        "gradient flow": SOLVER_COPIES[flow_solver] * P * it + 6 * ((n_in + n_test // k) * A + C) * it + 3 * P * it
-        + saved,
-        "truncated NTH": SOLVER_COPIES[nth_solver] * nth_state + saved + (kp.work_bytes if matrix_free else 0),
-    }
+    passes = 6 * ((n_in + n_test // k) * A + C) * it + 3 * P * it + saved  # a gradient at every input, outputs kept
+    stages = {"kernels": max(kp.work_bytes, 0 if tp is None else tp.work_bytes)}
+    if gradient_descent:
+        stages["gradient descent"] = passes
+    if flow:
+        stages["gradient flow"] = SOLVER_COPIES[flow_solver] * P * it + passes
+    stages["truncated NTH"] = SOLVER_COPIES[nth_solver] * nth_state + saved + (kp.work_bytes if matrix_free else 0)
     if dg:
         stages["DG correction"] = 2 * (kernel_bytes(n, 3, dtype) + kernel_bytes(n, 4, dtype)) + saved
     if discrete:  # the tensors O11, O111, M, P (training and test rows) and one batch of their work

@@ -103,7 +103,7 @@ def float32_warnings(measures: dict[str, Measures], width: int | None) -> list[s
     floor = float32_floor(width or DEFAULT_WIDTH)
     out = []
     for label, m in measures.items():
-        v = m.max_f_error
+        v = m.max_f_error if m.max_f_error is not None else m.max_f_error_gd  # gd: the reference of a run without flow
         if v is not None and v < FLOAT32_MARGIN * floor:
             at = f"m = {width}" if width else f"the default width {DEFAULT_WIDTH}"
             out.append(f"{label}: error {v:.2e} is within {FLOAT32_MARGIN:g}x of the float32 floor ({floor:.1e} at "

@@ -126,7 +126,7 @@ def plan_run(cfg: SolveConfig, data: Dataset | ProblemShape, model: AbstractMode
                       memory_budget=cfg.memory_budget, chunk=cfg.chunk, matrix_free=cfg.matrix_free, dg=cfg.use_dg,
                       nth_solver=cfg.nth_solver, flow_solver=cfg.flow_solver, implementation=cfg.kernel_impl,
                       models=models, in_shape=data.in_shape, discrete=cfg.use_discrete_o1m, spectra=cfg.spectra,
-                      top=cfg.top)
+                      top=cfg.top, gradient_descent=cfg.gradient_descent, flow=cfg.flow)
 
 
 def describe_model(model: AbstractModel) -> str:

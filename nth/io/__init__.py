@@ -9,6 +9,6 @@ from ._schema import prediction_labels as prediction_labels
 from ._solve import default_out_path as default_out_path, format_table as format_table
 from ._solve import run_solve as run_solve, stderr_log as stderr_log, write_result as write_result
 from ._sweep import SweepConfig as SweepConfig, finished_runs as finished_runs, load_sweep as load_sweep
-from ._sweep import run_sweep as run_sweep
+from ._sweep import no_values as no_values, run_sweep as run_sweep, trained_by as trained_by
 from ._corr import default_corr_path as default_corr_path, format_corr as format_corr, load_corr as load_corr
 from ._corr import run_corr as run_corr

@@ -291,6 +291,21 @@ def _arrays_v2(g: h5py.Group, labels: list[str]) -> dict[str, np.ndarray]:
     return arrays
 
 
+def trained_by(sweep: dict[str, Any]) -> str:
+    """What the runs of a loaded sweep measured the NTK's movement along (``K2_movement``): the true gradient flow,
+    or gradient descent where they skipped the flow (``flow`` false)."""
+    return "true flow" if sweep["config"]["base"].get("flow", True) else "gradient descent"
+
+
+def no_values(sweep: dict[str, Any], quantity: str) -> str:
+    """The message for a loaded sweep without ``quantity`` values, naming the way out where its runs skipped the
+    flow (their errors are against gradient descent, ``..._gd``)."""
+    hint = "" if quantity.endswith("_gd") or trained_by(sweep) != "gradient descent" else (
+        f"; its runs skipped the true flow (--no-flow), so ask for the errors against gradient descent: --quantity "
+        f"{quantity.replace('max_K2_error', 'max_f_error')}_gd")
+    return f"{sweep['path']!r} holds no '{quantity}' values (finished runs: {len(sweep['runs'])}){hint}"
+
+
 def load_sweep(path: str) -> dict[str, Any]:
     """Read a sweep file of either layout: widths (W,), seeds (S,), config, and every per-run scalar as a (W, S)
     array (NaN where a run is missing; errors as ``max_f_error_<label>`` etc.); ``runs`` maps (width, seed) to
