@@ -15,8 +15,8 @@
 # by (stochastic) gradient descent: ReLU's gradient flow jumps where a pre-activation crosses 0, so an adaptive
 # solver takes tiny steps (at width 1024, depth 2, n = 20, dopri5 at rtol 1e-6 was 6% of the way to t = 100
 # after 12 minutes on a contended 2-core CPU). lr 1 is a quarter of the stable step 2n / lambda_max(K^(2)(0))
-# at depth 2 (4.0-4.3 at widths 256-2048, seed 0) and 0.38 of it at depth 1 (2.6-2.7); the horizon lr * steps
-# is the tanh runs'.
+# at depth 2 (4.0-4.3 at widths 256-2048, seed 0; 4.0-4.1 with three classes) and 0.38 of it at depth 1
+# (2.6-2.7); the horizon lr * steps is the tanh runs'.
 #
 # Each sweep is resumable: run the script again to continue where it stopped.
 set -euo pipefail
