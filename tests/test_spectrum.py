@@ -261,6 +261,7 @@ def test_gradient_descent_without_the_flow(tmp_path, capsys):
     path = str(tmp_path / "gd.h5")
     res = nth.run_solve(base.replace(flow=False), path)
     assert res.flow is None and res.flow_measures is None and "gradient_flow" not in res.wall_times
+    assert res.trained is res.gd and with_flow.trained is with_flow.flow
     np.testing.assert_array_equal(np.asarray(res.gd.f), np.asarray(with_flow.gd.f))
     np.testing.assert_array_equal(np.asarray(res.spectra.hessian_top), np.asarray(with_flow.spectra.hessian_top))
     for label, p in res.predictions.items():

@@ -139,6 +139,11 @@ class SolveResult:
     warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
+    def trained(self) -> FlowSolution | GDSolution:
+        """The trajectory the run was measured along: the true flow, or gradient descent where it skipped the flow."""
+        return self.gd if self.flow is None else self.flow
+
+    @property
     def rows(self) -> list[AbstractRow]:
         """The run's rows, in order."""
         return [p.row for p in self.predictions.values()]

@@ -194,7 +194,7 @@ def run_datasets(result: SolveResult, *, save_kernels: bool = False) -> tuple[di
         if r.reference == "gd":
             ds.update({f"{g}/step": result.gd.steps, f"{g}/t": result.gd.ts})
         else:  # the flow's times, which are gradient descent's where the flow is skipped
-            ds[f"{g}/t"] = (result.gd if fl is None else fl).ts
+            ds[f"{g}/t"] = result.trained.ts
         if pred.f_test is not None:
             ds[f"{g}/f_test"] = pred.f_test
         ds.update({f"{g}/{name}": v for name, v in r.datasets(pred).items()})
@@ -247,7 +247,7 @@ def spectrum_summary(arrays: Mapping[str, np.ndarray]) -> dict[str, float]:
 
 def run_summary(result: SolveResult) -> dict[str, Any]:
     """The scalars of a run that sweeps tabulate against width: kernel sizes, NTK movement, DG - p4, wall times."""
-    trained = result.gd if result.flow is None else result.flow
+    trained = result.trained
     out: dict[str, Any] = {"width": result.config["width"], "seed": result.config["seed"],
                            "loss_fall": result.loss_fall,
                            "K2_movement": float(np.abs(np.asarray(trained.K2[-1] - trained.K2[0])).max())}

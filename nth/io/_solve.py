@@ -51,7 +51,7 @@ def format_table(result: SolveResult) -> str:
     disagrees with its reference's, at the last saved time."""
     w = result.wall_times
     flow = result.flow is not None
-    trained = result.flow if flow else result.gd
+    trained = result.trained
     test = trained.f_test is not None
     gd = result.gd is not None and flow  # the columns against gradient descent beside those against the flow
     ref = "true" if flow else "gd"
