@@ -78,6 +78,7 @@ from .kernel import (  # noqa: E402
     Spectrum as Spectrum,
     hessian_operators as hessian_operators,
     lanczos_top as lanczos_top,
+    separated_top as separated_top,
     spectrum as spectrum,
 )
 from .models import (  # noqa: E402

@@ -450,13 +450,14 @@ def _plot(args) -> int:
     elif args.kind == "spectrum":
         out = args.out if args.out is not None else f"{stem}_spectrum.png"
         for name, fit in plot.spectrum(args.sweep, out).items():
+            over = f"  (widths {','.join(map(str, fit['widths']))})" if "widths" in fit else ""
             if "slope" in fit:
                 print(f"{name:>22}: slope {fit['slope']:.2f}  95% CI [{fit['ci'][0]:.2f}, {fit['ci'][1]:.2f}]")
             elif fit["slope_mean"] is not None:
                 lo, hi = fit["slope_mean_ci"]
-                print(f"{name:>22}: slope {fit['slope_mean']:.2f}  95% CI [{lo:.2f}, {hi:.2f}]")
+                print(f"{name:>22}: slope {fit['slope_mean']:.2f}  95% CI [{lo:.2f}, {hi:.2f}]{over}")
             else:
-                print(f"{name:>22}: mean not resolved from zero at every width")
+                print(f"{name:>22}: mean not resolved from zero at every width{over}")
     else:
         out = args.out if args.out is not None else f"{stem}_kernel_sizes.png"
         for label, (s, lo, hi) in plot.kernel_sizes(args.sweep, out).items():

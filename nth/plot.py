@@ -306,22 +306,47 @@ def _complete_widths(widths, values):
     return np.asarray(widths)[keep], V[keep]
 
 
+def _separated_gaps(sw: dict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """{i: (widths, V)}: for every top index i (1-based) that is separated (:func:`nth.kernel.separated_top`) at
+    initialization in at least half of the seeds at two widths or more, those widths (where every seed has
+    finished) and lambda_i(H) - lambda_i(G) at initialization there, (W, seeds)."""
+    from .kernel import separated_top
+
+    seeds = [int(s) for s in sw["seeds"]]
+    per_width = {}
+    for w in sw["widths"]:
+        runs = [sw["runs"].get((int(w), s)) for s in seeds]
+        if any(r is None or "spectrum_hessian_top" not in r for r in runs):
+            continue
+        top = np.array([r["spectrum_hessian_top"][0] for r in runs])
+        gn = np.array([r["spectrum_gn_eigenvalues"][0][: top.shape[1]] for r in runs])
+        sep = np.array([separated_top(t, g) for t, g in zip(top, gn)])
+        per_width[int(w)] = (top[:, : gn.shape[1]] - gn, sep)
+    out = {}
+    for i in range(1, max((g.shape[1] for g, _ in per_width.values()), default=0) + 1):
+        ws = [w for w, (g, sep) in per_width.items() if 2 * np.sum(sep >= i) >= sep.size]
+        if len(ws) >= 2:
+            out[i] = (np.asarray(ws), np.array([per_width[w][0][:, i - 1] for w in ws]))
+    return out
+
+
 def spectrum(path: str, out: str) -> dict[str, dict]:
-    """DG Figures 9-10 from a sweep run with ``spectra`` (docs/math.md section 11), four panels: (a) the mean over
-    seeds of the top-eigenvalue gap mean_i lambda_i(H) - lambda_i(G) at initialization against width, with its
-    standard error and fitted exponent (:func:`nth.compare.moment_fits`: fitted only where the mean is resolved
-    from zero); (b) the RMS eigenvalue of B at initialization and at the last saved time (geometric mean over
-    seeds, :func:`nth.compare.slope_with_ci`); (c) the relative moment differences (Tr H^j - Tr G^j) / Tr G^j,
-    j = 1..4, at initialization (solid) and at the last time (dashed); (d) the top eigenvalues of H and G of
-    seed 0 at the largest width (DG Fig. 9b: k near-equal copies with k outputs). The predicted exponents
-    (:data:`nth.kernel.SPECTRUM_LAWS`) are dashed. Returns {quantity: fit} (moment_fits' dict for the gap and
-    the moments, {slope, ci} for rms_B)."""
+    """DG Figures 9-10 from a sweep run with ``spectra`` (docs/math.md section 11), four panels: (a) for each top
+    index i separated at initialization (:func:`nth.kernel.separated_top`, in at least half of the seeds at the
+    widths drawn), the mean over seeds of lambda_i(H) - lambda_i(G) against width, with its standard error and
+    fitted exponent (:func:`nth.compare.moment_fits`: fitted only where the mean is resolved from zero); (b) the
+    RMS eigenvalue of B at initialization and at the last saved time (geometric mean over seeds,
+    :func:`nth.compare.slope_with_ci`); (c) the relative moment differences (Tr H^j - Tr G^j) / Tr G^j, j = 1..4,
+    at initialization (solid) and at the last time (dashed); (d) the top eigenvalues of H and G of seed 0 at the
+    largest width (DG Fig. 9b: k near-equal copies with k outputs). The predicted exponents
+    (:data:`nth.kernel.SPECTRUM_LAWS`) are dashed. Returns {quantity: fit}: moment_fits' dict for the gap of
+    index i (``top_gap_<i>``, with the ``widths`` it was fitted over) and the moments, {slope, ci} for rms_B."""
     from .kernel import SPECTRUM_LAWS
 
     out = check_figure_path(out)
     sw = load_sweep(path)
     sc = sw["scalars"]
-    if "top_gap_init" not in sc:
+    if "rms_B_init" not in sc:
         raise ConfigError(f"{path!r} holds no spectra: run the sweep with --spectra (finished runs: {len(sw['runs'])})")
     from .compare import moment_fits
 
@@ -339,17 +364,21 @@ def spectrum(path: str, out: str) -> dict[str, dict]:
                 ax.plot(w, anchor * (w / w[0]) ** slope, "k" + ls, lw=1, alpha=0.6, label=f"{tag} slope {slope:g}")
 
     ax = axes[0, 0]
-    w, V = _complete_widths(sw["widths"], sc["top_gap_init"])
-    if w.size >= 2 and V.shape[1] >= 2:
-        fit = fits["top_gap"] = moment_fits(w, V)
+    anchored = False
+    for i, (w, V) in _separated_gaps(sw).items():
+        if V.shape[1] < 2:
+            continue
+        fit = fits[f"top_gap_{i}"] = moment_fits(w, V) | {"widths": [int(x) for x in w]}
         mean, se = np.abs(np.asarray(fit["mean"])), np.asarray(fit["stderr"])
         s = fit["slope_mean"]
         lab = f"slope {s:.2f} [{fit['slope_mean_ci'][0]:.2f}, {fit['slope_mean_ci'][1]:.2f}]" if s is not None \
             else "mean not resolved from 0"
-        ax.errorbar(w, mean, yerr=se, fmt="o-", capsize=3, label=f"|mean| over {V.shape[1]} seeds: {lab}")
-        reference(ax, laws["top_gap"], w.astype(float), mean[0])
-    ax.set_title("(a) top-eigenvalue gap at initialization", fontsize=9)
-    ax.set_ylabel("|E mean_i (lambda_i(H) - lambda_i(G))|")
+        ax.errorbar(w, mean, yerr=se, fmt="o-", capsize=3, color=f"C{(i - 1) % 10}", label=f"i = {i}: {lab}")
+        if s is not None and not anchored:
+            reference(ax, laws["top_gap"], w.astype(float), mean[0])
+            anchored = True
+    ax.set_title(f"(a) separated top eigenvalues at initialization, mean over {len(sw['seeds'])} seeds", fontsize=9)
+    ax.set_ylabel("|E (lambda_i(H) - lambda_i(G))|")
 
     ax = axes[0, 1]
     for tag, style in (("init", "o-"), ("final", "s--")):

@@ -214,9 +214,9 @@ def test_spectra_along_the_flow_equal_dense_at_its_weights():
 
 def test_spectra_along_gradient_descent_and_in_a_resumable_sweep(tmp_path):
     """Spectra at gradient descent's saved steps (the group records them and ``at = gd``); a width sweep with
-    ``spectra`` stores every run's spectra (the schema's dimensions) and tabulates their summary (top-eigenvalue
-    gap, RMS eigenvalue of B, relative moment differences at the first and last time), and resumes with nothing
-    to do."""
+    ``spectra`` stores every run's spectra (the schema's dimensions) and tabulates their summary (separated top
+    eigenvalues, RMS eigenvalue of B, relative moment differences at the first and last time), and resumes with
+    nothing to do."""
     import h5py
 
     base = nth.SolveConfig(p=2, depth=2, n=4, d=3, n_test=0, num_times=2, spectra=True, top=2, probes=6,
@@ -231,9 +231,11 @@ def test_spectra_along_gradient_descent_and_in_a_resumable_sweep(tmp_path):
     path = str(tmp_path / "sweep.h5")
     assert nth.run_sweep(cfg, path) == {"done": 0, "ran": 4}
     sw = nth.load_sweep(path)
-    for key in ("top_gap_init", "top_gap_final", "rms_B_init", "rms_B_final", "moment_reldiff_2_init"):
+    for key in ("separated_init", "separated_final", "rms_B_init", "rms_B_final", "moment_reldiff_2_init"):
         assert np.isfinite(sw["scalars"][key]).all(), key
     run = sw["runs"][(16, 0)]
+    assert sw["scalars"]["separated_final"][1, 0] == nth.separated_top(run["spectrum_hessian_top"][-1],
+                                                                       run["spectrum_gn_eigenvalues"][-1])
     assert run["spectrum_hessian_top"].shape == (2, 2) and run["spectrum_gn_eigenvalues"].shape == (2, 4)
     assert sw["scalars"]["rms_B_init"][1, 0] == pytest.approx(float(run["spectrum_rms_B"][0]), rel=1e-15)
     assert nth.run_sweep(cfg, path) == {"done": 4, "ran": 0}
@@ -241,7 +243,8 @@ def test_spectra_along_gradient_descent_and_in_a_resumable_sweep(tmp_path):
 
     assert main(["plot", "spectrum", path, "--out", str(tmp_path / "spectrum.png")]) == 0
     fits = nth.plot.spectrum(path, str(tmp_path / "spectrum.png"))
-    assert {"top_gap", "rms_B_init", "rms_B_final", "moment_reldiff_1_init"} <= set(fits)
+    assert {"rms_B_init", "rms_B_final", "moment_reldiff_1_init"} <= set(fits)
+    assert {k for k in fits if k.startswith("top_gap")} <= {"top_gap_1"}  # top = 2: at most index 1 is separated
     assert (tmp_path / "spectrum.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -330,15 +333,26 @@ def test_spectra_along_a_path_index_only_the_parameters():
     np.testing.assert_allclose(np.asarray(sp.hessian_top[2]), _dense_top(at, X, y, "mse", 2), rtol=1e-8)
 
 
+def test_separated_top_eigenvalues():
+    """G's i-th eigenvalue is separated while it stands above H's (i+1)-th: leading indices only, at most k - 1 of
+    k computed eigenvalues of H."""
+    G = np.array([1.0, 0.5, 0.1, 0.05])
+    assert nth.separated_top(np.array([1.01, 0.52, 0.3, 0.29]), G) == 2  # 0.1 lies below H's 4th (B's cloud)
+    assert nth.separated_top(np.array([1.01, 0.6, 0.55]), G) == 1  # 0.5 < 0.55: H's third reaches G's second
+    assert nth.separated_top(np.array([1.01, 0.52, 0.11, 0.051]), G) == 3  # all above: k - 1
+    assert nth.separated_top(np.array([1.2, 1.1]), G) == 0
+    assert nth.separated_top(np.array([1.0]), G) == 0
+
+
 def test_lanczos_basis_is_capped_by_the_budget_and_the_plan_counts_the_stage():
-    """The basis grows within the memory budget: a budget of 5 vectors (and their copy) caps the steps at 5 (not
+    """The basis grows within the memory budget: a budget of 5 vectors caps the steps at 5 (not
     converged, flagged), one of 2 is refused before anything is allocated; the memory plan of a run with spectra
     keeps the saved weights resident and leaves the Lanczos basis the rest of the budget."""
     d = jnp.linspace(1.0, 2.0, 200)
-    lz = nth.lanczos_top(lambda v: d * v, 200, 2, memory_budget=2 * 5 * 200 * 8)
+    lz = nth.lanczos_top(lambda v: d * v, 200, 2, memory_budget=5 * 200 * 8)
     assert lz.capped and not lz.converged and lz.steps == 5
     with pytest.raises(nth.MemoryBudgetError, match="Lanczos basis"):
-        nth.lanczos_top(lambda v: d * v, 200, 2, memory_budget=2 * 2 * 200 * 8)
+        nth.lanczos_top(lambda v: d * v, 200, 2, memory_budget=2 * 200 * 8)
     from nth.engine import plan_run
     from nth.engine._run import data_shape
 

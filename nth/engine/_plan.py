@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from ..errors import ConfigError, MemoryBudgetError
 from ..kernel import IMPLEMENTATIONS, KernelPlan, forward_entries, format_bytes, kernel_bytes, plan_kernels
 from ..kernel._gd import gd_tensor_bytes
-from ..kernel._spectrum import lanczos_bytes
+from ..kernel._spectrum import LANCZOS_BLOCK, lanczos_bytes
 from ..models import AbstractModel, as_model, num_outputs, num_params, output_shape
 from ..models._base import model_dtype
 
@@ -115,9 +115,9 @@ def plan_solve(model: AbstractModel, *, n: int, n_test: int, p: int, num_times: 
                                                                    if n_test else 0)
         work = IMPLEMENTATIONS["jvp"].work_bytes(model, 4, 1, n_in, n_test // k or n_in, False, in_shape, k)
         stages["discrete-time hierarchy"] = tensors + work + 2 * saved
-    if spectra:  # the vectors and passes of a Hessian-vector product, and the first Lanczos basis (no copy yet)
+    if spectra:  # the vectors and passes of a Hessian-vector product, and the first block of the Lanczos basis
         hvp = 8 * P * it + 6 * (n_in * A + C) * it
-        stages["spectra"] = hvp + lanczos_bytes(P, min(P, max(2 * top, 32)), it) // 2
+        stages["spectra"] = hvp + lanczos_bytes(P, min(P, LANCZOS_BLOCK), it)
     stages = {k: models * v for k, v in stages.items()}
     plan = SolvePlan(kernels=kp, test_kernels=tp, resident=resident, stages=stages, budget=kp.budget, models=models,
                      lanczos_budget=kp.budget - resident - hvp if spectra else None)

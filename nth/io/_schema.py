@@ -78,7 +78,7 @@ from ..data import Dataset
 from ..engine import SolveResult
 from ..engine import SolveConfig
 from ..engine._rows import labels_in, row, rows_for
-from ..kernel import Spectrum
+from ..kernel import Spectrum, separated_top
 from ._hdf5 import package_versions
 
 #: 3: version 2 with netCDF-4 dimensions on every axis, the time coordinate in every group with a time axis,
@@ -228,16 +228,16 @@ def spectrum_arrays(sp: Spectrum) -> dict[str, np.ndarray]:
 
 def spectrum_summary(arrays: Mapping[str, np.ndarray]) -> dict[str, float]:
     """What a width study reads of spectra along training (docs/math.md section 11, DG Figs. 9-10), at the first
-    (``_init``) and last (``_final``) saved time: ``top_gap``, the mean over the computed top eigenvalues of
-    lambda_i(H) - lambda_i(G); ``rms_B`` and ``trace_B2``; ``moment_reldiff_j`` = (Tr(H^j) - Tr(G^j)) / Tr(G^j),
+    (``_init``) and last (``_final``) saved time: ``separated``, how many of G's leading eigenvalues stand apart
+    from the rest of H's spectrum (:func:`nth.kernel.separated_top`; their gaps lambda_i(H) - lambda_i(G) are read
+    from the run's spectra); ``rms_B`` and ``trace_B2``; ``moment_reldiff_j`` = (Tr(H^j) - Tr(G^j)) / Tr(G^j),
     j = 1..4."""
     top = np.asarray(arrays["hessian_top"], dtype=np.float64)
-    gn = np.asarray(arrays["gn_eigenvalues"], dtype=np.float64)[:, : top.shape[1]]
+    gn = np.asarray(arrays["gn_eigenvalues"], dtype=np.float64)
     mh, mg = np.asarray(arrays["moments_H"], dtype=np.float64), np.asarray(arrays["moments_G"], dtype=np.float64)
     out: dict[str, float] = {}
     for tag, i in (("init", 0), ("final", -1)):
-        k = min(top.shape[1], gn.shape[1])
-        out[f"top_gap_{tag}"] = float(np.mean(top[i, :k] - gn[i, :k]))
+        out[f"separated_{tag}"] = separated_top(top[i], gn[i])
         out[f"rms_B_{tag}"] = float(arrays["rms_B"][i])
         out[f"trace_B2_{tag}"] = float(arrays["trace_B2"][i])
         for j in range(mh.shape[1]):

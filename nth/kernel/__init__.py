@@ -31,7 +31,7 @@ from ._infinite import limiting_kernels as limiting_kernels
 from ._spectrum import HessianOperators as HessianOperators, Lanczos as Lanczos, Spectrum as Spectrum
 from ._spectrum import hessian_operators as hessian_operators, hutchinson as hutchinson
 from ._spectrum import SPECTRUM_LAWS as SPECTRUM_LAWS, SpectrumLaw as SpectrumLaw, lanczos_top as lanczos_top
-from ._spectrum import spectrum as spectrum, stack_spectra as stack_spectra
+from ._spectrum import separated_top as separated_top, spectrum as spectrum, stack_spectra as stack_spectra
 from ._plan import (
     KernelPlan as KernelPlan,
     default_memory_budget as default_memory_budget,

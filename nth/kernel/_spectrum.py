@@ -24,6 +24,7 @@ each with its standard error; G's eigenvalues and moments are exact.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 
@@ -122,10 +123,15 @@ class Lanczos(eqx.Module):
     capped: bool = False
 
 
+#: Rows of one block of the Lanczos basis: the basis is a list of such blocks, each allocated when the steps reach
+#: it and filled in place, so that it holds only the vectors made so far (never a grown copy).
+LANCZOS_BLOCK = 32
+
+
 def lanczos_bytes(size: int, steps: int, itemsize: int = 8) -> int:
-    """Bytes of a Lanczos basis of ``steps`` vectors of ``size`` entries, with the copy made when it grows (twice
-    the basis at most)."""
-    return 2 * size * steps * itemsize
+    """Bytes of a Lanczos basis of ``steps`` vectors of ``size`` entries (:data:`LANCZOS_BLOCK` rows per block; the
+    last block holds only the steps left)."""
+    return size * steps * itemsize
 
 
 def lanczos_top(matvec: Callable[[Array], Array], size: int, k: int, *, seed: int = 0, tol: float = 1e-10,
@@ -135,12 +141,16 @@ def lanczos_top(matvec: Callable[[Array], Array], size: int, k: int, *, seed: in
     entries, by Lanczos iterations with full reorthogonalization from a seeded Gaussian start (docs/math.md
     section 11).
 
-    After each step the Ritz values of the tridiagonal matrix T_j are checked: the residual of Ritz pair i is
-    beta_j |s_(j,i)| (s_i T_j's eigenvector), and the iteration stops when the top k residuals are at most
-    ``tol`` times the largest |Ritz value| (the eigenvalues are then accurate to about residual^2 / gap), or at
-    ``max_steps`` (default min(size, 30 k + 100)) with ``converged`` False. The basis grows by doubling as the
-    steps need it; the steps are capped where it would pass ``memory_budget`` (:func:`lanczos_bytes`), and a
-    budget that holds fewer than k + 1 vectors is refused before anything is allocated.
+    Step j: w = A q_j - beta_(j-1) q_(j-1), alpha_j = q_j^T w, w -= alpha_j q_j (the three-term recurrence), then
+    one classical Gram-Schmidt pass against every basis vector, and a second one where that pass shrank w by more
+    than 1/sqrt(2) (the Daniel-Gragg-Kaufman-Stewart criterion: orthogonality to working precision at the cost of
+    about one pass). After each step the Ritz values of the tridiagonal matrix T_j are checked: the residual of
+    Ritz pair i is beta_j |s_(j,i)| (s_i T_j's eigenvector), and the iteration stops when the top k residuals are
+    at most ``tol`` times the largest |Ritz value| (the eigenvalues are then accurate to about residual^2 / gap),
+    or at ``max_steps`` (default min(size, 30 k + 100)) with ``converged`` False. The basis is kept in blocks of
+    :data:`LANCZOS_BLOCK` vectors, allocated as the steps reach them and filled in place; the steps are capped
+    where it would pass ``memory_budget`` (:func:`lanczos_bytes`), and a budget that holds fewer than k + 1
+    vectors is refused before anything is allocated.
     """
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= size:
         raise ConfigError(f"top = {k!r} eigenvalues: must be an integer from 1 to the number of parameters ({size})")
@@ -158,9 +168,10 @@ def lanczos_top(matvec: Callable[[Array], Array], size: int, k: int, *, seed: in
                                 f"{format_bytes(budget)}; ask for fewer eigenvalues (--top) or raise the budget")
     capped = fits < steps
     steps = min(steps, int(fits))
-    Q = jnp.zeros((min(steps, max(2 * k, 32)), size), dtype)
+    blocks: list[Array] = []
     q = jax.random.normal(jax.random.PRNGKey(seed), (size,), dtype)
     q = q / jnp.linalg.norm(q)
+    q_prev = jnp.zeros_like(q)
     alphas: list[float] = []
     betas: list[float] = []
     it = range(steps)
@@ -169,13 +180,13 @@ def lanczos_top(matvec: Callable[[Array], Array], size: int, k: int, *, seed: in
 
         it = tqdm(it, desc="Lanczos", unit="step", leave=False)
     for j in it:
-        if j == Q.shape[0]:  # the basis doubles (one more compiled reorthogonalization per size)
-            Q = jnp.concatenate([Q, jnp.zeros((min(Q.shape[0], steps - Q.shape[0]), size), dtype)])
-        Q = Q.at[j].set(q)
-        w = matvec(q)
-        a = float(q @ w)
-        w = _reorthogonalize(Q, jnp.asarray(j + 1), w)
-        b = float(jnp.linalg.norm(w))
+        row = j % LANCZOS_BLOCK
+        if row == 0:
+            blocks.append(jnp.zeros((min(LANCZOS_BLOCK, steps - j), size), dtype))
+        blocks[-1] = _put(blocks[-1], row, q)
+        w, a = _three_term(matvec(q), q, q_prev, betas[-1] if betas else 0.0)
+        a = float(a)
+        w, b = _orthogonalize(blocks, row, w)
         alphas.append(a)
         if not np.isfinite(a) or not np.isfinite(b):
             raise SolverError(f"Lanczos step {j + 1} produced a non-finite value; check the weights and data")
@@ -188,19 +199,46 @@ def lanczos_top(matvec: Callable[[Array], Array], size: int, k: int, *, seed: in
             return Lanczos(eigenvalues=jnp.asarray(theta), residuals=jnp.asarray(res), steps=j + 1, converged=True,
                            capped=capped)
         betas.append(b)
-        q = w / b
+        q_prev, q = q, w / b
     return Lanczos(eigenvalues=jnp.asarray(theta), residuals=jnp.asarray(res), steps=steps, converged=False,
                    capped=capped)
 
 
+@functools.partial(jax.jit, donate_argnums=0)
+def _put(block: Array, row: Array, q: Array) -> Array:
+    """``block`` with ``q`` as its row ``row``, written in place (the block is donated)."""
+    return block.at[row].set(q)
+
+
 @jax.jit
-def _reorthogonalize(Q: Array, used: Array, w: Array) -> Array:
-    """w minus its projection on the first ``used`` rows of Q, twice (Kahan-Parlett: enough for full
-    reorthogonalization); one compiled function for every step."""
-    mask = (jnp.arange(Q.shape[0]) < used).astype(w.dtype)
+def _three_term(w: Array, q: Array, q_prev: Array, beta: Array) -> tuple[Array, Array]:
+    """The Lanczos recurrence: (A q_j - beta q_(j-1) - alpha q_j, alpha) with alpha = q_j^T (A q_j - beta q_(j-1))."""
+    w = w - beta * q_prev
+    a = q @ w
+    return w - a * q, a
+
+
+@jax.jit
+def _project(block: Array, used: Array, w: Array) -> Array:
+    """w minus its projection on the first ``used`` rows of ``block`` (one classical Gram-Schmidt pass)."""
+    mask = (jnp.arange(block.shape[0]) <= used).astype(w.dtype)
+    return w - block.T @ ((block @ w) * mask)
+
+
+def _orthogonalize(blocks: list[Array], row: int, w: Array) -> tuple[Array, float]:
+    """w orthogonalized against the basis (every row of the full blocks, rows 0..``row`` of the last) by one
+    classical Gram-Schmidt pass over the blocks, repeated once where it shrank w by more than 1/sqrt(2)
+    (Daniel-Gragg-Kaufman-Stewart), and its norm."""
+    last = len(blocks) - 1
+    before = float(jnp.linalg.norm(w))
     for _ in range(2):
-        w = w - Q.T @ ((Q @ w) * mask)
-    return w
+        for i, block in enumerate(blocks):
+            w = _project(block, jnp.asarray(row if i == last else block.shape[0] - 1), w)
+        after = float(jnp.linalg.norm(w))
+        if after > before / math.sqrt(2):
+            break
+        before = after
+    return w, after
 
 
 class Estimate(eqx.Module):
@@ -307,6 +345,19 @@ def stack_spectra(spectra: list[Spectrum]) -> Spectrum:
     return dataclasses.replace(arrays, num_params=first.num_params, probes=first.probes)
 
 
+def separated_top(hessian_top: Float[np.ndarray, " k"], gn_eigenvalues: Float[np.ndarray, " N"]) -> int:
+    """How many of G's leading eigenvalues stand apart from the rest of H's spectrum (docs/math.md section 11): the
+    largest s such that lambda_i(G) > lambda_(i+1)(H) for every i <= s, with s < k (the k computed eigenvalues of
+    H). For such i no eigenvalue of H below the i-th reaches G's i-th, and lambda_i(H) - lambda_i(G) is the
+    perturbation DG Eq. 76 bounds; past s, G's eigenvalues lie inside the cloud that B spreads the P - nk zero
+    eigenvalues of the Gauss-Newton part into, and H's ordered eigenvalues there are B's, not G's."""
+    top = np.asarray(hessian_top, dtype=np.float64)
+    gn = np.asarray(gn_eigenvalues, dtype=np.float64)
+    m = min(top.size - 1, gn.size)
+    above = gn[:m] > top[1 : m + 1]
+    return int(m if above.all() else np.argmin(above))
+
+
 class SpectrumLaw(eqx.Module):
     """A quantity of a width study of spectra (:func:`nth.io.spectrum_summary`'s names, without ``_init`` or
     ``_final``) with its ``title`` and the exponent s of its predicted law ~ m^s at initialization for a network
@@ -329,7 +380,8 @@ class SpectrumLaw(eqx.Module):
 
 #: What a width study of spectra fits (docs/math.md section 11).
 SPECTRUM_LAWS = (
-    SpectrumLaw("top_gap", "mean of lambda_i(H) - lambda_i(G), top eigenvalues", -0.5, -1.0, measured_only=-1.0),
+    SpectrumLaw("top_gap", "lambda_i(H) - lambda_i(G), each separated top eigenvalue i", -0.5, -1.0,
+                measured_only=-1.0),
     SpectrumLaw("rms_B", "RMS eigenvalue of B, sqrt(Tr(B^2) / P)", -0.5, -1.0),
     *(SpectrumLaw(f"moment_reldiff_{j}", f"(Tr H^{j} - Tr G^{j}) / Tr G^{j}", *((0.0, 0.0) if j == 2 else (-1.0, -1.0)))
       for j in range(1, MOMENTS + 1)),
