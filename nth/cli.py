@@ -16,7 +16,7 @@ from . import __version__
 from ._precision import enable_float64
 from .checks import check_seed
 from .data import NORMALIZATIONS
-from .dynamics import DG_METHODS, SOLVERS
+from .dynamics import DG_METHODS, LIMIT_METHODS, SOLVERS
 from .engine import CORR_ACTIVATIONS, DTYPES, CorrConfig, SolveConfig, dry_run
 from .engine._config import DEFAULT_D, DEFAULT_N
 from .errors import ConfigError, NTHError
@@ -126,6 +126,16 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool, at_init: bool = False) 
     g.add_argument("--quadrature-order", type=int, default=DEFAULT_ORDER,
                    help=f"Gauss-Hermite nodes per dimension for Kbar^(2) (default {DEFAULT_ORDER}; erf and relu use "
                    "closed forms)")
+    g.add_argument("--mup-inf", dest="mup_inf", action=argparse.BooleanOptionalAction, default=None,
+                   help="row 'mup-inf': the infinite-width limit of a one-hidden-layer muP net (units pushed forward by "
+                   "their own dynamics; default: on for --param mup and meanfield at --depth 1)")
+    g.add_argument("--limit-method", choices=LIMIT_METHODS, default="auto",
+                   help="mup-inf's expectation: tensor trapezoidal rule, scrambled Sobol points or random particles "
+                   "(antithetic, 4 replicates); auto: trapezoid up to dimension rank(X) + k = 3, else sobol")
+    g.add_argument("--limit-points", type=int, default=2**16, help="mup-inf: points per replicate (a power of 2; "
+                   "default 65536)")
+    g.add_argument("--limit-h", type=float, default=0.2, help="mup-inf: trapezoidal step in standard-normal "
+                   "coordinates (default 0.2; its error is estimated against 2h)")
     g.add_argument("--lr", type=float, help="also train by gradient descent with this learning rate ...")
     g.add_argument("--lr-fraction", type=float, help="... or with this fraction of the stable step "
                    "2n / lambda_max(H^(1/2) K^(2)(0) H^(1/2)) (H the loss Hessian at f(0); mse: H = I) ...")

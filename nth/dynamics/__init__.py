@@ -13,6 +13,10 @@ from ._hierarchy import (
     linearized_closed_form as linearized_closed_form,
     truncated_nth as truncated_nth,
 )
+from ._mup_limit import LIMIT_METHODS as LIMIT_METHODS, LimitSolution as LimitSolution, Nodes as Nodes
+from ._mup_limit import UnitRates as UnitRates, check_limit_options as check_limit_options
+from ._mup_limit import limit_rates as limit_rates, linear_limit as linear_limit, mup_limit as mup_limit
+from ._mup_limit import unit_flow as unit_flow, units_of as units_of
 from ._problem import Objective as Objective, Problem as Problem, check_problem as check_problem
 from ._odeint import (
     FLOW_SOLVER as FLOW_SOLVER,
@@ -31,4 +35,4 @@ from ._references import (
     stable_lr as stable_lr,
 )
 
-__all__ = ["DG_METHODS"]
+__all__ = ["DG_METHODS", "LIMIT_METHODS"]

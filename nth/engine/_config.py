@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from .._composed import Composed, part
 from ..checks import check_seed
 from ..data import NORMALIZATIONS
-from ..dynamics import DG_METHODS, SolverSettings
+from ..dynamics import DG_METHODS, SolverSettings, check_limit_options
 from ..errors import ConfigError
 from ..kernel import IMPLEMENTATIONS, check_infinite_options
 from ..losses import MSE, AbstractLoss, CrossEntropy, loss_from_spec
@@ -149,7 +149,8 @@ class TrainingSpec:
 @dataclasses.dataclass(frozen=True)
 class SolverSpec:
     """The solver part of a run: what is predicted and how. The hierarchy truncated at ``p`` (every level q = 2..p),
-    the DG correction (``dg``, ``dg_method``), the m = inf row (``infinite``, ``quadrature_order``); the ODE solvers
+    the DG correction (``dg``, ``dg_method``), the m = inf row (``infinite``, ``quadrature_order``), the muP limit
+    row (``mup_inf``; its expectation by ``limit_method`` with ``limit_points`` or the step ``limit_h``); the ODE solvers
     ``nth_solver`` and ``flow_solver`` with ``rtol``, ``atol``, ``max_steps``; the precision ``dtype``; the kernels
     (``kernel_impl``, a ``matrix_free`` top level, ``chunk`` direction tuples per batch, ``devices``,
     ``memory_budget`` in bytes) and whether to ``save_kernels`` in the file."""
@@ -159,6 +160,10 @@ class SolverSpec:
     dg_method: str | None = None
     infinite: bool | None = None
     quadrature_order: int = DEFAULT_ORDER
+    mup_inf: bool | None = None
+    limit_method: str = "auto"
+    limit_points: int = 2**16
+    limit_h: float = 0.2
     nth_solver: str = "tsit5"
     flow_solver: str = "dopri8"
     rtol: float = 1e-10
@@ -199,6 +204,7 @@ class SolverSpec:
             raise ConfigError(f"kernel_impl = {self.kernel_impl!r}; accepted: auto, {', '.join(IMPLEMENTATIONS)}")
         if self.dg_method is not None and self.dg_method not in DG_METHODS:
             raise ConfigError(f"dg_method = {self.dg_method!r}; accepted: {', '.join(DG_METHODS)}")
+        check_limit_options(self.limit_method, self.limit_points, self.limit_h)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,6 +285,12 @@ class SolveConfig(Composed):
         return self.network.has_kernel_limit if self.infinite is None else self.infinite
 
     @property
+    def use_mup_inf(self) -> bool:
+        """The mup-inf row (the one-hidden-layer mean-field limit, docs/math.md section 12): on by default where it
+        exists (the depth-1 mlp under muP or mean-field parametrization)."""
+        return self.network.has_mup_limit if self.mup_inf is None else self.mup_inf
+
+    @property
     def use_discrete_o1m(self) -> bool:
         """The discrete O(1/m) system needs dense K^(3), K^(4) (docs/math.md section 7): p >= 4, K^(4) not
         matrix-free (p >= 5 when it is)."""
@@ -336,6 +348,8 @@ class SolveConfig(Composed):
         self.spectrum.validate()
         if self.infinite and not spec.has_kernel_limit:
             raise ConfigError(spec.no_kernel_limit_reason())
+        if self.mup_inf and not spec.has_mup_limit:
+            raise ConfigError(spec.no_mup_limit_reason())
         if self.infinite is not False and spec.name == "mlp":
             check_infinite_options(self.activation, "auto", self.quadrature_order, self.beta)
         if self.kernel_impl == "structured" and spec.name != "mlp":

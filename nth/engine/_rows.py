@@ -26,10 +26,11 @@ import jax
 import numpy as np
 from jaxtyping import Array
 
-from ..dynamics import dg_correction, discrete_nth, eigenbasis, truncated_nth
+from ..dynamics import dg_correction, discrete_nth, eigenbasis, limit_rates, mup_limit, truncated_nth
 from ..errors import ConfigError
 from ..kernel import gd_tensors
 from ..losses import AbstractLoss
+from ..models import activation
 
 REFERENCES = ("flow", "gd")
 
@@ -322,8 +323,72 @@ class Discrete(AbstractRow):
         return list(self.ORDERS).index(self.order)
 
 
+class MupLimit(AbstractRow):
+    """The infinite-width limit of a one-hidden-layer net under muP (or mean-field) parametrization: its units
+    pushed forward by their own dynamics, driven by the limiting outputs (TP4 Theorem 6.1; docs/math.md section
+    12). ``on`` "flow": the limit of gradient flow; "gd": of gradient descent (forward Euler of the unit ODE at
+    the run's learning rate, on its batches under SGD). A finite net's distance to it falls like m^(-1/2) (its
+    f(0) alone is O(m^(-1/2))). The limit is the same for every seed: solved once."""
+
+    on: str
+    batched: ClassVar[bool] = True
+    law: ClassVar[float] = -0.5
+    LABELS: ClassVar[dict[str, str]] = {"flow": "mup_inf", "gd": "discrete_mup_inf"}
+
+    @property
+    def reference(self) -> str:  # type: ignore[override]
+        return self.on
+
+    @property
+    def label(self):
+        return self.LABELS[self.on]
+
+    @property
+    def name(self):
+        return "mup-inf" if self.on == "flow" else "d-mup-inf"
+
+    @property
+    def title(self):
+        return "muP limit (m = inf)" if self.on == "flow" else "muP limit of gradient descent (m = inf)"
+
+    @property
+    def group(self):
+        return "mup_inf" if self.on == "flow" else "discrete/mup_inf"
+
+    @classmethod
+    def parse(cls, label):
+        return next((cls(on=on) for on, lab in cls.LABELS.items() if lab == label), None)
+
+    @classmethod
+    def for_run(cls, cfg):
+        if not cfg.use_mup_inf:
+            return []
+        return ([cls(on="flow")] if cfg.flow or not cfg.gradient_descent else []) + (
+            [cls(on="gd")] if cfg.gradient_descent else [])
+
+    def solve(self, inputs):
+        cfg = inputs.cfg
+        gd = self.on == "gd"
+        inputs.say(f"[+] {self.name}: the muP limit of {'gradient descent' if gd else 'gradient flow'} "
+                   f"({cfg.limit_method} expectation)")
+        return mup_limit(inputs.X, inputs.y, inputs.ts, limit_rates(cfg.param, cfg.sigma_w, cfg.sigma_a),
+                         activation=activation(cfg.activation, cfg.beta), loss=inputs.loss,
+                         out_shape=inputs.out_shape, X_test=inputs.X_test, method=cfg.limit_method,
+                         points=cfg.limit_points, h=cfg.limit_h, lr=cfg.lr if gd else None,
+                         steps=inputs.steps if gd else None, batches=inputs.batches if gd else None,
+                         solver=cfg.nth_settings)
+
+    def attrs(self, sol):
+        return {"method": sol.method, "points": sol.points, "replicates": sol.replicates, "limit_error": sol.error,
+                "num_steps": sol.stats.get("num_steps", -1)}
+
+    @property
+    def position(self):
+        return list(self.LABELS).index(self.on)
+
+
 #: Every kind of row, in the order of tables and files. A new prediction is a class above and an entry here.
-ROWS: tuple[type[AbstractRow], ...] = (Level, Discrete, DG, Infinite)
+ROWS: tuple[type[AbstractRow], ...] = (Level, Discrete, DG, Infinite, MupLimit)
 
 
 def rows_for(cfg) -> list[AbstractRow]:
@@ -337,7 +402,8 @@ def row(label: str) -> AbstractRow:
         found = kind.parse(label)
         if found is not None:
             return found
-    raise ConfigError(f"{label!r} is not a prediction; predictions are p2, p3, ..., discrete_p2, discrete_o1m, dg, inf")
+    raise ConfigError(f"{label!r} is not a prediction; predictions are p2, p3, ..., discrete_p2, discrete_o1m, dg, inf, "
+                      "mup_inf, discrete_mup_inf")
 
 
 def find_row(label: str) -> AbstractRow | None:

@@ -113,6 +113,22 @@ class ABC:
         grows with width: training follows a deterministic limiting kernel (NTK and standard here)."""
         return self.kernel_regime and self.init_exponents()[-1] == 0 and all(e <= 0 for e in self.lr_exponents())
 
+    def unit_exponents(self) -> tuple[Fraction, Fraction, Fraction, Fraction]:
+        """At depth 1, the powers of m in the unit constants (s_u, s_v, eta_u, eta_v) of docs/math.md section 12:
+        in unit variables u = W1, v = sqrt(m) a the network is f = (1/m) sum_i v_i phi(<u_i, x>), theta_l(0) has
+        std sigma_l m^(g_l) and rate m^(e_l), so u has std m^(g_1) and rate m^(e_1 - 1) (the readout's 1/m), v std
+        m^(g_2 + 1/2) and rate m^(e_2)."""
+        if self.depth != 1:
+            raise ConfigError(f"unit variables describe one hidden layer, not depth {self.depth}")
+        g, e = self.init_exponents(), self.lr_exponents()
+        return g[0], g[1] + _HALF, e[0] - 1, e[1]
+
+    @property
+    def has_mean_field_limit(self) -> bool:
+        """One hidden layer whose unit constants do not move with m (muP and mean-field): the law of the units,
+        and with it f, has the limit of docs/math.md section 12 (TP4 Theorem 6.1)."""
+        return self.depth == 1 and all(x == 0 for x in self.unit_exponents())
+
     def limit_lrs(self) -> tuple[float, ...]:
         """lim_(m -> inf) eta_l: the per-layer weights of the limiting kernel Kbar^(2) (0 or 1 per layer).
 

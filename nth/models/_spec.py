@@ -114,6 +114,23 @@ class ModelSpec:
         the MLP recursion under a kernel-regime parametrization."""
         return self.name == "mlp" and preset(self.param, 1).has_kernel_limit
 
+    @property
+    def has_mup_limit(self) -> bool:
+        """Whether the mup-inf row (the one-hidden-layer mean-field limit, docs/math.md section 12) exists: the
+        depth-1 mlp under a parametrization whose unit constants do not move with m (muP, mean-field)."""
+        return (self.name == "mlp" and self.resolved_depth == 1 and preset(self.param, 1).has_mean_field_limit)
+
+    def no_mup_limit_reason(self) -> str:
+        """Why there is no mup-inf row (for a spec without :attr:`has_mup_limit`)."""
+        if self.name != "mlp":
+            what = "a user model" if self.model else f"the {self.name}"
+            return f"the mup-inf row is the limit of a one-hidden-layer mlp, not of {what}; drop --mup-inf"
+        if self.resolved_depth != 1:
+            return (f"the mup-inf row exists at depth 1 (deeper muP nets need TP4 Secs. 6.2-7, where W and W^T "
+                    f"correlate); got depth {self.resolved_depth}; use --depth 1 or drop --mup-inf")
+        return (f"parametrization {self.param!r} has no mean-field limit (its unit constants move with m, docs/math.md "
+                "section 12); use --param mup or meanfield, or drop --mup-inf (the kernel-regime limit is row 'inf')")
+
     def no_kernel_limit_reason(self) -> str:
         """Why there is no m = inf row (for a spec without :attr:`has_kernel_limit`)."""
         if self.name != "mlp":
