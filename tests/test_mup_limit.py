@@ -118,7 +118,7 @@ def test_bad_limit_options_are_refused():
 def test_the_mup_inf_rows_of_a_run(tmp_path):
     """A depth-1 muP run with a learning rate predicts mup-inf (against the flow) and d-mup-inf (against gradient
     descent): each is the library's limit on the run's data, recorded with its method and error; elsewhere the
-    row is refused in one line."""
+    row is refused in one line; a second run on the same data reuses the limit."""
     import h5py
 
     cfg = nth.SolveConfig(p=2, width=128, depth=1, n=3, d=2, n_test=2, param="mup", lr=0.5, steps=4, num_times=3,
@@ -140,6 +140,8 @@ def test_the_mup_inf_rows_of_a_run(tmp_path):
         g = h["mup_inf"]
         assert g.attrs["method"] == "sobol" and g.attrs["points"] == 2**10 and g.attrs["limit_error"] > 0
         assert "discrete/mup_inf" in h
+    other = nth.solve(cfg.replace(seed=1, width=64))  # the limit depends on no seed and no width: solved once
+    assert other.predictions["mup_inf"].solution is res.predictions["mup_inf"].solution
     for bad, why in ((dict(depth=2), "depth 1"), (dict(param="ntk"), "no mean-field limit"),
                      (dict(limit_points=1000), "limit points = 1000")):
         with pytest.raises(nth.ConfigError, match=why):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
 import re
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
@@ -369,14 +370,19 @@ class MupLimit(AbstractRow):
     def solve(self, inputs):
         cfg = inputs.cfg
         gd = self.on == "gd"
-        inputs.say(f"[+] {self.name}: the muP limit of {'gradient descent' if gd else 'gradient flow'} "
-                   f"({cfg.limit_method} expectation)")
-        return mup_limit(inputs.X, inputs.y, inputs.ts, limit_rates(cfg.param, cfg.sigma_w, cfg.sigma_a),
-                         activation=activation(cfg.activation, cfg.beta), loss=inputs.loss,
-                         out_shape=inputs.out_shape, X_test=inputs.X_test, method=cfg.limit_method,
-                         points=cfg.limit_points, h=cfg.limit_h, lr=cfg.lr if gd else None,
-                         steps=inputs.steps if gd else None, batches=inputs.batches if gd else None,
-                         solver=cfg.nth_settings)
+        args = (inputs.X, inputs.y, inputs.ts, limit_rates(cfg.param, cfg.sigma_w, cfg.sigma_a))
+        kw = dict(activation=activation(cfg.activation, cfg.beta), loss=inputs.loss, out_shape=tuple(inputs.out_shape),
+                  X_test=inputs.X_test, method=cfg.limit_method, points=cfg.limit_points, h=cfg.limit_h,
+                  lr=cfg.lr if gd else None, steps=inputs.steps if gd else None,
+                  batches=inputs.batches if gd else None, solver=cfg.nth_settings)
+        key = _limit_key(args, kw)
+        if key not in _LIMITS:  # the limit depends on no seed and no width: a sweep solves it once
+            inputs.say(f"[+] {self.name}: the muP limit of {'gradient descent' if gd else 'gradient flow'} "
+                       f"({cfg.limit_method} expectation)")
+            while len(_LIMITS) >= 4:
+                _LIMITS.pop(next(iter(_LIMITS)))
+            _LIMITS[key] = mup_limit(*args, **kw)
+        return _LIMITS[key]
 
     def attrs(self, sol):
         return {"method": sol.method, "points": sol.points, "replicates": sol.replicates, "limit_error": sol.error,
@@ -385,6 +391,24 @@ class MupLimit(AbstractRow):
     @property
     def position(self):
         return list(self.LABELS).index(self.on)
+
+
+#: Limits already solved in this process, by :func:`_limit_key` (the last four).
+_LIMITS: dict[str, Any] = {}
+
+
+def _limit_key(args, kw) -> str:
+    """A digest of everything :func:`nth.dynamics.mup_limit` reads: its arrays' bytes, shapes and dtypes, and the
+    other arguments' reprs."""
+    leaves, tree = jax.tree_util.tree_flatten((args, kw))
+    h = hashlib.sha256(repr(tree).encode())  # the structure names every module's class and static fields
+    for x in leaves:
+        if eqx.is_array(x) or isinstance(x, np.ndarray):
+            a = np.asarray(x)
+            h.update(f"{a.dtype}{a.shape}".encode() + a.tobytes())
+        else:
+            h.update(repr(x).encode())
+    return h.hexdigest()
 
 
 #: Every kind of row, in the order of tables and files. A new prediction is a class above and an entry here.

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The feature-learning limit (docs/math.md section 12; TP4 Sec. 6.1): width sweeps of one-hidden-layer tanh nets
+# under muP, each run predicting the muP limit (row mup-inf, solved once per sweep: it depends on no seed and no
+# width) beside the kernel-regime rows (p = 2..4, DG), then the error-vs-width figures and the table of fitted
+# exponents (results/mup_limit.md). The limit's expectation: scrambled Sobol points (dimension rank(X) + k > 3),
+# 2^18 per replicate, 4 replicates; its own error is recorded in every run (attribute limit_error).
+#
+#   mup_default   the built-in problem (n = 16, d = 8, 4 test inputs), mse, p = 4
+#   mup_digits    two classes of 10 digits (n = 20, d = 64), mse on targets -1/+1, p = 2
+#
+# Each sweep is resumable: run the script again to continue where it stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+common=(--param mup --depth 1 --activation tanh --widths 256,512,1024,2048,4096,8192 --seeds 10 --t-max 10
+        --num-times 21 --limit-points 262144)
+study() { local name=$1; shift; local t0=$SECONDS; echo "== $name: nth sweep $*"
+          nth sweep "${common[@]}" "$@" --out "results/$name.h5" --quiet
+          echo "$name $((SECONDS - t0)) s" >> results/walltimes.txt
+          nth plot error-vs-width "results/$name.h5" --out "results/${name}_f_error_vs_width.png"; }
+study mup_default --p 4
+study mup_digits --p 2 --data digits
+python scripts/results_table.py results/mup_default.h5 results/mup_digits.h5 > results/mup_limit.md
