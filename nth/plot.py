@@ -208,7 +208,9 @@ def dichotomy(paths: dict[str, str], out: str, *, level: str = "p4") -> dict[str
     movement max_t |K^(2)(t) - K^(2)(0)| along true gradient flow (left) and the error of the truncated NTH at
     ``level`` (right) against width, with fitted slopes. In the kernel regime (ntk) both fall like 1/m (resp.
     faster); under muP (feature learning) neither falls: the kernel moves at O(1) and the hierarchy does not
-    truncate. Returns {param: {"K2_movement": fit, level: fit}}."""
+    truncate. A sweep with the mup-inf row (depth 1) also draws its error, the distance to the feature-learning limit
+    (dashed; predicted slope -1/2, docs/math.md section 12). Returns {param: {"K2_movement": fit, level: fit[,
+    "mup_inf": fit]}}."""
     out = check_figure_path(out)
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
@@ -226,6 +228,12 @@ def dichotomy(paths: dict[str, str], out: str, *, level: str = "p4") -> dict[str
             ax.plot(widths, g, "o-", color=f"C{i}", label=f"{param}: slope {s:.2f} [{lo:.2f}, {hi:.2f}]")
             if i == 0:  # NTK movement ~ 1/m; the level-q error ~ m^(-floor(q/2)) (docs/math.md section 3)
                 _reference_slopes(ax, widths, {-1 if k == "K2_movement" else -(int(level[1:]) // 2): g[0]})
+        if "max_f_error_mup_inf" in sc:  # the feature-learning limit itself (docs/math.md section 12)
+            fits[param]["mup_inf"] = s, lo, hi = slope_with_ci(widths, sc["max_f_error_mup_inf"])
+            g = geometric_mean(sc["max_f_error_mup_inf"], axis=1)
+            ax2.plot(widths, g, "s--", color=f"C{i}", label=f"{param}, distance to the muP limit (mup-inf): slope "
+                     f"{s:.2f} [{lo:.2f}, {hi:.2f}]")
+            _reference_slopes(ax2, widths, {-0.5: g[0]})
         cfg = sw["config"]["base"]
     ax1.set_title(f"NTK movement along {trained_by(sw)}", fontsize=9)
     ax2.set_title(f"truncated NTH ({_name(level)}) error max_t |f - f_true|/sqrt(n)", fontsize=9)

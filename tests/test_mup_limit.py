@@ -147,3 +147,19 @@ def test_the_mup_inf_rows_of_a_run(tmp_path):
         with pytest.raises(nth.ConfigError, match=why):
             cfg.replace(mup_inf=True, **bad).validate()
     assert not nth.SolveConfig(param="mup", depth=2).use_mup_inf and not nth.SolveConfig(depth=1).use_mup_inf
+
+
+def test_a_mup_sweep_and_the_dichotomy_figure_draw_the_limit(tmp_path):
+    """A width sweep under muP at depth 1 tabulates mup-inf's error like any row's, and the dichotomy figure fits
+    its slope beside the kernel rows'."""
+    base = nth.SolveConfig(p=2, depth=1, n=3, d=2, n_test=0, param="mup", t_max=2.0, num_times=3,
+                           limit_method="sobol", limit_points=2**8)
+    path = str(tmp_path / "mup.h5")
+    assert nth.run_sweep(nth.SweepConfig(widths=(16, 64), num_seeds=2, base=base), path) == {"done": 0, "ran": 4}
+    sc = nth.load_sweep(path)["scalars"]
+    assert np.isfinite(sc["max_f_error_mup_inf"]).all() and np.isfinite(sc["max_f_error_p2"]).all()
+    from nth.plot import dichotomy
+
+    fits = dichotomy({"mup": path}, str(tmp_path / "d.png"), level="p2")
+    assert set(fits["mup"]) == {"K2_movement", "p2", "mup_inf"}
+    assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"

@@ -420,6 +420,22 @@ def rows_for(cfg) -> list[AbstractRow]:
     return [row for kind in ROWS for row in kind.for_run(cfg)]
 
 
+def every_row(p: int) -> list[AbstractRow]:
+    """Every row a run truncated at ``p`` may predict under some parametrization and training (the labels a sweep
+    file of that p may hold), in table order."""
+    from ._config import SolveConfig
+
+    runs = (SolveConfig(p=p, lr=1.0, steps=1, dg=p >= 4, infinite=True, param="ntk"),  # kernel regime, both references
+            SolveConfig(p=p, lr=1.0, steps=1, depth=1, param="mup", mup_inf=True))  # the muP limit's rows
+    return ordered_rows({r.label: r for cfg in runs for r in rows_for(cfg)}.values())
+
+
+def ordered_rows(rows: Iterable[AbstractRow]) -> list[AbstractRow]:
+    """``rows`` in table order (kinds as in :data:`ROWS`, levels by q)."""
+    rank = {kind: i for i, kind in enumerate(ROWS)}
+    return sorted(rows, key=lambda r: (rank[type(r)], r.position))
+
+
 def row(label: str) -> AbstractRow:
     """The row of ``label`` (ConfigError for a label no row has)."""
     for kind in ROWS:
@@ -440,9 +456,8 @@ def find_row(label: str) -> AbstractRow | None:
 
 def ordered(labels: Iterable[str]) -> list[str]:
     """The prediction labels among ``labels``, in table order (levels by q)."""
-    found = [(lab, r) for lab in labels if (r := find_row(lab)) is not None]
-    rank = {kind: i for i, kind in enumerate(ROWS)}
-    return [lab for lab, r in sorted(found, key=lambda x: (rank[type(x[1])], x[1].position))]
+    found = [find_row(lab) for lab in labels]
+    return [r.label for r in ordered_rows(r for r in found if r is not None)]
 
 
 def labels_in(scalars: Iterable[str], prefix: str) -> list[str]:

@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 
 from ..engine import SolveConfig, SolveResult, solve_seeds
-from ..engine._rows import rows_for
+from ..engine._rows import every_row
 from ..errors import ConfigError, DamagedFileError
 from ._files import check_output_path, writer_lock
 from ._hdf5 import check_writable, digest, dimension, drop_damaged, edit_h5, open_results, verify, write_group
@@ -219,9 +219,7 @@ def _labels(cfg: dict[str, Any]) -> list[str]:
     """The prediction labels a sweep of this configuration (its ``sweep_config``) may hold (every row a run of
     its p may have), and ``gd`` (gradient descent against the flow: ``max_f_error_gd``, and its learning rate
     ``lr_gd``)."""
-    p = cfg["base"]["p"]
-    full = SolveConfig(p=p, lr=1.0, steps=1, dg=p >= 4, infinite=True, param="ntk")  # every kind of row
-    return [r.label for r in rows_for(full)] + ["gd"]
+    return [r.label for r in every_row(cfg["base"]["p"])] + ["gd"]
 
 
 def _run_scalars(g: h5py.Group, labels: list[str], fmt: str) -> dict[str, float]:
