@@ -188,6 +188,10 @@ def _add_common(s: argparse.ArgumentParser, sweep: bool, at_init: bool = False) 
                    help=f"Lanczos relative residual (default {d['spectrum_tol']:g})")
     g = s.add_argument_group("output")
     g.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+    if not at_init:
+        g.add_argument("--save-k2", dest="save_k2", action=argparse.BooleanOptionalAction, default=True,
+                       help="store the trajectories K^(2)(t) of the flow, gradient descent and every row (default on; "
+                       "--no-save-k2 keeps a large-n file small: (T, nk, nk) per group; the K2 errors are kept)")
 
 
 def _add_solve(sub) -> None:

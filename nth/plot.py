@@ -133,6 +133,9 @@ def trajectories(path: str, out: str, *, seed: int = 0, entry: int = 0, pair: tu
     if not sw["config"]["base"].get("flow", True):
         raise ConfigError(f"{path!r} skipped the true gradient flow (--no-flow), which these panels draw; plot "
                           "error-vs-width --quantity max_f_error_gd instead")
+    if not sw["config"]["base"].get("save_k2", True):
+        raise ConfigError(f"{path!r} was written without the K^(2)(t) trajectories (--no-save-k2), which these panels "
+                          "draw; plot error-vs-width or kernel-sizes instead")
     widths = [w for w in sw["widths"] if (int(w), seed) in sw["runs"]]
     if not widths:
         raise ConfigError(f"{path!r} holds no run with seed {seed}")

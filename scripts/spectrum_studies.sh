@@ -18,6 +18,9 @@
 # at depth 2 (4.0-4.3 at widths 256-2048, seed 0; 4.0-4.1 with three classes) and 0.38 of it at depth 1
 # (2.6-2.7); the horizon lr * steps is the tanh runs'.
 #
+# The studies at n = 200 leave the trajectories K^(2)(t) out of their files (--no-save-k2: 2.2 MB per run
+# otherwise); their K2 errors are kept.
+#
 # Each sweep is resumable: run the script again to continue where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,9 +30,10 @@ study() { local name=$1; shift; local t0=$SECONDS; echo "== $name: nth sweep $*"
           nth plot spectrum "results/spectrum_$name.h5" | tee "results/spectrum_$name.txt"; }
 WIDTHS=64,128,256,512,1024,2048
 study tanh_d2 --activation tanh --depth 2 --widths $WIDTHS --seeds 10 --t-max 100 --top 20
-study tanh_d1 --activation tanh --depth 1 --digits-per-class 100 --widths $WIDTHS --seeds 10 --t-max 20 --top 4
+study tanh_d1 --activation tanh --depth 1 --digits-per-class 100 --widths $WIDTHS --seeds 10 --t-max 20 --top 4 \
+      --no-save-k2
 study relu_d2 --activation relu --depth 2 --widths $WIDTHS --seeds 10 --lr 1 --steps 100 --no-flow --top 20
 study relu_d1 --activation relu --depth 1 --digits-per-class 100 --widths $WIDTHS --seeds 10 --lr 1 --steps 20 \
-      --no-flow --top 4
+      --no-flow --top 4 --no-save-k2
 study relu_c3 --activation relu --depth 2 --classes 3 --widths 256,512,1024,2048 --seeds 3 --lr 1 --steps 100 \
       --no-flow --top 30

@@ -76,7 +76,7 @@ def test_linear_limit_closed_form_against_quadrature_and_particles():
     ts = jnp.linspace(0.0, 4.0, 5)
     rates = limit_rates("mup")
     f, ft = linear_limit(X, y, ts, rates, X_test=Xt)
-    tr = mup_limit(X, y, ts, rates, activation="linear", X_test=Xt, method="trapezoid", h=0.25)
+    tr = mup_limit(X, y, ts, rates, activation="linear", X_test=Xt, method="trapezoid", h=0.4)
     assert tr.error < 1e-8 and float(jnp.max(jnp.abs(f[-1] - f[0]))) > 0.1
     np.testing.assert_allclose(np.asarray(tr.f), np.asarray(f), rtol=0, atol=1e-8)
     np.testing.assert_allclose(np.asarray(tr.f_test), np.asarray(ft), rtol=0, atol=1e-8)

@@ -363,3 +363,25 @@ def test_lanczos_basis_is_capped_by_the_budget_and_the_plan_counts_the_stage():
     assert on.resident - off.resident == 5 * P * 8 and "spectra" in on.stages and "spectra" not in off.stages
     assert off.lanczos_budget is None and on.lanczos_budget == on.budget - on.resident - (on.stages["spectra"]
                                                                                           - 32 * P * 8)
+
+
+def test_a_run_without_the_k2_trajectories(tmp_path):
+    """``save_k2=False`` (``--no-save-k2``) leaves every K^(2)(t) trajectory out of the file and keeps the K2
+    errors; the trajectories figure, which draws them, is refused in one line."""
+    import h5py
+
+    base = nth.SolveConfig(p=2, depth=1, n=4, d=3, n_test=2, num_times=3, lr=0.5, steps=2,
+                           save_k2=False)
+    path = str(tmp_path / "sweep.h5")
+    nth.run_sweep(nth.SweepConfig(widths=(8, 16), num_seeds=1, base=base), path)
+    with h5py.File(path) as h:
+        names = []
+        h.visit(names.append)
+        assert names and not [n for n in names if n.endswith("/K2")]
+        assert {"true/f", "gd/f", "nth/p2/f"} <= {n.split("/", 2)[2] for n in names if n.count("/") >= 2}
+    sw = nth.load_sweep(path)
+    assert np.isfinite(sw["scalars"]["max_K2_error_p2"]).all()
+    from nth.plot import trajectories
+
+    with pytest.raises(nth.ConfigError, match="--no-save-k2"):
+        trajectories(path, str(tmp_path / "t.png"))

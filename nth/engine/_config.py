@@ -153,7 +153,8 @@ class SolverSpec:
     row (``mup_inf``; its expectation by ``limit_method`` with ``limit_points`` or the step ``limit_h``); the ODE solvers
     ``nth_solver`` and ``flow_solver`` with ``rtol``, ``atol``, ``max_steps``; the precision ``dtype``; the kernels
     (``kernel_impl``, a ``matrix_free`` top level, ``chunk`` direction tuples per batch, ``devices``,
-    ``memory_budget`` in bytes) and whether to ``save_kernels`` in the file."""
+    ``memory_budget`` in bytes) and whether to ``save_kernels`` K^(r)(0) in the file, and the trajectories K^(2)(t)
+    of the flow, gradient descent and every row (``save_k2``; their errors are recorded either way)."""
 
     p: int = 4
     dg: bool | None = None
@@ -176,6 +177,7 @@ class SolverSpec:
     devices: int | None = None
     memory_budget: int | None = None
     save_kernels: bool = False
+    save_k2: bool = True
 
     def validate(self) -> None:
         if not isinstance(self.p, int) or isinstance(self.p, bool) or self.p < 2:

@@ -22,6 +22,7 @@ with T saved times, n training points, k test points and inputs of shape ``in``:
                                         for a prediction, disagreement, test_disagreement (the fraction of
                                         inputs whose decided class differs from the reference's)
     R/kernels/K{r} (n,)*r, K{r}_test (k,)+(n,)*(r-1)   K^(r)(0) (solve files with save_kernels)
+    (every */K2 is left out where the configuration has save_k2 false; the K2 errors are kept)
     R/spectrum/t (T,), [step (T,)]      with ``spectra``: the loss Hessian against the NTK at the reference's saved
         hessian_top, hessian_residuals  times (the flow's, or gradient descent's steps; docs/math.md section 11):
           (T, top)                      the top eigenvalues of H (Lanczos) and their residuals,
@@ -77,7 +78,7 @@ import numpy as np
 from ..data import Dataset
 from ..engine import SolveResult
 from ..engine import SolveConfig
-from ..engine._rows import labels_in, row, rows_for
+from ..engine._rows import every_row, labels_in, row, rows_for
 from ..kernel import Spectrum, separated_top
 from ._hdf5 import package_versions
 
@@ -152,7 +153,7 @@ def dataset_axes(path: str, shape: tuple[int, ...], out_shape: tuple[int, ...] =
 
 
 #: The groups whose time axis is gradient descent's steps: gd itself and every row predicting it.
-_STEPPED = {"gd"} | {r.group for r in rows_for(SolveConfig(p=4, lr=1.0, steps=1)) if r.reference == "gd"}
+_STEPPED = {"gd"} | {r.group for r in every_row(4) if r.reference == "gd"}
 
 
 def axes_for(result: SolveResult):
@@ -171,7 +172,8 @@ def data_datasets(data: Dataset) -> tuple[dict[str, Any], dict[str, dict]]:
 
 
 def run_datasets(result: SolveResult, *, save_kernels: bool = False) -> tuple[dict[str, Any], dict[str, dict]]:
-    """A run mapped onto the schema, relative to its group: ({'true/f': array, ...}, {'true': attrs, '': attrs})."""
+    """A run mapped onto the schema, relative to its group: ({'true/f': array, ...}, {'true': attrs, '': attrs}).
+    Without the configuration's ``save_k2`` the K^(2)(t) trajectories (``*/K2``) are left out."""
     cfg = result.config
     fl = result.flow
     ds: dict[str, Any] = {"init/f0": result.f0}
@@ -207,6 +209,8 @@ def run_datasets(result: SolveResult, *, save_kernels: bool = False) -> tuple[di
         if gd.batches is not None:
             ds["gd/batches"] = gd.batches
         attrs["gd"] = result.gd_measures.as_dict() | {"lr": gd.lr}
+    if not cfg.get("save_k2", True):  # the trajectories K^(2)(t): (T, N, N) per group, the bulk of a large-n file
+        ds = {k: v for k, v in ds.items() if not k.endswith("/K2")}
     if result.spectra is not None:
         sp, ref = result.spectra, (fl if result.gd is None else result.gd)
         ds["spectrum/t"] = ref.ts
