@@ -7,16 +7,18 @@
 #
 #   mup_default   the built-in problem (n = 16, d = 8, 4 test inputs), mse, p = 4
 #   mup_digits    two classes of 10 digits (n = 20, d = 64), mse on targets -1/+1, p = 2
+#   mup_ce3       three classes of 10 digits (n = 30, k = 3 outputs), cross-entropy, p = 2
 #
 # Each sweep is resumable: run the script again to continue where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 common=(--param mup --depth 1 --activation tanh --widths 256,512,1024,2048,4096,8192 --seeds 10 --t-max 10
-        --num-times 21 --limit-points 262144)
+        --num-times 21 --limit-points 262144 --no-save-k2)
 study() { local name=$1; shift; local t0=$SECONDS; echo "== $name: nth sweep $*"
           nth sweep "${common[@]}" "$@" --out "results/$name.h5" --quiet
           echo "$name $((SECONDS - t0)) s" >> results/walltimes.txt
           nth plot error-vs-width "results/$name.h5" --out "results/${name}_f_error_vs_width.png"; }
 study mup_default --p 4
 study mup_digits --p 2 --data digits
-python scripts/results_table.py results/mup_default.h5 results/mup_digits.h5 > results/mup_limit.md
+study mup_ce3 --p 2 --data digits --classes 3 --loss cross-entropy
+python scripts/results_table.py results/mup_default.h5 results/mup_digits.h5 results/mup_ce3.h5 > results/mup_limit.md
