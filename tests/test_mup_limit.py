@@ -112,6 +112,8 @@ def test_bad_limit_options_are_refused():
         mup_limit(X, y, jnp.array([0.0, 1.0]), rates, method="gauss")
     with pytest.raises(nth.ConfigError, match="limit points = 1000"):
         mup_limit(X, y, jnp.array([0.0, 1.0]), rates, method="sobol", points=1000)
+    with pytest.raises(nth.MemoryBudgetError, match="limit-points"):
+        mup_limit(X, y, jnp.array([0.0, 1.0]), rates, method="sobol", points=2**20, memory_budget=10**8)
     with pytest.raises(nth.ConfigError, match="one-hidden-layer"):
         units_of(nth.init_mlp(0, 2, 8, 2, "tanh", param="mup"), X)
 

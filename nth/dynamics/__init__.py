@@ -22,6 +22,7 @@ from ._odeint import (
     FLOW_SOLVER as FLOW_SOLVER,
     NTH_SOLVER as NTH_SOLVER,
     SOLVERS as SOLVERS,
+    SOLVER_COPIES as SOLVER_COPIES,
     SolverSettings as SolverSettings,
     check_times as check_times,
     integrate as integrate,

@@ -39,12 +39,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MemoryBudgetError
+from ..kernel import default_memory_budget, format_bytes
 from ..losses import MSE, AbstractLoss, loss_from_spec
 from ..models import MLP, AbstractActivation
 from ..models import activation as make_activation
 from ..models._param import preset
-from ._odeint import SolverSettings, check_times, integrate
+from ._odeint import SOLVER_COPIES, SolverSettings, check_times, integrate
 
 #: How the limit's expectation is computed (module docstring).
 LIMIT_METHODS = ("auto", "trapezoid", "sobol", "particles")
@@ -302,6 +303,13 @@ def limit_nodes(X, rates: UnitRates, k: int, xi: np.ndarray, weights: np.ndarray
                  r_std=jnp.asarray(r))
 
 
+def limit_bytes(points: int, n: int, n_test: int, k: int, solver: str, rule: int = 1) -> int:
+    """Bytes of one limit solve over ``points`` nodes: the node state (z, z_test, v) in the solver's copies, the
+    weights, and the work of a right-hand side and of the kernel (a few (points, n k) arrays), in float64; the
+    readout of a test input adds (points, ``rule``) per input at a time."""
+    return 8 * points * ((SOLVER_COPIES[solver] + 1) * (n + n_test + k) + 4 * n * k + 1 + rule)
+
+
 def limit_dimension(X, k: int) -> int:
     """The dimension of the initial law of a unit's state: rank(X) + k."""
     lam = np.linalg.eigvalsh(np.asarray(X, dtype=np.float64) @ np.asarray(X, dtype=np.float64).T)
@@ -312,7 +320,7 @@ def mup_limit(X: Float[Array, "n d"], y: Array, ts: Float[Array, " T"], rates: U
               activation: AbstractActivation | str = "tanh", loss: AbstractLoss | str = MSE(),
               out_shape: tuple[int, ...] = (), X_test: Float[Array, "n_test d"] | None = None, method: str = "auto",
               h: float = 0.2, points: int = 2**16, replicates: int = 4, seed: int = 0, lr: float | None = None,
-              steps: np.ndarray | None = None, batches: np.ndarray | None = None,
+              steps: np.ndarray | None = None, batches: np.ndarray | None = None, memory_budget: int | None = None,
               solver: SolverSettings = SolverSettings(solver="dopri8", rtol=1e-10, atol=1e-12)) -> LimitSolution:
     """fbar, the m -> inf limit of a one-hidden-layer network with unit constants ``rates`` (:func:`limit_rates`),
     trained by gradient flow (or, with ``lr``, gradient descent at ``steps``, on ``batches`` for SGD) on (X, y) under ``loss``, with its
@@ -320,7 +328,8 @@ def mup_limit(X: Float[Array, "n d"], y: Array, ts: Float[Array, " T"], rates: U
     ``h`` in rank(X) + k dimensions; its error estimated against step 2h), ``"sobol"`` or ``"particles"``
     (``replicates`` independent sets of ``points`` antithetic points, a power of 2; the error is the standard error
     of their mean), ``"auto"``: trapezoid up to dimension 3, else sobol. The recorded ``error`` bounds max |f - fbar|
-    over times and inputs as the method estimates it."""
+    over times and inputs as the method estimates it. A solve whose nodes would pass ``memory_budget``
+    (:func:`limit_bytes`; default: the device's) is refused before anything is allocated."""
     check_limit_options(method, points, h)
     k = int(np.prod(out_shape)) if out_shape else 1
     dim = limit_dimension(X, k)
@@ -338,6 +347,13 @@ def mup_limit(X: Float[Array, "n d"], y: Array, ts: Float[Array, " T"], rates: U
         rules = [(_standard_normal_points(method, dim, k, points, seed + i), np.full(points, 1.0 / points))
                  for i in range(replicates)]
     r_rule = _trapezoid_1d(h if method == "trapezoid" else 0.2)
+    need = limit_bytes(max(w.size for _, w in rules), X.shape[0], 0 if X_test is None else X_test.shape[0], k,
+                       solver.solver, r_rule[0].size)
+    budget = default_memory_budget() if memory_budget is None else memory_budget
+    if need > budget:
+        raise MemoryBudgetError(f"the {method} limit over {max(w.size for _, w in rules)} nodes needs about "
+                                f"{format_bytes(need)}, over the memory budget {format_bytes(budget)}; use fewer "
+                                "points (--limit-points), a larger step (--limit-h), or raise the budget")
     sols, stats = [], []
     for xi, w in rules:
         nodes = limit_nodes(X, rates, k, xi, w, X_test)

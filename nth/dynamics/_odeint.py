@@ -32,6 +32,10 @@ SOLVERS: dict[str, type[diffrax.AbstractSolver]] = {
 }
 
 
+#: Stage vectors (plus state, error estimate and FSAL copies) an explicit Runge-Kutta step keeps alive.
+SOLVER_COPIES = {"tsit5": 10, "dopri5": 10, "dopri8": 17}
+
+
 def check_tolerances(rtol: float, atol: float, max_steps: int) -> None:
     for name, v in (("rtol", rtol), ("atol", atol)):
         if not (isinstance(v, (int, float, np.floating)) and math.isfinite(v) and v > 0):

@@ -27,6 +27,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from ..dynamics import SOLVER_COPIES
 from ..errors import ConfigError, MemoryBudgetError
 from ..kernel import IMPLEMENTATIONS, KernelPlan, forward_entries, format_bytes, kernel_bytes, plan_kernels
 from ..kernel._gd import gd_tensor_bytes
@@ -34,8 +35,6 @@ from ..kernel._spectrum import LANCZOS_BLOCK, lanczos_bytes
 from ..models import AbstractModel, as_model, num_outputs, num_params, output_shape
 from ..models._base import model_dtype
 
-#: Stage vectors (plus state, error estimate and FSAL copies) an explicit Runge-Kutta step keeps alive.
-SOLVER_COPIES = {"tsit5": 10, "dopri5": 10, "dopri8": 17}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -374,7 +374,7 @@ class MupLimit(AbstractRow):
         kw = dict(activation=activation(cfg.activation, cfg.beta), loss=inputs.loss, out_shape=tuple(inputs.out_shape),
                   X_test=inputs.X_test, method=cfg.limit_method, points=cfg.limit_points, h=cfg.limit_h,
                   lr=cfg.lr if gd else None, steps=inputs.steps if gd else None,
-                  batches=inputs.batches if gd else None, solver=cfg.nth_settings)
+                  batches=inputs.batches if gd else None, solver=cfg.nth_settings, memory_budget=cfg.memory_budget)
         key = _limit_key(args, kw)
         if key not in _LIMITS:  # the limit depends on no seed and no width: a sweep solves it once
             inputs.say(f"[+] {self.name}: the muP limit of {'gradient descent' if gd else 'gradient flow'} "
