@@ -8,6 +8,9 @@
 #   mup_default   the built-in problem (n = 16, d = 8, 4 test inputs), mse, p = 4
 #   mup_digits    two classes of 10 digits (n = 20, d = 64), mse on targets -1/+1, p = 2
 #   mup_ce3       three classes of 10 digits (n = 30, k = 3 outputs), cross-entropy, p = 2
+#   ntk_default   the built-in problem under NTK parametrization (the kernel regime), for the depth-1 dichotomy
+#                 figure results/dichotomy_d1.png: kernel movement and errors of both, with mup's distance to its
+#                 limit
 #
 # Each sweep is resumable: run the script again to continue where it stopped.
 set -euo pipefail
@@ -21,4 +24,8 @@ study() { local name=$1; shift; local t0=$SECONDS; echo "== $name: nth sweep $*"
 study mup_default --p 4
 study mup_digits --p 2 --data digits
 study mup_ce3 --p 2 --data digits --classes 3 --loss cross-entropy
-python scripts/results_table.py results/mup_default.h5 results/mup_digits.h5 results/mup_ce3.h5 > results/mup_limit.md
+nth sweep --param ntk --depth 1 --activation tanh --widths 256,512,1024,2048,4096,8192 --seeds 10 --t-max 10 \
+    --num-times 21 --no-save-k2 --p 4 --out results/ntk_default.h5 --quiet
+nth plot dichotomy ntk=results/ntk_default.h5 mup=results/mup_default.h5 --out results/dichotomy_d1.png
+python scripts/results_table.py results/mup_default.h5 results/mup_digits.h5 results/mup_ce3.h5 \
+    results/ntk_default.h5 > results/mup_limit.md
