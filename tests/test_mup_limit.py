@@ -55,6 +55,44 @@ def test_units_at_finite_width_are_the_networks_own_gradient_descent():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-12)
 
 
+def test_units_on_minibatches_are_the_networks_own_sgd():
+    """With a batch schedule, the Euler steps of the unit ODE on each step's batch (1/B over its inputs) are SGD
+    on the muP net's weights (two outputs)."""
+    X, Xt = _data(n=4, d=3)
+    model = nth.init_mlp(5, 3, 32, 1, "tanh", param="mup", outputs=2)
+    y = jax.random.normal(jax.random.PRNGKey(9), (4, 2))
+    steps, batches = np.array([0, 3, 7]), nth.batch_schedule(4, 2, 7, seed=1)
+    gd = nth.gradient_descent(model, X, y, 0.3, steps, X_test=Xt, batches=batches)
+    nodes, rates = units_of(model, X, Xt)
+    (f, ft, K2, lo), _ = unit_flow(nodes, rates, X, y, 0.3 * steps, activation="tanh", out_shape=(2,), X_test=Xt,
+                                   lr=0.3, steps=steps, batches=batches)
+    for a, b in ((f, gd.f), (ft, gd.f_test), (K2, gd.K2)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-12)
+
+
+def test_test_inputs_off_the_span_of_the_training_inputs():
+    """A test input outside the span of the training inputs: the limit (its part in the span moved by the dynamics,
+    the rest r integrated at readout) equals direct units drawn in all d dimensions, within the stated errors."""
+    X, Xt = _data(n=2, d=3)
+    y = jnp.array([0.7, -0.4])
+    ts = jnp.linspace(0.0, 3.0, 4)
+    rates = limit_rates("mup")
+    tr = mup_limit(X, y, ts, rates, activation="tanh", X_test=Xt, method="trapezoid", h=0.3)
+    draws = []
+    for i in range(4):  # antithetic units u ~ N(0, I_3), v ~ N(0, 1), in the full input space
+        U = np.asarray(jax.random.normal(jax.random.PRNGKey(20 + i), (2**14, 3)))
+        v = np.asarray(jax.random.normal(jax.random.PRNGKey(40 + i), (2**14, 1)))
+        U, v = np.concatenate([U, U]), np.concatenate([v, -v])
+        nodes = nth.dynamics.Nodes(z=jnp.asarray(U @ np.asarray(X).T), z_test=jnp.asarray(U @ np.asarray(Xt).T),
+                                   v=jnp.asarray(v), w=jnp.full((U.shape[0],), 1.0 / U.shape[0]), r_std=jnp.zeros(2))
+        draws.append(np.asarray(unit_flow(nodes, rates, X, y, ts, activation="tanh", X_test=Xt)[0][1]))
+    mean, se = np.mean(draws, axis=0), np.std(draws, axis=0, ddof=1) / 2
+    assert float(np.max(np.abs(np.asarray(tr.f_test) - mean) / (4 * se + tr.error))) < 1
+    beta = np.linalg.lstsq(np.asarray(X).T, np.asarray(Xt).T, rcond=None)[0]
+    assert np.linalg.norm(np.asarray(Xt).T - np.asarray(X).T @ beta, axis=0).min() > 0.1  # off the span indeed
+    assert float(np.max(np.abs(np.asarray(tr.f_test[-1])))) > 10 * float(np.max(4 * se + tr.error))  # and moved
+
+
 def test_the_unit_constants_come_from_the_preset():
     """muP and mean-field at depth 1 have width-independent unit constants (s_u = sigma_w, s_v = sigma_a, unit
     rates); the kernel-regime presets are refused with the powers of m that move."""

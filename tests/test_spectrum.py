@@ -245,6 +245,13 @@ def test_spectra_along_gradient_descent_and_in_a_resumable_sweep(tmp_path):
     fits = nth.plot.spectrum(path, str(tmp_path / "spectrum.png"))
     assert {"rms_B_init", "rms_B_final", "moment_reldiff_1_init"} <= set(fits)
     assert {k for k in fits if k.startswith("top_gap")} <= {"top_gap_1"}  # top = 2: at most index 1 is separated
+    from nth.plot import _separated_gaps  # on made-up spectra: index 2 separated at the wider width only
+
+    G = np.array([1.0, 0.5, 0.1, 0.0])
+    runs = {(w, s): {"spectrum_hessian_top": np.array([[1.0 + 1 / w, 0.5 + 1 / w, top3]]),
+                     "spectrum_gn_eigenvalues": G[None]} for w, top3 in ((8, 0.6), (16, 0.3)) for s in (0, 1)}
+    gaps = _separated_gaps({"seeds": np.array([0, 1]), "widths": np.array([8, 16]), "runs": runs})
+    assert list(gaps) == [1] and list(gaps[1][0]) == [8, 16] and gaps[1][1][1, 0] == pytest.approx(1 / 16)
     assert (tmp_path / "spectrum.png").read_bytes()[:4] == b"\x89PNG"
 
 

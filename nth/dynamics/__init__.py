@@ -16,6 +16,7 @@ from ._hierarchy import (
 from ._mup_limit import LIMIT_METHODS as LIMIT_METHODS, LimitSolution as LimitSolution, Nodes as Nodes
 from ._mup_limit import UnitRates as UnitRates, check_limit_options as check_limit_options
 from ._mup_limit import limit_rates as limit_rates, linear_limit as linear_limit, mup_limit as mup_limit
+from ._mup_limit import LimitPlan as LimitPlan, plan_limit as plan_limit
 from ._mup_limit import unit_flow as unit_flow, units_of as units_of
 from ._problem import Objective as Objective, Problem as Problem, check_problem as check_problem
 from ._odeint import (

@@ -45,6 +45,8 @@ from ..losses import MSE, AbstractLoss, loss_from_spec
 from ..models import MLP, AbstractActivation
 from ..models import activation as make_activation
 from ..models._param import preset
+from ._batches import check_batches
+from ._references import check_steps
 from ._odeint import SOLVER_COPIES, SolverSettings, check_times, integrate
 
 #: How the limit's expectation is computed (module docstring).
@@ -79,8 +81,9 @@ class UnitRates(eqx.Module):
 def limit_rates(param: str, sigma_w: float = 1.0, sigma_a: float = 1.0) -> UnitRates:
     """The unit constants of the m -> inf limit of ``param`` at depth 1; refused (ConfigError) where any of them
     moves with m, which is a kernel-regime or degenerate parametrization, not a feature-learning one."""
-    ex = preset(param, 1).unit_exponents()
-    if any(x != 0 for x in ex):
+    abc = preset(param, 1)
+    if not abc.has_mean_field_limit:
+        ex = abc.unit_exponents()
         names = ("s_u", "s_v", "eta_u", "eta_v")
         moving = ", ".join(f"{n} ~ m^{x}" for n, x in zip(names, ex) if x != 0)
         raise ConfigError(f"param {param!r} has no mean-field (muP) limit: in unit variables {moving}; the limit "
@@ -141,12 +144,15 @@ def _readout(phi, zt, r_nodes, r_weights):
     return jax.lax.map(one, (zt.T, r_nodes)).T
 
 
+def _train_outputs(state, args):
+    z, _, v = state
+    return jnp.einsum("p,pk,pa->ak", args["w"], v, args["phi"](z))
+
+
 def _outputs(state, args):
-    z, zt, v = state
-    w, phi = args["w"], args["phi"]
-    F = jnp.einsum("p,pk,pa->ak", w, v, phi(z))
-    Ft = jnp.einsum("p,pk,pj->jk", w, v, _readout(phi, zt, args["r_nodes"], args["r_weights"]))
-    return F, Ft
+    _, zt, v = state
+    Ft = jnp.einsum("p,pk,pj->jk", args["w"], v, _readout(args["phi"], zt, args["r_nodes"], args["r_weights"]))
+    return _train_outputs(state, args), Ft
 
 
 def _chi(F, args):
@@ -161,7 +167,7 @@ def _unit_rhs(t, state, args, obs=None):
     each; a minibatch B gives 1/B on its inputs and 0 elsewhere)."""
     z, zt, v = state
     phi = args["phi"]
-    F, _ = _outputs(state, args)
+    F = _train_outputs(state, args)
     n = z.shape[1]
     chi = _chi(F, args) * (jnp.full((n, 1), 1.0 / n, z.dtype) if obs is None else obs[:, None])
     c = phi.derivative(z) * (v @ chi.T)  # c_pb = phi'(z_pb) <chi_b, v_p> / n
@@ -275,10 +281,17 @@ def _standard_normal_points(method: str, dim: int, k: int, points: int, seed: in
         from scipy.stats import qmc
 
         u = qmc.Sobol(d=dim, scramble=True, seed=np.random.default_rng(seed)).random_base2(int(math.log2(half)))
-        xi = ndtri(u)
+        xi = ndtri(np.clip(u, 2.0**-53, 1 - 2.0**-53))  # a 30-bit scrambled point may be exactly 0
     else:
         xi = np.random.default_rng(seed).standard_normal((half, dim))
     return _antithetic(xi, k)
+
+
+def _range(X):
+    """The range of X in sample space: eigenvalues and eigenvectors of X X^T and the mask of the nonzero ones."""
+    X = np.asarray(X, dtype=np.float64)
+    lam, Q = np.linalg.eigh(X @ X.T)
+    return lam, Q, np.flatnonzero(lam > 1e-12 * max(lam.max(), 1e-300))
 
 
 def limit_nodes(X, rates: UnitRates, k: int, xi: np.ndarray, weights: np.ndarray, X_test=None) -> Nodes:
@@ -286,10 +299,9 @@ def limit_nodes(X, rates: UnitRates, k: int, xi: np.ndarray, weights: np.ndarray
     with ``weights``: z = s_u (X X^T)^(1/2) on the range of X, v = s_v xi_v; a test input's part in the span of
     the training inputs, beta^T z with X^T beta its projection, and the std of the rest, s_u |x*_perp|."""
     X = np.asarray(X, dtype=np.float64)
-    lam, Q = np.linalg.eigh(X @ X.T)
-    keep = lam > 1e-12 * max(lam.max(), 1e-300)
+    lam, Q, keep = _range(X)
     L = rates.s_u * Q[:, keep] * np.sqrt(lam[keep])  # (n, rho): z = L xi_z
-    rho = int(keep.sum())
+    rho = keep.size
     z = xi[:, :rho] @ L.T
     v = rates.s_v * xi[:, rho:]
     if X_test is None:
@@ -310,10 +322,42 @@ def limit_bytes(points: int, n: int, n_test: int, k: int, solver: str, rule: int
     return 8 * points * ((SOLVER_COPIES[solver] + 1) * (n + n_test + k) + 4 * n * k + 1 + rule)
 
 
-def limit_dimension(X, k: int) -> int:
-    """The dimension of the initial law of a unit's state: rank(X) + k."""
-    lam = np.linalg.eigvalsh(np.asarray(X, dtype=np.float64) @ np.asarray(X, dtype=np.float64).T)
-    return int((lam > 1e-12 * max(lam.max(), 1e-300)).sum()) + k
+class LimitPlan(eqx.Module):
+    """What a limit solve will do, decided before anything is allocated (:func:`plan_limit`): the ``method``
+    (``auto`` resolved), the ``dimension`` rank(X) + k of a unit's initial law, the ``nodes`` per replicate and
+    the predicted ``bytes`` of one solve."""
+
+    method: str
+    dimension: int
+    nodes: int
+    bytes: int
+
+
+def plan_limit(X, out_shape: tuple[int, ...], n_test: int, *, method: str = "auto", points: int = 2**16,
+               h: float = 0.2, solver: str = "dopri8", memory_budget: int | None = None) -> LimitPlan:
+    """The plan of :func:`mup_limit` for inputs X (n, d) with ``n_test`` test inputs; refused (ConfigError,
+    MemoryBudgetError) where the options are bad, the trapezoidal rule has too many nodes, or one solve would pass
+    ``memory_budget`` (default: the device's). The engine calls it before a run's long stages."""
+    check_limit_options(method, points, h)
+    k = int(np.prod(out_shape)) if out_shape else 1
+    dim = _range(X)[2].size + k
+    if method == "auto":
+        method = "trapezoid" if dim <= TRAPEZOID_MAX_DIM else "sobol"
+    if method == "trapezoid":
+        nodes = (2 * int(math.ceil(CUT / h)) + 1) ** dim
+        if nodes > 2**23:
+            raise ConfigError(f"the trapezoidal rule at h = {h:g} in {dim} dimensions (rank(X) + k) has {nodes} "
+                              "nodes; use a larger --limit-h or --limit-method sobol")
+        rule = _trapezoid_1d(h)[0].size
+    else:
+        nodes, rule = points, _trapezoid_1d(0.2)[0].size
+    need = limit_bytes(nodes, X.shape[0], n_test, k, solver, rule)
+    budget = default_memory_budget() if memory_budget is None else memory_budget
+    if need > budget:
+        fix = "a larger step (--limit-h)" if method == "trapezoid" else "fewer points (--limit-points)"
+        raise MemoryBudgetError(f"the {method} limit over {nodes} nodes needs about {format_bytes(need)}, over the "
+                                f"memory budget {format_bytes(budget)}; use {fix} or raise the budget")
+    return LimitPlan(method=method, dimension=dim, nodes=nodes, bytes=need)
 
 
 def mup_limit(X: Float[Array, "n d"], y: Array, ts: Float[Array, " T"], rates: UnitRates, *,
@@ -323,60 +367,57 @@ def mup_limit(X: Float[Array, "n d"], y: Array, ts: Float[Array, " T"], rates: U
               steps: np.ndarray | None = None, batches: np.ndarray | None = None, memory_budget: int | None = None,
               solver: SolverSettings = SolverSettings(solver="dopri8", rtol=1e-10, atol=1e-12)) -> LimitSolution:
     """fbar, the m -> inf limit of a one-hidden-layer network with unit constants ``rates`` (:func:`limit_rates`),
-    trained by gradient flow (or, with ``lr``, gradient descent at ``steps``, on ``batches`` for SGD) on (X, y) under ``loss``, with its
-    kernel and loss at ``ts`` (docs/math.md section 12). ``method``: ``"trapezoid"`` (the tensor rule of step
-    ``h`` in rank(X) + k dimensions; its error estimated against step 2h), ``"sobol"`` or ``"particles"``
-    (``replicates`` independent sets of ``points`` antithetic points, a power of 2; the error is the standard error
-    of their mean), ``"auto"``: trapezoid up to dimension 3, else sobol. The recorded ``error`` bounds max |f - fbar|
-    over times and inputs as the method estimates it. A solve whose nodes would pass ``memory_budget``
-    (:func:`limit_bytes`; default: the device's) is refused before anything is allocated."""
-    check_limit_options(method, points, h)
-    k = int(np.prod(out_shape)) if out_shape else 1
-    dim = limit_dimension(X, k)
-    if method == "auto":
-        method = "trapezoid" if dim <= TRAPEZOID_MAX_DIM else "sobol"
-    if method == "trapezoid":
-        size = (2 * int(math.ceil(CUT / h)) + 1) ** dim
-        if size > 2**23:
-            raise ConfigError(f"the trapezoidal rule at h = {h:g} in {dim} dimensions has {size} nodes; use a "
-                              "larger h or method 'sobol'")
-        rules = [_tensor_rule(dim, h), _tensor_rule(dim, 2 * h)]
+    trained by gradient flow (or, with ``lr``, gradient descent at ``steps``, on ``batches`` for SGD) on (X, y)
+    under ``loss``, with its kernel and loss at ``ts`` (docs/math.md section 12), in float64. ``method``:
+    ``"trapezoid"`` (the tensor rule of step ``h`` in rank(X) + k dimensions, and the one-dimensional rule of the
+    test inputs' independent part; the error estimated against both rules at step 2h), ``"sobol"`` or
+    ``"particles"`` (``replicates`` independent sets of ``points`` antithetic points, a power of 2; the error is the
+    standard error of their mean), ``"auto"``: trapezoid up to dimension 3, else sobol. The recorded ``error``
+    bounds max |f - fbar| over times and inputs as the method estimates it (the ODE's own error is kept below it
+    by the solver's tolerances). Planned by :func:`plan_limit` before anything is allocated."""
+    where = "mup_limit"
+    if (lr is None) != (steps is None):
+        raise ConfigError(f"{where}: gradient descent needs both lr and steps (gradient flow: neither)")
+    if lr is not None:
+        steps = check_steps(steps, lr, where)
+        if batches is not None:
+            batches = check_batches(batches, X.shape[0], int(steps[-1]), where)
+    elif batches is not None:
+        raise ConfigError(f"{where}: batches are the minibatches of gradient descent; give lr and steps too")
+    X = jnp.asarray(X, jnp.float64)
+    X_test = None if X_test is None else jnp.asarray(X_test, jnp.float64)
+    plan = plan_limit(X, out_shape, 0 if X_test is None else X_test.shape[0], method=method, points=points, h=h,
+                      solver=solver.solver, memory_budget=memory_budget)
+    k = plan.dimension - _range(X)[2].size
+    if plan.method == "trapezoid":
+        rules = [(_tensor_rule(plan.dimension, g), _trapezoid_1d(g)) for g in (h, 2 * h)]
     else:
         if not (isinstance(replicates, int) and replicates >= 2):
             raise ConfigError(f"replicates = {replicates!r} must be an integer >= 2 (the error needs two)")
-        rules = [(_standard_normal_points(method, dim, k, points, seed + i), np.full(points, 1.0 / points))
-                 for i in range(replicates)]
-    r_rule = _trapezoid_1d(h if method == "trapezoid" else 0.2)
-    need = limit_bytes(max(w.size for _, w in rules), X.shape[0], 0 if X_test is None else X_test.shape[0], k,
-                       solver.solver, r_rule[0].size)
-    budget = default_memory_budget() if memory_budget is None else memory_budget
-    if need > budget:
-        raise MemoryBudgetError(f"the {method} limit over {max(w.size for _, w in rules)} nodes needs about "
-                                f"{format_bytes(need)}, over the memory budget {format_bytes(budget)}; use fewer "
-                                "points (--limit-points), a larger step (--limit-h), or raise the budget")
+        rules = [((_standard_normal_points(plan.method, plan.dimension, k, points, seed + i),
+                   np.full(points, 1.0 / points)), _trapezoid_1d(0.2)) for i in range(replicates)]
+    loss = loss_from_spec(loss)
     sols, stats = [], []
-    for xi, w in rules:
+    for (xi, w), r_rule in rules:
         nodes = limit_nodes(X, rates, k, xi, w, X_test)
         ys, st = unit_flow(nodes, rates, X, y, ts, activation=activation, loss=loss, out_shape=out_shape,
                            X_test=X_test, solver=solver, lr=lr, steps=steps, batches=batches, r_rule=r_rule)
         sols.append([np.asarray(a) for a in ys])
         stats.append(st)
-    fs = np.stack([s[0] for s in sols])
-    fts = np.stack([s[1] for s in sols])
-    both = lambda a, b: np.concatenate([a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)], axis=1)  # noqa: E731
-    if method == "trapezoid":
-        keep = 0
-        error = float(np.max(np.abs(both(fs[0], fts[0]) - both(fs[1], fts[1]))))
+    flat = [np.concatenate([f.reshape(f.shape[0], -1), ft.reshape(ft.shape[0], -1)], axis=1) for f, ft, _, _ in sols]
+    if plan.method == "trapezoid":  # the rule at h, its error against the rule at 2h
+        error = float(np.max(np.abs(flat[0] - flat[1])))
         f, ft, K2, lo = sols[0]
-    else:
-        allf = np.stack([both(a, b) for a, b in zip(fs, fts)])
-        error = float(np.max(allf.std(axis=0, ddof=1)) / math.sqrt(len(sols)))
-        f, ft, K2, lo = (np.mean(np.stack([s[i] for s in sols]), axis=0) for i in range(4))
-        keep = None
+        replicates = 1
+    else:  # the mean of the replicates, its standard error; the loss of the mean outputs
+        error = float(np.max(np.stack(flat).std(axis=0, ddof=1)) / math.sqrt(len(sols)))
+        f, ft, K2 = (np.mean(np.stack([s[i] for s in sols]), axis=0) for i in range(3))
+        lo = np.asarray(jax.vmap(lambda F: loss.value(F, y))(jnp.asarray(f)))
+        replicates = len(sols)
     return LimitSolution(ts=jnp.asarray(check_times(ts)), f=jnp.asarray(f),
                          f_test=None if X_test is None else jnp.asarray(ft), K2=jnp.asarray(K2),
-                         loss=jnp.asarray(lo), method=method, points=int(rules[0][1].size),
-                         replicates=len(rules) if keep is None else 1, error=error, stats=stats[0])
+                         loss=jnp.asarray(lo), method=plan.method, points=int(rules[0][0][1].size),
+                         replicates=replicates, error=error, stats=stats[0])
 
 
 def linear_limit(X: Float[Array, "n d"], y: Array, ts: Float[Array, " T"], rates: UnitRates, *,

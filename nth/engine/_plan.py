@@ -36,7 +36,6 @@ from ..models import AbstractModel, as_model, num_outputs, num_params, output_sh
 from ..models._base import model_dtype
 
 
-
 @dataclasses.dataclass(frozen=True)
 class SolvePlan:
     """Predicted bytes per stage (``stages``), what stays resident (``resident``), and the budget; every figure

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from jaxtyping import Array
 
-from ..dynamics import dg_correction, discrete_nth, eigenbasis, limit_rates, mup_limit, truncated_nth
+from ..dynamics import dg_correction, discrete_nth, eigenbasis, limit_rates, mup_limit, plan_limit, truncated_nth
 from ..errors import ConfigError
 from ..kernel import gd_tensors
 from ..losses import AbstractLoss
@@ -329,7 +329,9 @@ class MupLimit(AbstractRow):
     pushed forward by their own dynamics, driven by the limiting outputs (TP4 Theorem 6.1; docs/math.md section
     12). ``on`` "flow": the limit of gradient flow; "gd": of gradient descent (forward Euler of the unit ODE at
     the run's learning rate, on its batches under SGD). A finite net's distance to it falls like m^(-1/2) (its
-    f(0) alone is O(m^(-1/2))). The limit is the same for every seed: solved once."""
+    f(0) alone is O(m^(-1/2))). The limit depends on no seed and no width, only on the data, the saved times
+    (a fixed ``t_max``: the default horizon is each run's own) and the options: a process solves it once for all
+    the runs that share them (the wall time of the others is then about 0)."""
 
     on: str
     batched: ClassVar[bool] = True
@@ -366,6 +368,12 @@ class MupLimit(AbstractRow):
             return []
         return ([cls(on="flow")] if cfg.flow or not cfg.gradient_descent else []) + (
             [cls(on="gd")] if cfg.gradient_descent else [])
+
+    def prepare(self, inputs):  # the expectation's nodes and bytes, refused before the long stages
+        cfg = inputs.cfg
+        plan_limit(inputs.X, tuple(inputs.out_shape), 0 if inputs.X_test is None else inputs.X_test.shape[0],
+                   method=cfg.limit_method, points=cfg.limit_points, h=cfg.limit_h, solver=cfg.nth_solver,
+                   memory_budget=cfg.memory_budget)
 
     def solve(self, inputs):
         cfg = inputs.cfg

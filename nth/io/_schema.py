@@ -22,7 +22,7 @@ with T saved times, n training points, k test points and inputs of shape ``in``:
                                         for a prediction, disagreement, test_disagreement (the fraction of
                                         inputs whose decided class differs from the reference's)
     R/kernels/K{r} (n,)*r, K{r}_test (k,)+(n,)*(r-1)   K^(r)(0) (solve files with save_kernels)
-    (every */K2 is left out where the configuration has save_k2 false; the K2 errors are kept)
+    (the trajectories */K2 are left out where the configuration has save_k2 false; the K2 errors are kept)
     R/spectrum/t (T,), [step (T,)]      with ``spectra``: the loss Hessian against the NTK at the reference's saved
         hessian_top, hessian_residuals  times (the flow's, or gradient descent's steps; docs/math.md section 11):
           (T, top)                      the top eigenvalues of H (Lanczos) and their residuals,
@@ -210,7 +210,7 @@ def run_datasets(result: SolveResult, *, save_kernels: bool = False) -> tuple[di
             ds["gd/batches"] = gd.batches
         attrs["gd"] = result.gd_measures.as_dict() | {"lr": gd.lr}
     if not cfg.get("save_k2", True):  # the trajectories K^(2)(t): (T, N, N) per group, the bulk of a large-n file
-        ds = {k: v for k, v in ds.items() if not k.endswith("/K2")}
+        ds = {k: v for k, v in ds.items() if not (k.endswith("/K2") and not k.startswith("kernels/"))}
     if result.spectra is not None:
         sp, ref = result.spectra, (fl if result.gd is None else result.gd)
         ds["spectrum/t"] = ref.ts

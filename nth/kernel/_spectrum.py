@@ -350,7 +350,10 @@ def separated_top(hessian_top: Float[np.ndarray, " k"], gn_eigenvalues: Float[np
     largest s such that lambda_i(G) > lambda_(i+1)(H) for every i <= s, with s < k (the k computed eigenvalues of
     H). For such i no eigenvalue of H below the i-th reaches G's i-th, and lambda_i(H) - lambda_i(G) is the
     perturbation DG Eq. 76 bounds; past s, G's eigenvalues lie inside the cloud that B spreads the P - nk zero
-    eigenvalues of the Gauss-Newton part into, and H's ordered eigenvalues there are B's, not G's."""
+    eigenvalues of the Gauss-Newton part into, and H's ordered eigenvalues there are B's, not G's. Where G's top
+    eigenvalues come in near-equal copies (k outputs, DG Fig. 9b), lambda_(i+1)(H) may be the partner of G's
+    (i+1)-th rather than the cloud's, and an index is then counted unseparated once the perturbation exceeds the
+    spacing of the copies: a conservative count."""
     top = np.asarray(hessian_top, dtype=np.float64)
     gn = np.asarray(gn_eigenvalues, dtype=np.float64)
     m = min(top.size - 1, gn.size)
@@ -359,8 +362,8 @@ def separated_top(hessian_top: Float[np.ndarray, " k"], gn_eigenvalues: Float[np
 
 
 class SpectrumLaw(eqx.Module):
-    """A quantity of a width study of spectra (:func:`nth.io.spectrum_summary`'s names, without ``_init`` or
-    ``_final``) with its ``title`` and the exponent s of its predicted law ~ m^s at initialization for a network
+    """A quantity of a width study of spectra (``top_gap`` of each separated index, ``nth plot spectrum``; the
+    others :func:`nth.io.spectrum_summary`'s names, without ``_init`` or ``_final``) with its ``title`` and the exponent s of its predicted law ~ m^s at initialization for a network
     of ``depth`` hidden layers (docs/math.md section 11; DG Eq. 76, Eq. 80, Fig. 10b). ``measured_only``: where
     DG's bound is weaker than what they measure (depth 1: the top-eigenvalue gap is proven O(m^(-1/2)), measured
     O(1/m), their footnote 12)."""
