@@ -74,6 +74,11 @@ def test_sweep_runs_are_laid_out_like_solve_files(tmp_path):
         for group in ("nth/p2", "dg", "inf", "true"):
             assert set(run[group].attrs) == set(so[group].attrs), group
         np.testing.assert_array_equal(sw["data/X"][()], so["data/X"][()])
+        # each run records where it ran (a resumed sweep may continue on another machine), as a file's root does
+        provenance = [k for k in so.attrs if k.startswith("version_") or k in ("device", "device_kind")]
+        assert {"device", "device_kind", "version_jax", "version_nth"} <= set(provenance)
+        for k in provenance:
+            assert run.attrs[k] == so.attrs[k], k
 
 
 def _datasets(group):

@@ -267,18 +267,26 @@ def run_summary(result: SolveResult) -> dict[str, Any]:
     return out
 
 
+def provenance() -> dict[str, Any]:
+    """Where a computation ran: the device platform (``cpu``, ``gpu``, ``tpu``), its kind, and the package
+    versions (``version_<package>``). Every file carries it at its root, and a sweep's runs carry their own: a
+    resumed sweep may be continued on another machine."""
+    device = jax.devices()[0]
+    return ({"device": device.platform, "device_kind": str(getattr(device, "device_kind", device.platform))}
+            | {f"version_{k}": v for k, v in package_versions().items()})
+
+
 def file_attrs(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Root attributes every nth file carries: schema version, versions, device, creation time, command, and the
-    resolved configuration with its seeds."""
+    """Root attributes every nth file carries: schema version, creation time, command, :func:`provenance`, and
+    the resolved configuration with its seeds."""
     attrs: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "device": jax.devices()[0].platform,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
     }
     if config is not None:
         attrs.update(config=dict(config), seed=config.get("seed"), data_seed=config.get("data_seed"))
-    attrs.update({f"version_{k}": v for k, v in package_versions().items()})
+    attrs.update(provenance())
     return attrs
 
 

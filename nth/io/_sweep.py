@@ -7,7 +7,8 @@ the same arguments skips the runs the file already holds; different arguments ar
 
 Layout (``nth-sweep-3``, schema version 3 of :mod:`nth.io._schema`): the data once under ``/data``, and every
 run under ``/runs/m{width}_s{seed}`` laid out exactly like a solve file's root (``true/f``, ``nth/p4/f``,
-``dg/f``, ... with their error attributes; the run's summary scalars as the group's attributes). Root
+``dg/f``, ... with their error attributes; the run's summary scalars, its creation time and the device and
+package versions it ran with (:func:`nth.io._schema.provenance`) as the group's attributes). Root
 attributes: ``format``, ``schema_version``, ``sweep_config`` (JSON), ``widths``, ``seeds``, package versions,
 device, creation time. Every axis has a named dimension, and the root holds the sweep's table over the
 dimensions ``width`` and ``seed`` (:mod:`nth.io._schema`), rebuilt from the runs at every commit: a view for
@@ -36,7 +37,7 @@ from ..errors import ConfigError, DamagedFileError
 from ._files import check_output_path, writer_lock
 from ._hdf5 import check_writable, digest, dimension, drop_damaged, edit_h5, open_results, verify, write_group
 from ._schema import SCHEMA_VERSION, axes_for, created_now, data_datasets, file_attrs, prediction_group
-from ._schema import run_datasets
+from ._schema import provenance, run_datasets
 
 FORMAT = "nth-sweep-3"
 #: Formats that resume (the run layout of schema 2 and 3) and that load.
@@ -197,7 +198,7 @@ def _commit_run(path: str, w: int, s: int, res: SolveResult, create: dict[str, A
     """Add one run (and, the first time, the data) to the sweep file; ``create``: the root attributes of a new
     file, created by this commit."""
     ds, attrs = run_datasets(res)
-    attrs[""].update(created=created_now(), config=json.dumps(res.config, default=str))
+    attrs[""].update(created=created_now(), config=json.dumps(res.config, default=str), **provenance())
 
     def add(h):
         if "runs" not in h:
