@@ -1,5 +1,5 @@
 """Command line: ``nth solve`` (a thin layer over :func:`nth.run_solve`), ``nth sweep``, ``nth plot``, ``nth width-for``,
-``nth kernel``, ``nth spectrum``, ``nth params`` and ``nth corr``."""
+``nth kernel``, ``nth spectrum``, ``nth params``, ``nth corr`` and ``nth launch``."""
 
 from __future__ import annotations
 
@@ -267,6 +267,28 @@ def _add_sweep(sub) -> None:
     s.add_argument("--batch-seeds", action="store_true", help="run the seeds of a width as one vmapped batch; same "
                    "results. Pays on an accelerator; on a CPU avoid it for a cnn (vmapped convolutions with per-seed "
                    "weights become slow grouped convolutions)")
+    _add_distributed(s)
+
+
+def _add_distributed(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--distributed", action="store_true", help="join the other processes of a cluster run (one per "
+                   "host, started by srun, mpirun, ...; jax.distributed finds them): each computes its share, process "
+                   "0 writes. Not needed under nth launch")
+
+
+def _add_launch(sub) -> None:
+    from ._launch import DISTRIBUTED_COMMANDS
+
+    s = sub.add_parser("launch", allow_abbrev=False,
+                       help="run an nth command as several local processes (jax.distributed, loopback)",
+                       description="Start N local processes of `nth COMMAND ...` joined through a coordinator on "
+                       "127.0.0.1: each computes its share, process 0 writes the file. Returns the first failing "
+                       f"exit status. Commands: {', '.join(DISTRIBUTED_COMMANDS)}.")
+    s.add_argument("--processes", type=int, required=True, help="processes to start")
+    s.add_argument("--port", type=int, help="the coordinator's port (default: a free one)")
+    s.add_argument("--heartbeat", type=int, help="seconds of silence after which a process counts as dead and the "
+                   "others stop (default 100)")
+    s.add_argument("cmd", nargs=argparse.REMAINDER, metavar="COMMAND ...", help="the nth command and its options")
 
 
 def _add_plot(sub) -> None:
@@ -394,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spectrum(sub)
     _add_corr(sub)
     _add_width_for(sub)
+    _add_launch(sub)
     pp = sub.add_parser("params", help="TP4 Table 1: abc-parametrizations, their classification and nth's mapping")
     pp.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="hidden layers L (default 2)")
     return parser
@@ -613,8 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     enable_float64()  # the command computes in float64 unless a run asks for float32 (nth._precision)
     try:
+        _join_cluster(args)
         return {"solve": _solve, "sweep": _sweep, "plot": _plot, "kernel": _kernel, "spectrum": _spectrum,
-                "params": _params, "corr": _corr,
+                "params": _params, "corr": _corr, "launch": _launch,
                 "width-for": _width_for}[args.command](args)
     except NTHError as e:
         print(f"nth: error: {e}", file=sys.stderr)
@@ -632,6 +656,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 INTERRUPTED = 130
+
+
+def _join_cluster(args) -> None:
+    """Join the other processes (nth._cluster) where the command runs under several; the processes other than 0
+    print nothing on stdout and show no progress (process 0 reports for all)."""
+    from ._cluster import initialize, launched
+    from ._launch import DISTRIBUTED_COMMANDS
+
+    if args.command not in DISTRIBUTED_COMMANDS:
+        if launched():
+            raise ConfigError(f"nth {args.command} runs in one process; nth launch runs "
+                              f"{', '.join(DISTRIBUTED_COMMANDS)}")
+        return
+    if initialize(auto=args.distributed) > 1:
+        from ._cluster import process_index
+
+        if process_index() > 0:
+            args.quiet = True
+            sys.stdout = open(os.devnull, "w")
+
+
+def _launch(args) -> int:
+    from ._launch import launch
+
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    return launch(cmd, args.processes, port=args.port, heartbeat=args.heartbeat)
 
 
 def _leave_on_signals() -> None:

@@ -42,3 +42,7 @@ class WriterBusyError(NTHError, BlockingIOError):
 
 class DamagedFileError(NTHError, OSError):
     """A results file fails its checksums or cannot be read as what it claims to be."""
+
+
+class ClusterError(NTHError, RuntimeError):
+    """The processes of a multi-process run could not start together, or one of them failed (nth._cluster)."""

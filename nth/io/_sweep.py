@@ -22,6 +22,7 @@ attributes) are still read by :func:`load_sweep`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -31,6 +32,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .._cluster import from_writer, is_writer, shared_map
 from ..engine import SolveConfig, SolveResult, solve_seeds
 from ..engine._rows import every_row
 from ..errors import ConfigError, DamagedFileError
@@ -159,14 +161,21 @@ def run_sweep(cfg: SweepConfig, path: str, *, progress: bool = False, batch_seed
     sweep on the same file is refused at once). Damaged runs (failing their checksum) are computed again.
     With ``batch_seeds`` the missing seeds of a width run as one computation (:func:`nth.engine.solve_seeds`),
     each still committed as its own run. Returns {"done": runs already in the file, "ran": runs computed now}.
+
+    Under several processes (:mod:`nth._cluster`) process 0 opens and writes the file and sends the missing runs
+    to every process; the runs are shared out (:func:`nth._cluster.shared_map`) and committed by process 0 in
+    the order a single process commits them, with the same numbers.
     """
     cfg.validate()
     if batch_seeds and cfg.base.gradient_descent:
         raise ConfigError("--batch-seeds computes gradient flow only; run a gradient-descent sweep (--lr / "
                           "--lr-fraction) without it")
-    path = check_output_path(path, force=True)
-    with writer_lock(path, f"nth sweep (widths {','.join(map(str, cfg.widths))}, {cfg.num_seeds} seeds)"):
-        done = open_sweep(cfg, path, log=log)
+    writer = is_writer()
+    if writer:
+        path = check_output_path(path, force=True)
+    with writer_lock(path, f"nth sweep (widths {','.join(map(str, cfg.widths))}, {cfg.num_seeds} seeds)") if writer \
+            else contextlib.nullcontext():
+        done = from_writer(lambda: open_sweep(cfg, path, log=log))
         todo = [(w, s) for w in cfg.widths for s in range(cfg.num_seeds) if run_name(w, s) not in done]
         groups = [(w, [s for ww, s in todo if ww == w]) for w in cfg.widths]
         if batch_seeds:
@@ -174,16 +183,22 @@ def run_sweep(cfg: SweepConfig, path: str, *, progress: bool = False, batch_seed
         else:
             jobs = [(w, [s]) for w, s in todo]
         bar = None
-        if progress:
+        if progress and writer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(cfg.widths) * cfg.num_seeds, initial=len(done), unit="run", desc="sweep")
+
+        def compute(job):
+            w, seeds = job
+            if bar is not None:
+                bar.set_postfix(width=w, seeds=",".join(map(str, seeds)))
+            return solve_seeds(cfg.run_config(w, seeds[0]), seeds, devices=devices)
+
         try:
-            for w, seeds in jobs:
-                if bar is not None:
-                    bar.set_postfix(width=w, seeds=",".join(map(str, seeds)))
-                for s, res in zip(seeds, solve_seeds(cfg.run_config(w, seeds[0]), seeds, devices=devices)):
-                    _commit_run(path, w, s, res, None if os.path.exists(path) else _new_file_attrs(cfg))
+            for (w, seeds), results in shared_map(compute, jobs):
+                for s, res in zip(seeds, results):
+                    if writer:
+                        _commit_run(path, w, s, res, None if os.path.exists(path) else _new_file_attrs(cfg))
                     if on_run:
                         on_run(run_name(w, s), res)
                     if bar is not None:
