@@ -23,8 +23,10 @@ process 0 committed before stays in the file, and the same command run again res
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -91,7 +93,22 @@ def initialize(auto: bool = False) -> int:
                            "with `nth launch --processes N ...` on one machine, or under srun/mpirun with "
                            "--distributed") from None
     _STATE["initialized"] = True
+    with _stdout_to_stderr():  # gloo announces its connections on stdout, which a --json reader parses
+        gather_objects(None)
     return jax.process_count()
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """File descriptor 1 pointed at descriptor 2 for the duration (what C++ libraries print goes to stderr)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def process_index() -> int:

@@ -384,6 +384,7 @@ def _add_corr(sub) -> None:
     s.add_argument("--batch", type=int, help="draws per compiled call (default: as many as the memory budget holds, "
                    "at most 64)")
     s.add_argument("--devices", type=int, help="shard each batch of draws over this many devices (default: all)")
+    _add_distributed(s)
     s.add_argument("--memory-budget", type=parse_bytes, help="bytes a batch may use (default: 80%% of the "
                    "device's memory)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -6,6 +6,7 @@ the committed runs intact, and a rerun must finish the sweep with the same numbe
 bounded by a timeout.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -22,8 +23,8 @@ from nth._launch import free_port
 from nth.cli import main
 from nth.errors import ConfigError
 
-SWEEP = ["sweep", "--widths", "8,16", "--seeds", "3", "--p", "3", "--depth", "1", "--n", "3", "--d", "2", "--n-test",
-         "1", "--t-max", "2", "--num-times", "3", "--quiet"]
+SWEEP = ["sweep", "--widths", "8,16", "--seeds", "3", "--p", "3", "--no-dg", "--no-inf", "--depth", "1", "--n", "3",
+         "--d", "2", "--n-test", "1", "--t-max", "2", "--num-times", "3", "--quiet"]
 #: attributes that differ between any two runs of the same computation: when and how fast it ran, and the
 #: checksums that cover them
 VOLATILE = ("created", "sha256")
@@ -75,7 +76,7 @@ def test_two_processes_give_the_single_process_sweep_bit_for_bit(single, tmp_pat
     _assert_same_runs(single, out)
 
 
-def test_a_killed_process_stops_the_other_and_the_rerun_resumes(single, tmp_path):
+def test_a_killed_process_stops_the_other_and_the_rerun_resumes(single, tmp_path, capsys):
     """Process 1 is killed once process 0 has committed a run: process 0 stops within the heartbeat (the file
     keeps what it committed and nothing else), and the same sweep run again finishes with the reference's
     numbers."""
@@ -104,10 +105,33 @@ def test_a_killed_process_stops_the_other_and_the_rerun_resumes(single, tmp_path
         committed = len(h["runs"])
     assert 1 <= committed < 6
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")], os.listdir(tmp_path)  # nothing half-written
-    again = _nth("launch", "--processes", "2", *SWEEP, "--out", str(out))
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert f"{committed} runs were already there, {6 - committed} computed now" in again.stdout
+    assert main([*SWEEP, "--out", str(out)]) == 0  # one process resumes what two began
+    assert f"{committed} runs were already there, {6 - committed} computed now" in capsys.readouterr().out
     _assert_same_runs(single, out)
+
+
+CORR = ["corr", "d{mu}f(x1) d{mu}f(x2)", "d{mu}f(x1) d{nu}f(x2) d{mu,nu}f(x3) f(x4)", "--widths", "8,16",
+        "--depth", "2", "--batch", "6", "--json"]
+
+
+def test_two_processes_draw_the_single_process_correlation_file_bit_for_bit(tmp_path, capsys):
+    """The batches of draws are shared out and gathered: the stored draws and the printed summary equal one
+    process's; a second run with more draws resumes the file (process 0 opens it and sends what it holds)."""
+    from nth.io import load_corr
+
+    one = tmp_path / "one.h5"
+    assert main([*CORR, "--draws", "40", "--out", str(one)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    two = tmp_path / "two.h5"
+    first = _nth("launch", "--processes", "2", *CORR, "--draws", "16", "--out", str(two))
+    assert first.returncode == 0, first.stderr[-2000:]
+    more = _nth("launch", "--processes", "2", *CORR, "--draws", "40", "--out", str(two))
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert json.loads(more.stdout) == summary  # process 0 prints, the others print nothing
+    a, b = load_corr(str(one))["values"], load_corr(str(two))["values"]
+    assert sorted(a) == sorted(b) == [8, 16]
+    for w in a:
+        assert a[w].shape == (40, 2) and np.array_equal(a[w], b[w]), w
 
 
 def test_launch_returns_the_first_failing_status_in_one_line(tmp_path):
@@ -121,7 +145,7 @@ def test_launch_returns_the_first_failing_status_in_one_line(tmp_path):
 @pytest.mark.parametrize("args, says", [
     (["launch", "--processes", "0", "sweep"], "--processes 0 must be an integer >= 1"),
     (["launch", "--processes", "2"], "nth launch needs a command"),
-    (["launch", "--processes", "2", "solve", "--width", "8"], "nth launch runs sweep, not 'solve'"),
+    (["launch", "--processes", "2", "solve", "--width", "8"], "nth launch runs sweep, corr, not 'solve'"),
     (["launch", "--processes", "2", "--heartbeat", "0", "sweep"], "--heartbeat 0 must be"),
 ])
 def test_launch_refuses_bad_arguments(args, says, capsys):

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._cluster import from_writer, shared_map
 from .._composed import Composed, part
 from .._precision import enable_float64
 from ..checks import check_seed
@@ -289,11 +290,13 @@ def _batch(sampler: _Sampler, keys: Array, X: Array) -> Array:
     return jax.vmap(lambda k: sampler(k, X))(keys)
 
 
-def sample(cfg: CorrConfig, width: int, start: int, stop: int, *,
+def sample(cfg: CorrConfig, width: int, start: int, stop: int, *, share: bool = True,
            on_batch: Callable[[int], None] | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Draws ``start..stop-1`` at ``width``, in batches: yields (first draw of the batch, values of shape
     (draws in the batch, functions)). Every batch has the same size (the last is padded and trimmed), so
-    one compiled call serves a width."""
+    one compiled call serves a width. Under several processes (:mod:`nth._cluster`) with ``share`` the batches
+    are shared out (batch i to process i mod P, the batch size process 0's) and every process yields every
+    batch; without ``share`` this process draws them all (a draw depends only on its key, not on who draws it)."""
     corrs = cfg.validate()
     enable_float64()  # draws are made and contracted in float64
     X = cfg.inputs()
@@ -302,24 +305,33 @@ def sample(cfg: CorrConfig, width: int, start: int, stop: int, *,
     mesh = device_mesh(cfg.devices, "draws")
     if mesh is not None:
         batch = -(-batch // mesh.size) * mesh.size
-    for lo in range(start, stop, batch):
+    if share:
+        batch = from_writer(lambda: batch)
+
+    def draw(lo: int) -> np.ndarray:
         idx = jnp.arange(lo, lo + batch)
         keys = jax.vmap(lambda i: draw_key(cfg, width, i))(idx)
         if mesh is not None:
             keys = jax.device_put(keys, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("draws")))
-        vals = np.asarray(_batch(sampler, keys, X))[: min(batch, stop - lo)]
+        return np.asarray(_batch(sampler, keys, X))[: min(batch, stop - lo)]
+
+    starts = list(range(start, stop, batch))
+    batches = shared_map(draw, starts) if share else ((lo, draw(lo)) for lo in starts)
+    for lo, vals in batches:
         if on_batch is not None:
             on_batch(len(vals))
         yield lo, vals
 
 
-def correlation_values(cfg: CorrConfig, width: int, draws: int | None = None) -> Float[np.ndarray, "N F"]:
-    """Draws 0..draws-1 (default ``cfg.draws``) at one width, in memory: (draws, functions)."""
+def correlation_values(cfg: CorrConfig, width: int, draws: int | None = None, *,
+                       share: bool = True) -> Float[np.ndarray, "N F"]:
+    """Draws 0..draws-1 (default ``cfg.draws``) at one width, in memory: (draws, functions); ``share`` as in
+    :func:`sample`."""
     n = cfg.draws if draws is None else draws
     for name, val in (("width", width), ("draws", n)):
         if not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < 1:
             raise ConfigError(f"correlation_values: {name} = {val!r} must be a positive integer")
-    return np.concatenate([v for _, v in sample(cfg, width, 0, n)], axis=0)
+    return np.concatenate([v for _, v in sample(cfg, width, 0, n, share=share)], axis=0)
 
 
 def check_plan(cfg: CorrConfig) -> None:

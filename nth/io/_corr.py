@@ -22,6 +22,7 @@ knows only ``nth-corr-1`` refuses a newer file instead of taking its blocks for 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .._cluster import from_writer, is_writer
 from ..engine import CorrConfig, check_corr_plan as check_plan, correlation_values, plan_batch, sample_draws as sample
 from ..engine import summarize_corr as summarize
 from ..errors import ConfigError, DamagedFileError
@@ -147,7 +149,7 @@ def _open(cfg: CorrConfig, path: str, log: Callable[[str], None] | None) -> dict
         stored = {w: v for w in _widths_in(h) if (v := _contiguous(h, w)[0]) is not None}
     if stored:
         w = min(stored)
-        again = correlation_values(cfg, w, draws=1)[0]
+        again = correlation_values(cfg, w, draws=1, share=False)[0]  # process 0 alone opens the file
         if not np.allclose(again, stored[w][0], rtol=1e-10, atol=1e-300):
             raise ConfigError(f"{path!r}: draw 0 at width {w} computed now differs from the one stored ({again} "
                               f"against {stored[w][0]}): the file was made by another version of nth or JAX; choose "
@@ -196,13 +198,19 @@ def run_corr(cfg: CorrConfig, path: str | None = None, *, progress: bool = False
     check_plan(cfg)
     if path is None:
         return _measure(cfg, None, {}, progress)
-    path = check_output_path(path, force=True)
-    with writer_lock(path, f"nth corr (widths {','.join(map(str, cfg.widths))})"):
-        return _measure(cfg, path, _open(cfg, path, log), progress)
+    writer = is_writer()  # under several processes (nth._cluster) process 0 opens and writes the file
+    if writer:
+        path = check_output_path(path, force=True)
+    with writer_lock(path, f"nth corr (widths {','.join(map(str, cfg.widths))})") if writer \
+            else contextlib.nullcontext():
+        stored = from_writer(lambda: _open(cfg, path, log))
+        return _measure(cfg, path, stored, progress and writer, commit=writer)
 
 
-def _measure(cfg: CorrConfig, path: str | None, stored: dict[int, np.ndarray], progress: bool) -> dict[str, Any]:
-    """Draw what ``stored`` (the file's draws per width) lacks, committing blocks to ``path``; the summary."""
+def _measure(cfg: CorrConfig, path: str | None, stored: dict[int, np.ndarray], progress: bool, *,
+             commit: bool = True) -> dict[str, Any]:
+    """Draw what ``stored`` (the file's draws per width) lacks, committing blocks to ``path`` (where ``commit``:
+    the processes other than 0 draw their share and commit nothing); the summary."""
     values: dict[int, list[np.ndarray]] = {w: [stored[w]] if w in stored else [] for w in cfg.widths}
     have = {w: len(stored[w]) if w in stored else 0 for w in cfg.widths}
     todo = {w: cfg.draws - have[w] for w in cfg.widths}
@@ -221,10 +229,12 @@ def _measure(cfg: CorrConfig, path: str | None, stored: dict[int, np.ndarray], p
                 bar.set_postfix(width=w, batch=plan_batch(cfg, w))
             pending, first = [], start
             for lo, vals in sample(cfg, w, start, cfg.draws, on_batch=bar.update if bar is not None else None):
-                pending.append(vals)
                 values[w].append(vals)
+                if path is None or not commit:
+                    continue
+                pending.append(vals)
                 n = sum(len(v) for v in pending)
-                if path is not None and (n >= BLOCK or lo + len(vals) >= cfg.draws):
+                if n >= BLOCK or lo + len(vals) >= cfg.draws:
                     _commit(path, cfg, w, first, np.concatenate(pending))
                     pending, first = [], first + n
     finally:
