@@ -134,6 +134,44 @@ def test_two_processes_draw_the_single_process_correlation_file_bit_for_bit(tmp_
         assert a[w].shape == (40, 2) and np.array_equal(a[w], b[w]), w
 
 
+KERNELS = r"""
+import sys
+import numpy as np
+import nth
+from nth._cluster import initialize, is_writer
+
+initialize()
+X = nth.default_problem(n=5, d=3, seed=1).X
+Xt = nth.default_problem(n=2, d=3, seed=2).X
+net = nth.init_mlp(0, 3, 16, 2, "tanh")
+ks = nth.kernels(net, X, 4, chunk=3, share=True)
+kt = nth.kernels(net, X, 3, first=Xt, chunk=2, share=True)
+if is_writer():
+    np.savez(sys.argv[1], **{f"K{r}": np.asarray(v) for r, v in ks.items()}, Kt3=np.asarray(kt[3]))
+"""
+
+
+def test_two_processes_share_the_kernels_bit_for_bit(tmp_path):
+    """K^(2)..K^(4), and K^(3) at test inputs, with their batches of direction tuples shared out between two
+    processes equal one process's (the same script without a cluster) bit for bit."""
+    env = dict(os.environ, **{ENV_COORDINATOR: f"127.0.0.1:{free_port()}", ENV_NUM_PROCESSES: "2"})
+    out = tmp_path / "two.npz"
+    procs = [subprocess.Popen([sys.executable, "-c", KERNELS, str(out)], env=env | {ENV_PROCESS_ID: str(i)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err[-2000:]
+    alone = tmp_path / "one.npz"
+    solo = subprocess.run([sys.executable, "-c", KERNELS, str(alone)], capture_output=True, text=True, timeout=240,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("NTH_")})
+    assert solo.returncode == 0, solo.stderr[-2000:]
+    with np.load(out) as two, np.load(alone) as one:
+        assert sorted(two) == sorted(one) == ["K2", "K3", "K4", "Kt3"]
+        for name in one:
+            assert one[name].shape == two[name].shape and np.array_equal(one[name], two[name]), name
+        assert one["K4"].shape == (5, 5, 5, 5)
+
+
 def test_launch_returns_the_first_failing_status_in_one_line(tmp_path):
     bad = _nth("launch", "--processes", "2", "sweep", "--widths", "8", "--seeds", "0", "--out", str(tmp_path / "x.h5"))
     assert bad.returncode == 2
@@ -169,3 +207,9 @@ def test_one_process_is_the_identity():
         from_writer(lambda: (_ for _ in ()).throw(ConfigError("bad")))
     with pytest.raises(ConfigError, match="bad"):
         list(shared_map(lambda x: (_ for _ in ()).throw(ConfigError("bad")), [1]))
+    import nth
+
+    net = nth.init_mlp(0, 3, 8, 1, "tanh")
+    X = nth.default_problem(n=3, d=3, seed=1).X
+    with pytest.raises(ConfigError, match="matrix-free top level is applied on demand in one process"):
+        nth.kernels(net, X, 3, matrix_free=True, share=True)

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .._cluster import shared_map
 from ..checks import check_tree_finite
 from ..errors import ConfigError
 from ..models import AbstractModel, Direction, as_model, check_inputs as check_model_inputs, num_outputs
@@ -164,13 +165,16 @@ def device_mesh(devices, axis: str = "tuples"):
 
 def kernel(model: AbstractModel, X: Float[Array, "n *in"], r: int, *, first: Float[Array, "k *in"] | None = None,
            chunk: int = 1, progress: bool = False, devices=None, implementation="auto",
-           stacked: bool = False) -> Float[Array, "k n ..."]:
+           stacked: bool = False, share: bool = False) -> Float[Array, "k n ..."]:
     """One dense K^(r)(first, X, ..., X) at the weights of ``model`` (``first`` defaults to X); no budget check.
 
     The n^(r-2) direction tuples go in batches of ``chunk``; with several ``devices`` (default: every local
     device) each batch is sharded across them along the tuple axis (the kernel's last slots) and the weights
     and inputs are replicated: the same numbers as on one device, computed in parallel. With ``stacked`` the
-    model's parameters carry a leading axis (several seeds of one width) and so does the result.
+    model's parameters carry a leading axis (several seeds of one width) and so does the result. With ``share``,
+    under several processes (:mod:`nth._cluster`, every process calling with the same arguments) the batches are
+    shared out among the processes (batch i to process i mod P, each on its own local devices) and gathered, so
+    that every process returns the whole kernel, equal to one process's bit for bit.
     """
     _check_r(r, "kernel")
     model = as_model(model)
@@ -180,7 +184,7 @@ def kernel(model: AbstractModel, X: Float[Array, "n *in"], r: int, *, first: Flo
     check_tree_finite("model", model, where="kernel", what="weights")
     _check_chunk(chunk, "kernel")
     return _kernel(model, X, r, first=first, chunk=chunk, progress=progress, devices=devices,
-                   implementation=implementation, stacked=stacked)
+                   implementation=implementation, stacked=stacked, share=share)
 
 
 def _check_r(r, where: str) -> None:
@@ -194,20 +198,22 @@ def _check_chunk(chunk, where: str) -> None:
 
 
 def _kernel(model: AbstractModel, X: Array, r: int, *, first: Array | None, chunk: int, progress: bool, devices,
-            implementation, stacked: bool) -> Array:
+            implementation, stacked: bool, share: bool = False) -> Array:
     """:func:`kernel` on checked arguments."""
     spec = _ntk_spec(choose_implementation(model, implementation), r)
-    return tensor(model, X, spec, first=first, chunk=chunk, progress=progress, devices=devices, stacked=stacked)
+    return tensor(model, X, spec, first=first, chunk=chunk, progress=progress, devices=devices, stacked=stacked,
+                  share=share)
 
 
 def tensor(model: AbstractModel, X: Array, spec: TensorSpec, *, first: Array | None, chunk: int, progress: bool,
-           devices, stacked: bool, rows: Array | None = None) -> Array:
+           devices, stacked: bool, rows: Array | None = None, share: bool = False) -> Array:
     """The tensor ``spec`` at the weights of ``model`` on checked arguments (K^(r) of HY Eq. 10 and docs/math.md
     section 2, or a tensor of the discrete-time hierarchy of section 7): its n^slots direction tuples in
     batches of ``chunk`` (one compiled, vmapped call per batch, sharded over ``devices``), assembled with the
     head axes first. The one loop every tensor of the hierarchy goes through (K^(r), and the tensors of the
     discrete-time hierarchy, :mod:`nth.kernel._gd`). ``rows`` (test inputs, with ``first`` None): the head runs
-    symmetrically over X followed by them, the direction slots over X alone (:func:`kernels_and_test`)."""
+    symmetrically over X followed by them, the direction slots over X alone (:func:`kernels_and_test`).
+    ``share``: the batches shared out among the processes and gathered (:func:`kernel`)."""
     sym = first is None
     X1 = X if sym else first
     if rows is not None:
@@ -230,8 +236,8 @@ def tensor(model: AbstractModel, X: Array, spec: TensorSpec, *, first: Array | N
 
         it = tqdm(starts, desc=spec.label + ("" if sym and rows is None else " (test)" if rows is None else
                                              " (training and test)"), unit="batch", leave=False)
-    parts = []
-    for s in it:
+
+    def batch(s: int) -> Array:
         ib = idx[s : s + chunk]
         size = ib.shape[0]
         if size < chunk:  # pad so one compiled function serves every batch
@@ -240,7 +246,12 @@ def tensor(model: AbstractModel, X: Array, spec: TensorSpec, *, first: Array | N
         if mesh is not None:
             ib = jax.device_put(ib, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("tuples")))
         out = _batch(spec, model, X1, X, ib, sym, stacked, out_shape)
-        parts.append(out[(..., slice(0, size)) + (slice(None),) * spec.head])
+        return out[(..., slice(0, size)) + (slice(None),) * spec.head]
+
+    if share:  # every process its share of the batches, gathered as host arrays (nth._cluster)
+        parts = [jnp.asarray(v) for (_, v), _ in zip(shared_map(lambda s: np.asarray(batch(s)), starts), it)]
+    else:
+        parts = [batch(s) for s in it]
     return _assemble(_concatenate(parts, -1 - spec.head), n, k, spec.head)
 
 
@@ -252,11 +263,14 @@ def _concatenate(parts: list[Array], axis: int, group: int = 64) -> Array:
     return jnp.concatenate(parts, axis=axis)
 
 
-def _prepare(model, X, p, first, memory_budget, chunk, matrix_free, implementation, stacked):
+def _prepare(model, X, p, first, memory_budget, chunk, matrix_free, implementation, stacked, share=False):
     """:func:`kernels`' checks and memory plan (refused over the budget): (model, X, first, the per-input output
     shape, the plan)."""
     if stacked and matrix_free:
         raise ConfigError("matrix-free kernels are computed one model at a time; do not batch seeds with it")
+    if share and matrix_free:
+        raise ConfigError("a matrix-free top level is applied on demand in one process; share the dense levels "
+                          "(matrix_free=False) or compute it without share")
     if not isinstance(p, (int, np.integer)) or isinstance(p, bool) or p < 2:
         raise ConfigError(f"kernels: p = {p!r} must be an integer >= 2 (p = 2 is the frozen NTK)")
     model = as_model(model)
@@ -285,6 +299,7 @@ def kernels(
     matrix_free: bool = False,
     implementation="auto",
     stacked: bool = False,
+    share: bool = False,
 ) -> dict[int, Array]:
     """K^(2) ... K^(p) at the weights of ``model``: ``{r: array of shape (N,)*r}`` over the N = n k samples of n
     inputs with k outputs each (HY Eqs. 7, 9-10; docs/math.md section 10).
@@ -299,13 +314,14 @@ def kernels(
     direction tuples are evaluated per compiled call; ``devices`` shards them (see :func:`kernel`). With
     ``matrix_free`` the top level is returned as a :class:`KernelOperator` (K^(p) contracted with a vector in
     its last slot on demand) instead of a dense array. With ``stacked`` the model's parameters carry a leading
-    seed axis (every result too).
+    seed axis (every result too). ``share``: every level's batches shared out among the processes of a
+    multi-process run and gathered (:func:`kernel`; not with ``matrix_free``).
     """
     model, X, X1, out_shape, plan = _prepare(model, X, p, first, memory_budget, chunk, matrix_free, implementation,
-                                             stacked)
+                                             stacked, share)
     top = p - 1 if matrix_free else p
     kw = dict(first=X1, chunk=plan.chunk, progress=progress, devices=devices, implementation=implementation,
-              stacked=stacked)
+              stacked=stacked, share=share)
     out: dict[int, Array] = {r: _kernel(model, X, r, **kw) for r in range(2, top + 1)}
     if matrix_free:
         out[p] = KernelOperator(model=model, X=X, X1=X1, r=p, chunk=plan.chunk,
@@ -326,6 +342,7 @@ def kernels_and_test(
     matrix_free: bool = False,
     implementation="auto",
     stacked: bool = False,
+    share: bool = False,
 ) -> tuple[dict[int, Array], dict[int, Array]]:
     """(:func:`kernels` at X, :func:`kernels` with ``first=X_test``) with one pass where the implementation
     computes K^(2) whole (its level 2): every direction tuple's K^(2)(Z, Z) over Z = [X; X_test] holds the
@@ -333,11 +350,11 @@ def kernels_and_test(
     work of X is done once instead of twice (docs/math.md section 2: K^(r)(x, X, ..) at test inputs is the same
     derivative with x in the first slot, HY Eq. 22). The (n + k)^2 / n^2 larger K^(r) of that pass is predicted
     with the rest and, where it would pass the budget, or for levels computed whole above 2 (whose further head
-    slots would grow too), the two are computed apart, as :func:`kernels` does."""
+    slots would grow too), the two are computed apart, as :func:`kernels` does. ``share`` as in :func:`kernels`."""
     kw = dict(memory_budget=memory_budget, chunk=chunk, progress=progress, devices=devices, matrix_free=matrix_free,
-              implementation=implementation, stacked=stacked)
+              implementation=implementation, stacked=stacked, share=share)
     model, X, Xt, out_shape, plan = _prepare(model, X, p, X_test, memory_budget, chunk, matrix_free,
-                                             implementation, stacked)
+                                             implementation, stacked, share)
     impl = choose_implementation(first_model(model, "kernels")[1] if stacked else model, implementation)
     N, Nt = X.shape[0] * num_outputs(out_shape), Xt.shape[0] * num_outputs(out_shape)
     levels = range(2, (p - 1 if matrix_free else p) + 1)
@@ -351,7 +368,7 @@ def kernels_and_test(
     lead = (slice(None),) if stacked else ()
     for r in levels:  # one pass over [X; X_test] per level
         both = tensor(model, X, _ntk_spec(impl, r), first=None, chunk=plan.chunk, progress=progress,
-                      devices=devices, stacked=stacked, rows=Xt)
+                      devices=devices, stacked=stacked, rows=Xt, share=share)
         train[r], test[r] = both[lead + (slice(0, N), slice(0, N))], both[lead + (slice(N, None), slice(0, N))]
     if matrix_free:
         for out, X1 in ((train, None), (test, Xt)):
