@@ -347,7 +347,8 @@ def spectrum(path: str, out: str) -> dict[str, dict]:
     widths drawn), the mean over seeds of lambda_i(H) - lambda_i(G) against width, with its standard error and
     fitted exponent (:func:`nth.compare.moment_fits`: fitted only where the mean is resolved from zero); (b) the
     RMS eigenvalue of B at initialization and at the last saved time (geometric mean over seeds,
-    :func:`nth.compare.slope_with_ci`); (c) the relative moment differences (Tr H^j - Tr G^j) / Tr G^j, j = 1..4,
+    :func:`nth.compare.slope_with_ci`); every panel but (d) over the widths where every seed has finished;
+    (c) the relative moment differences (Tr H^j - Tr G^j) / Tr G^j, j = 1..4,
     at initialization (solid) and at the last time (dashed); (d) the top eigenvalues of H and G of seed 0 at the
     largest width (DG Fig. 9b: k near-equal copies with k outputs). The predicted exponents
     (:data:`nth.kernel.SPECTRUM_LAWS`) are dashed. Returns {quantity: fit}: moment_fits' dict for the gap of
@@ -394,7 +395,8 @@ def spectrum(path: str, out: str) -> dict[str, dict]:
     ax = axes[0, 1]
     for tag, style in (("init", "o-"), ("final", "s--")):
         E = np.asarray(sc[f"rms_B_{tag}"], dtype=np.float64)
-        ok = (np.isfinite(E) & (E > 0)).any(axis=1)  # widths with a value (B = 0 in a model linear in theta)
+        # the widths where every seed has finished, as for the other panels, and B is not 0 (a model linear in theta)
+        ok = np.isfinite(E).all(axis=1) & (E > 0).any(axis=1)
         if ok.sum() < 2:
             continue
         g = np.array([geometric_mean(r[np.isfinite(r) & (r > 0)]) for r in E[ok]])

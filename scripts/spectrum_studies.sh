@@ -27,7 +27,7 @@ cd "$(dirname "$0")/.."
 study() { local name=$1; shift; local t0=$SECONDS; echo "== $name: nth sweep $*"
           nth sweep "$@" --p 2 --data digits --n-test 0 --num-times 2 --spectra --out "results/spectrum_$name.h5" --quiet
           echo "spectrum_$name $((SECONDS - t0)) s" >> results/walltimes.txt
-          nth plot spectrum "results/spectrum_$name.h5" | tee "results/spectrum_$name.txt"; }
+          nth plot spectrum "results/spectrum_$name.h5" --out "results/spectrum_$name.png" | tee "results/spectrum_$name.txt"; }
 WIDTHS=64,128,256,512,1024,2048
 study tanh_d2 --activation tanh --depth 2 --widths $WIDTHS --seeds 10 --t-max 100 --top 20
 study tanh_d1 --activation tanh --depth 1 --digits-per-class 100 --widths $WIDTHS --seeds 10 --t-max 20 --top 4 \
