@@ -22,7 +22,7 @@ from ._cluster import ENV_COORDINATOR, ENV_HEARTBEAT, ENV_NUM_PROCESSES, ENV_PRO
 from .errors import ConfigError
 
 #: The commands that run under several processes (their pieces are shared out; nth._cluster).
-DISTRIBUTED_COMMANDS = ("sweep", "corr")
+DISTRIBUTED_COMMANDS = ("sweep", "corr", "kernel")
 
 
 def free_port() -> int:

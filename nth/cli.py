@@ -217,6 +217,8 @@ def _add_kernel(sub) -> None:
                    "erf and relu, Gauss-Hermite quadrature otherwise)")
     s.add_argument("--width", type=int, help="also the empirical K^(2)(0) at this width (default 1024 without "
                    "--infinite)")
+    s.add_argument("--p", type=int, default=2, help="the empirical K^(2)(0) .. K^(p)(0) at the width (default 2); "
+                   "under nth launch their direction tuples are shared out among the processes")
     s.add_argument("--seed", type=_seed, default=0, help="seed of the initial weights (default 0)")
     s.add_argument("--depth", type=int, help="hidden layers H (default 2)")
     s.add_argument("--outputs", type=int, help="outputs per input (default 1): kernels over the n k "
@@ -233,6 +235,7 @@ def _add_kernel(sub) -> None:
                    "unit sphere)")
     s.add_argument("--out", help="HDF5 file to write the kernels to")
     s.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    _add_distributed(s)
 
 
 def _add_spectrum(sub) -> None:

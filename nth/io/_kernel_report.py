@@ -15,10 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._cluster import is_writer
 from .._composed import Composed, part
 from ..data import Dataset, load_problem, problem_shape
 from ..errors import ConfigError, MemoryBudgetError
-from ..kernel import LimitingKernels, check_infinite_options, limiting_kernels, ntk
+from ..kernel import LimitingKernels, check_infinite_options, kernels, limiting_kernels
 from ..kernel._plan import default_memory_budget, format_bytes, kernel_bytes, plan_kernels
 from ..models import DEFAULT_ORDER, ModelSpec, activation
 from ..engine._config import DEFAULT_WIDTH, ProblemSpec
@@ -32,12 +33,14 @@ class KernelRequest(Composed):
     """What ``nth kernel`` computes for a ``network`` (:class:`~nth.models.ModelSpec`) on a ``problem``
     (:class:`~nth.engine.ProblemSpec`; its fields are also given and read by their own names, as in
     :class:`~nth.engine.SolveConfig`): Kbar^(2) and NNGP with ``infinite`` (Gaussian expectations by ``method``,
-    quadrature of ``quadrature_order``), K^(2)(0) with a ``width`` (default 1024 when not ``infinite``); with
+    quadrature of ``quadrature_order``), K^(2)(0) .. K^(p)(0) with a ``width`` (default 1024 when not ``infinite``;
+    HY Eqs. 7, 10); with
     ``outputs`` k > 1 both over the n k samples (input, output): the network with k outputs, and the limiting
     kernels times the identity on outputs (docs/math.md section 10)."""
 
     network: ModelSpec = part(ModelSpec)
     problem: ProblemSpec = part(ProblemSpec)
+    p: int = 2
     infinite: bool = False
     method: str = "auto"
     quadrature_order: int = DEFAULT_ORDER
@@ -56,7 +59,12 @@ class KernelRequest(Composed):
         return self.network.resolved_depth
 
     def validate(self) -> None:
-        self.network.validate(2)
+        if not isinstance(self.p, int) or isinstance(self.p, bool) or self.p < 2:
+            raise ConfigError(f"--p {self.p!r}: the highest kernel K^(p) must be an integer >= 2")
+        if self.p > 2 and self.finite_width is None:
+            raise ConfigError(f"--p {self.p}: K^(3) and higher vanish at infinite width; give --width for the "
+                              "finite-width kernels")
+        self.network.validate(self.p)
         self.problem.validate()
         if self.weights is not None or self.model is not None:
             raise ConfigError("nth kernel computes the kernels of a built-in architecture (no --model, --weights)")
@@ -69,21 +77,29 @@ class KernelRequest(Composed):
 
 @dataclasses.dataclass
 class KernelReport:
+    """What ``nth kernel`` computed: the data, the limiting kernels, and the finite-width K^(r)(0) ({r: array},
+    r = 2..p; empty without a width)."""
+
     data: Dataset
     limiting: LimitingKernels | None
-    K2: np.ndarray | None
+    finite: dict[int, np.ndarray]
     wall: dict[str, float]
+
+    @property
+    def K2(self) -> np.ndarray | None:
+        return self.finite.get(2)
 
 
 def compute_kernels(req: KernelRequest) -> KernelReport:
-    """The kernels of ``req`` (every check runs first)."""
+    """The kernels of ``req`` (every check runs first). Under several processes (:mod:`nth._cluster`) the finite
+    kernels' direction tuples are shared out among them (:func:`nth.kernels` with ``share``)."""
     req.validate()
     sizes = req.problem.sizes(images=req.arch == "cnn")
     shape = problem_shape(req.data, **sizes, targets=False)
     if req.finite_width is not None:  # refused from sizes alone, before the data exist
         plan_kernels(eqx.filter_eval_shape(lambda: req.network.build(seed=req.seed, width=req.finite_width,
                                                                   in_shape=shape.in_shape, outputs=req.k)),
-                     shape.n, 2, in_shape=shape.in_shape, outputs=req.k)
+                     shape.n, req.p, in_shape=shape.in_shape, outputs=req.k)
     elif 4 * kernel_bytes(shape.n * req.k, 2) > default_memory_budget():  # Kbar, NNGP, the recursion's copies
         raise MemoryBudgetError(f"the limiting kernels at n = {shape.n} need about "
                                 f"{format_bytes(4 * kernel_bytes(shape.n * req.k, 2))}, over the memory budget "
@@ -91,7 +107,7 @@ def compute_kernels(req: KernelRequest) -> KernelReport:
     data = load_problem(req.data, seed=req.data_seed, normalization=req.normalization, **sizes, targets=False)
     X = jnp.asarray(data.X)
     wall: dict[str, float] = {}
-    lim = K2 = None
+    lim, finite = None, {}
     if req.infinite:
         t = time.perf_counter()
         lim = jax.block_until_ready(limiting_kernels(
@@ -104,9 +120,9 @@ def compute_kernels(req: KernelRequest) -> KernelReport:
     if req.finite_width is not None:
         t = time.perf_counter()
         model = req.network.build(seed=req.seed, width=req.finite_width, in_shape=data.in_shape, outputs=req.k)
-        K2 = np.asarray(ntk(model, X))
+        finite = {r: np.asarray(K) for r, K in kernels(model, X, req.p, share=True).items()}
         wall["empirical"] = time.perf_counter() - t
-    return KernelReport(data=data, limiting=lim, K2=K2, wall=wall)
+    return KernelReport(data=data, limiting=lim, finite=finite, wall=wall)
 
 
 def _describe(name: str, K: np.ndarray) -> str:
@@ -117,8 +133,8 @@ def _describe(name: str, K: np.ndarray) -> str:
 
 def kernel_report(req: KernelRequest, out: str | os.PathLike | None = None, *, force: bool = False) -> str:
     """Compute the kernels of ``req``, write them to ``out`` (atomically; config and versions as attributes) and
-    return the text ``nth kernel`` prints."""
-    if out is None:
+    return the text ``nth kernel`` prints. Under several processes process 0 alone writes ``out``."""
+    if out is None or not is_writer():
         return _report(req, None, force)
     out = check_output_path(out, force)
     with writer_lock(out, "nth kernel"):
@@ -141,6 +157,10 @@ def _report(req: KernelRequest, out: str | None, force: bool) -> str:
 
     if rep.K2 is not None:
         lines.append(_describe(f"K^(2)(0) (m = {req.finite_width}, seed {req.seed})", rep.K2))
+    for r, K in sorted(rep.finite.items()):
+        if r > 2:
+            lines.append(f"{f'K^({r})(0)':<44} shape {K.shape}, mean |entry| {np.mean(np.abs(K)):.6g}, max |entry| "
+                         f"{np.max(np.abs(K)):.6g}")
 
     if rep.limiting is not None and rep.K2 is not None:
         kbar = np.asarray(rep.limiting.ntk)
@@ -154,7 +174,7 @@ def _report(req: KernelRequest, out: str | None, force: bool) -> str:
     lines.append("wall time: " + ", ".join(f"{k_} {v:.2f} s" for k_, v in rep.wall.items()))
     if out is not None:
         lim = rep.limiting
-        ds, attrs = kernel_file(rep.data, req.flat() | {"arch_options": req.network.describe()}, K2=rep.K2,
+        ds, attrs = kernel_file(rep.data, req.flat() | {"arch_options": req.network.describe()}, finite=rep.finite,
                                 nngp=None if lim is None else lim.nngp, ntk=None if lim is None else lim.ntk)
         axes = functools.partial(dataset_axes, out_shape=() if req.k == 1 else (req.k,))
         lines.append(f"wrote {write_h5(out, ds, attrs, force=force, axes=axes)}")

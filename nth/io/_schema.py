@@ -58,7 +58,7 @@ file's root also holds the sweep's table for xarray: every per-run scalar (``max
 where a run is missing), so that ``xarray.open_dataset(SWEEP, engine="h5netcdf")`` is the error table.
 
 A kernel file (``nth kernel --out``) holds the data, ``/kernels/K2`` (n, n) (the empirical K^(2)(0) of a
-seeded network), ``/infinite/nngp`` and ``/infinite/ntk`` (the limiting kernels, docs/math.md section 5), and
+seeded network) and with ``--p`` the higher ``/kernels/K{r}`` (n,)*r, ``/infinite/nngp`` and ``/infinite/ntk`` (the limiting kernels, docs/math.md section 5), and
 the root attributes with the request as ``config``.
 """
 
@@ -301,11 +301,13 @@ def solve_file(result: SolveResult, *, save_kernels: bool = False) -> tuple[dict
     return {"/" + k: v for k, v in ds.items()}, {"/" + k: v for k, v in attrs.items()}
 
 
-def kernel_file(data: Dataset, config: Mapping[str, Any], K2=None, nngp=None, ntk=None
-                ) -> tuple[dict[str, Any], dict[str, dict]]:
-    """A kernel file (module docstring): the data, the kernels that were computed, and the root attributes."""
+def kernel_file(data: Dataset, config: Mapping[str, Any], finite: Mapping[int, Any] | None = None, nngp=None,
+                ntk=None) -> tuple[dict[str, Any], dict[str, dict]]:
+    """A kernel file (module docstring): the data, the kernels that were computed (``finite``: {r: K^(r)(0)}
+    as ``kernels/K<r>``), and the root attributes."""
     ds, attrs = data_datasets(data)
-    for path, K in (("kernels/K2", K2), ("infinite/nngp", nngp), ("infinite/ntk", ntk)):
+    named = [(f"kernels/K{r}", K) for r, K in sorted((finite or {}).items())]
+    for path, K in (*named, ("infinite/nngp", nngp), ("infinite/ntk", ntk)):
         if K is not None:
             ds[path] = np.asarray(K)
     attrs[""] = file_attrs(config)
