@@ -45,9 +45,6 @@ ENV_HEARTBEAT = "NTH_HEARTBEAT_SECONDS"
 #: Seconds without a heartbeat after which the runtime declares a process dead and stops the others.
 DEFAULT_HEARTBEAT = 100
 
-_STATE = {"initialized": False}
-
-
 def _env_int(name: str, low: int) -> int:
     text = os.environ[name]
     try:
@@ -70,7 +67,7 @@ def initialize(auto: bool = False) -> int:
 
     On the CPU the processes' collectives go through gloo (``jax_cpu_collectives_implementation``), which must be
     chosen before the runtime starts."""
-    if _STATE["initialized"]:
+    if jax.distributed.is_initialized():
         return jax.process_count()
     heartbeat = _env_int(ENV_HEARTBEAT, 1) if ENV_HEARTBEAT in os.environ else DEFAULT_HEARTBEAT
     if launched():
@@ -92,7 +89,6 @@ def initialize(auto: bool = False) -> int:
         raise ClusterError(f"could not join the processes through {where}: {str(e).splitlines()[0]}; start them "
                            "with `nth launch --processes N ...` on one machine, or under srun/mpirun with "
                            "--distributed") from None
-    _STATE["initialized"] = True
     with _stdout_to_stderr():  # gloo announces its connections on stdout, which a --json reader parses
         gather_objects(None)
     return jax.process_count()
@@ -173,10 +169,14 @@ def from_writer(fn: Callable[[], T]) -> T:
     return _settle(gather_objects(outcome), mine)[0]
 
 
-def shared_map(fn: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[T, R]]:
+def shared_map(fn: Callable[[T], R], items: Sequence[T], *, share: bool = True) -> Iterator[tuple[T, R]]:
     """``(item, fn(item))`` for every item in order, on every process: item i is computed by process i mod P, in
     rounds of P items, and each round's results are gathered into every process before they are yielded. A
-    failure in any piece is raised on every process at the end of its round (module docstring)."""
+    failure in any piece is raised on every process at the end of its round (module docstring). Without
+    ``share`` (or with one process) this process computes every item itself, lazily."""
+    if not share or process_count() == 1:
+        yield from ((item, fn(item)) for item in items)
+        return
     P, me = process_count(), process_index()
     for start in range(0, len(items), P):
         chunk = items[start:start + P]

@@ -235,7 +235,6 @@ def _add_kernel(sub) -> None:
                    "unit sphere)")
     s.add_argument("--out", help="HDF5 file to write the kernels to")
     s.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    _add_distributed(s)
 
 
 def _add_spectrum(sub) -> None:
@@ -270,7 +269,6 @@ def _add_sweep(sub) -> None:
     s.add_argument("--batch-seeds", action="store_true", help="run the seeds of a width as one vmapped batch; same "
                    "results. Pays on an accelerator; on a CPU avoid it for a cnn (vmapped convolutions with per-seed "
                    "weights become slow grouped convolutions)")
-    _add_distributed(s)
 
 
 def _add_distributed(s: argparse.ArgumentParser) -> None:
@@ -387,7 +385,6 @@ def _add_corr(sub) -> None:
     s.add_argument("--batch", type=int, help="draws per compiled call (default: as many as the memory budget holds, "
                    "at most 64)")
     s.add_argument("--devices", type=int, help="shard each batch of draws over this many devices (default: all)")
-    _add_distributed(s)
     s.add_argument("--memory-budget", type=parse_bytes, help="bytes a batch may use (default: 80%% of the "
                    "device's memory)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -421,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_corr(sub)
     _add_width_for(sub)
     _add_launch(sub)
+    from ._launch import DISTRIBUTED_COMMANDS
+
+    for name in DISTRIBUTED_COMMANDS:  # the commands that run under several processes (nth._cluster)
+        _add_distributed(sub.choices[name])
     pp = sub.add_parser("params", help="TP4 Table 1: abc-parametrizations, their classification and nth's mapping")
     pp.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="hidden layers L (default 2)")
     return parser

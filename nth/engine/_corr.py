@@ -315,9 +315,7 @@ def sample(cfg: CorrConfig, width: int, start: int, stop: int, *, share: bool = 
             keys = jax.device_put(keys, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("draws")))
         return np.asarray(_batch(sampler, keys, X))[: min(batch, stop - lo)]
 
-    starts = list(range(start, stop, batch))
-    batches = shared_map(draw, starts) if share else ((lo, draw(lo)) for lo in starts)
-    for lo, vals in batches:
+    for lo, vals in shared_map(draw, range(start, stop, batch), share=share):
         if on_batch is not None:
             on_batch(len(vals))
         yield lo, vals

@@ -22,7 +22,6 @@ knows only ``nth-corr-1`` refuses a newer file instead of taking its blocks for 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -31,11 +30,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .._cluster import from_writer, is_writer
+from .._cluster import from_writer
 from ..engine import CorrConfig, check_corr_plan as check_plan, correlation_values, plan_batch, sample_draws as sample
 from ..engine import summarize_corr as summarize
 from ..errors import ConfigError, DamagedFileError
-from ._files import check_output_path, writer_lock
+from ._files import file_writer
 from ._hdf5 import check_writable, differences, digest, dimension, drop_damaged, edit_h5, open_results, verify
 from ._hdf5 import write_group
 from ._schema import SCHEMA_VERSION, file_attrs
@@ -194,23 +193,19 @@ def run_corr(cfg: CorrConfig, path: str | None = None, *, progress: bool = False
     """Measure ``cfg``: every width's draws 0..draws-1 that ``path`` does not hold yet, committed in blocks as
     they finish (module docstring), then the summary of :func:`nth.engine._corr.summarize`. With ``path``
     None nothing is written. Arguments, the output path and the memory of one batch at the largest width are
-    checked before the first draw; the process is the file's only writer (``writer_lock``)."""
+    checked before the first draw; the process is the file's only writer (``writer_lock``). Under several
+    processes (:mod:`nth._cluster`) process 0 writes the file and the others return ``path`` None."""
     check_plan(cfg)
     if path is None:
         return _measure(cfg, None, {}, progress)
-    writer = is_writer()  # under several processes (nth._cluster) process 0 opens and writes the file
-    if writer:
-        path = check_output_path(path, force=True)
-    with writer_lock(path, f"nth corr (widths {','.join(map(str, cfg.widths))})") if writer \
-            else contextlib.nullcontext():
-        stored = from_writer(lambda: _open(cfg, path, log))
-        return _measure(cfg, path, stored, progress and writer, commit=writer)
+    with file_writer(path, f"nth corr (widths {','.join(map(str, cfg.widths))})", force=True) as mine:
+        stored = from_writer(lambda: _open(cfg, mine, log))  # process 0 of several opens the file (nth._cluster)
+        return _measure(cfg, mine, stored, progress and mine is not None)
 
 
-def _measure(cfg: CorrConfig, path: str | None, stored: dict[int, np.ndarray], progress: bool, *,
-             commit: bool = True) -> dict[str, Any]:
-    """Draw what ``stored`` (the file's draws per width) lacks, committing blocks to ``path`` (where ``commit``:
-    the processes other than 0 draw their share and commit nothing); the summary."""
+def _measure(cfg: CorrConfig, path: str | None, stored: dict[int, np.ndarray], progress: bool) -> dict[str, Any]:
+    """Draw what ``stored`` (the file's draws per width) lacks, committing blocks to ``path`` (None: nothing is
+    written, as in the processes of a multi-process run other than 0); the summary."""
     values: dict[int, list[np.ndarray]] = {w: [stored[w]] if w in stored else [] for w in cfg.widths}
     have = {w: len(stored[w]) if w in stored else 0 for w in cfg.widths}
     todo = {w: cfg.draws - have[w] for w in cfg.widths}
@@ -230,7 +225,7 @@ def _measure(cfg: CorrConfig, path: str | None, stored: dict[int, np.ndarray], p
             pending, first = [], start
             for lo, vals in sample(cfg, w, start, cfg.draws, on_batch=bar.update if bar is not None else None):
                 values[w].append(vals)
-                if path is None or not commit:
+                if path is None:
                     continue
                 pending.append(vals)
                 n = sum(len(v) for v in pending)

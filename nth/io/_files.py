@@ -31,6 +31,7 @@ import secrets
 import time
 from collections.abc import Iterator
 
+from .._cluster import is_writer
 from ..errors import ConfigError, OutputExistsError, OutputWriteError, WriterBusyError
 
 #: Bytes written per os.write call.
@@ -205,6 +206,20 @@ def writer_lock(path: str | os.PathLike, what: str = "nth") -> Iterator[None]:
             os.unlink(lock_path)  # while still holding the lock (a waiting opener then retries, see above)
         os.close(fd)
         _remove_empty(created)
+
+
+@contextlib.contextmanager
+def file_writer(path: str | os.PathLike, what: str, *, force: bool) -> Iterator[str | None]:
+    """The writer of ``path`` for one command: in the process that writes files (process 0 of several,
+    :mod:`nth._cluster`; the only one otherwise) the path checked (:func:`check_output_path`) and its
+    :func:`writer_lock` held for the duration, yielding the checked path; in every other process of a
+    multi-process run nothing is checked or locked and None is yielded (it writes nothing)."""
+    if not is_writer():
+        yield None
+        return
+    path = check_output_path(path, force)
+    with writer_lock(path, what):
+        yield path
 
 
 def _remove_temporaries(target: str) -> None:

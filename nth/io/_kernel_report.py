@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._cluster import is_writer
 from .._composed import Composed, part
 from ..data import Dataset, load_problem, problem_shape
 from ..errors import ConfigError, MemoryBudgetError
@@ -23,7 +22,7 @@ from ..kernel import LimitingKernels, check_infinite_options, kernels, limiting_
 from ..kernel._plan import default_memory_budget, format_bytes, kernel_bytes, plan_kernels
 from ..models import DEFAULT_ORDER, ModelSpec, activation
 from ..engine._config import DEFAULT_WIDTH, ProblemSpec
-from ._files import check_output_path, writer_lock
+from ._files import file_writer
 from ._hdf5 import write_h5
 from ._schema import dataset_axes, kernel_file
 
@@ -134,11 +133,10 @@ def _describe(name: str, K: np.ndarray) -> str:
 def kernel_report(req: KernelRequest, out: str | os.PathLike | None = None, *, force: bool = False) -> str:
     """Compute the kernels of ``req``, write them to ``out`` (atomically; config and versions as attributes) and
     return the text ``nth kernel`` prints. Under several processes process 0 alone writes ``out``."""
-    if out is None or not is_writer():
+    if out is None:
         return _report(req, None, force)
-    out = check_output_path(out, force)
-    with writer_lock(out, "nth kernel"):
-        return _report(req, out, force)
+    with file_writer(out, "nth kernel", force=force) as mine:
+        return _report(req, mine, force)
 
 
 def _report(req: KernelRequest, out: str | None, force: bool) -> str:

@@ -22,7 +22,6 @@ attributes) are still read by :func:`load_sweep`.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -32,11 +31,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .._cluster import from_writer, is_writer, shared_map
+from .._cluster import from_writer, shared_map
 from ..engine import SolveConfig, SolveResult, solve_seeds
 from ..engine._rows import every_row
 from ..errors import ConfigError, DamagedFileError
-from ._files import check_output_path, writer_lock
+from ._files import file_writer
 from ._hdf5 import check_writable, digest, dimension, drop_damaged, edit_h5, open_results, verify, write_group
 from ._schema import SCHEMA_VERSION, axes_for, created_now, data_datasets, file_attrs, prediction_group
 from ._schema import provenance, run_datasets
@@ -170,11 +169,8 @@ def run_sweep(cfg: SweepConfig, path: str, *, progress: bool = False, batch_seed
     if batch_seeds and cfg.base.gradient_descent:
         raise ConfigError("--batch-seeds computes gradient flow only; run a gradient-descent sweep (--lr / "
                           "--lr-fraction) without it")
-    writer = is_writer()
-    if writer:
-        path = check_output_path(path, force=True)
-    with writer_lock(path, f"nth sweep (widths {','.join(map(str, cfg.widths))}, {cfg.num_seeds} seeds)") if writer \
-            else contextlib.nullcontext():
+    with file_writer(path, f"nth sweep (widths {','.join(map(str, cfg.widths))}, {cfg.num_seeds} seeds)",
+                     force=True) as path:  # None in the processes that do not write
         done = from_writer(lambda: open_sweep(cfg, path, log=log))
         todo = [(w, s) for w in cfg.widths for s in range(cfg.num_seeds) if run_name(w, s) not in done]
         groups = [(w, [s for ww, s in todo if ww == w]) for w in cfg.widths]
@@ -183,7 +179,7 @@ def run_sweep(cfg: SweepConfig, path: str, *, progress: bool = False, batch_seed
         else:
             jobs = [(w, [s]) for w, s in todo]
         bar = None
-        if progress and writer:
+        if progress and path is not None:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(cfg.widths) * cfg.num_seeds, initial=len(done), unit="run", desc="sweep")
@@ -197,7 +193,7 @@ def run_sweep(cfg: SweepConfig, path: str, *, progress: bool = False, batch_seed
         try:
             for (w, seeds), results in shared_map(compute, jobs):
                 for s, res in zip(seeds, results):
-                    if writer:
+                    if path is not None:
                         _commit_run(path, w, s, res, None if os.path.exists(path) else _new_file_attrs(cfg))
                     if on_run:
                         on_run(run_name(w, s), res)

@@ -248,10 +248,9 @@ def tensor(model: AbstractModel, X: Array, spec: TensorSpec, *, first: Array | N
         out = _batch(spec, model, X1, X, ib, sym, stacked, out_shape)
         return out[(..., slice(0, size)) + (slice(None),) * spec.head]
 
-    if share:  # every process its share of the batches, gathered as host arrays (nth._cluster)
-        parts = [jnp.asarray(v) for (_, v), _ in zip(shared_map(lambda s: np.asarray(batch(s)), starts), it)]
-    else:
-        parts = [batch(s) for s in it]
+    # with share every process computes its share of the batches, gathered into every process (nth._cluster);
+    # the progress bar (it) advances as they arrive
+    parts = [v for (_, v), _ in zip(shared_map(batch, starts, share=share), it)]
     return _assemble(_concatenate(parts, -1 - spec.head), n, k, spec.head)
 
 
